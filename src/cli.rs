@@ -1,0 +1,357 @@
+//! The command line: clap definitions (their doc comments are the `--help` text) and `run`, which
+//! validates every input before anything is written, then calls one experiment per scenario.
+
+use crate::Error;
+use crate::experiment::{RunOptions, run_scenario};
+use crate::report::OutputDir;
+use crate::scenario::{self, Scenario, ScenarioError};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  ihdyn                                        run the built-in demo into output/demo/
+  ihdyn run scenarios/musat3-sweep.toml        run one scenario into output/musat3-sweep/
+  ihdyn run scenarios/*.toml                   run several, each into output/<name>/
+  ihdyn validate scenarios/*.toml              check scenario files without running them
+  ihdyn sweep --n 8,64,256 --thresholds 0.5,0.1 --out runs/quick
+                                               an N-sweep from flags alone
+
+Exit codes: 0 success, 1 a run failed (divergence, I/O), 2 bad input (flags, scenario, file).";
+
+/// Reduced training dynamics of induction heads, integrated as ODEs.
+#[derive(Parser, Debug)]
+#[command(name = "ihdyn", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Worker threads for parallel jobs [default: all cores, or RAYON_NUM_THREADS]
+    #[arg(long, global = true, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+    /// Print only errors: no tables, no progress bars
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run scenario files (TOML); each writes into output/<scenario name>/
+    Run {
+        /// Scenario files
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        out: OutArgs,
+    },
+    /// Check scenario files without running them
+    Validate {
+        /// Scenario files
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Run an N-sweep from flags alone (the same outputs as a scenario with a [sweep] section)
+    Sweep(SweepArgs),
+    /// Run the built-in demo: the N = 8 trajectory and the N-sweep 4..4096 (this is what `ihdyn`
+    /// without arguments does)
+    Demo {
+        #[command(flatten)]
+        out: OutArgs,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct OutArgs {
+    /// Output folder (for a single scenario) [default: <output-root>/<scenario name>]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Parent folder of the per-scenario output folders
+    #[arg(long, value_name = "DIR", default_value = "output")]
+    pub output_root: PathBuf,
+}
+
+impl Default for OutArgs {
+    fn default() -> Self {
+        OutArgs {
+            out: None,
+            output_root: PathBuf::from("output"),
+        }
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum SystemArg {
+    /// Musat et al., the three-parameter flow (alpha3, beta2, gamma3)
+    Musat3,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum QueryArg {
+    /// q = N (Theorem 2)
+    Last,
+    /// q uniform on 1..N
+    Uniform,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SweepArgs {
+    /// Reduced system to sweep
+    #[arg(long, value_enum, default_value_t = SystemArg::Musat3)]
+    pub system: SystemArg,
+    /// Context lengths N, comma-separated, each >= 2 (e.g. 8,64,256)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required = true,
+        value_name = "N,...",
+        allow_negative_numbers = true
+    )]
+    pub n: Vec<i64>,
+    /// Emergence thresholds, comma-separated, each > 0
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.5",
+        value_name = "X,...",
+        allow_negative_numbers = true
+    )]
+    pub thresholds: Vec<f64>,
+    /// Which pair is queried
+    #[arg(long, value_enum, default_value_t = QueryArg::Last)]
+    pub query: QueryArg,
+    /// Loss scale: 1, or 0.5 for the halved loss (doubles every time); > 0
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub loss_scale: f64,
+    /// Fit the power law over rows with N >= this
+    #[arg(long, default_value_t = 16)]
+    pub fit_min_n: usize,
+    /// Relative tolerance of the integrator, in (0, 1) [default: 1e-10]
+    #[arg(long, allow_negative_numbers = true)]
+    pub rtol: Option<f64>,
+    /// Name of the run (the folder under --output-root)
+    #[arg(long, default_value = "sweep")]
+    pub name: String,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+/// The built-in demo scenario (`ihdyn` with no arguments).
+pub const DEMO_SCENARIO: &str = r#"name = "demo"
+description = "Musat et al. three-parameter flow: the N = 8 trajectory and emergence time vs N = 4..4096"
+
+[system]
+kind = "musat3"
+n = 8
+
+[solve]
+thresholds = [0.5]
+
+[sweep]
+n = { from = 4, to = 4096, points = 24, spacing = "geometric" }
+thresholds = [0.5, 0.1]
+fit_min_n = 16
+"#;
+
+impl SweepArgs {
+    /// The scenario these flags describe; validation errors name the flag.
+    pub fn to_scenario(&self) -> Result<Scenario, Error> {
+        let list = |v: &[i64]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let floats = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let query = match self.query {
+            QueryArg::Last => "last",
+            QueryArg::Uniform => "uniform",
+        };
+        let system = match self.system {
+            SystemArg::Musat3 => "musat3",
+        };
+        let mut text = format!(
+            "name = {:?}\n[system]\nkind = \"{system}\"\nquery = \"{query}\"\nloss_scale = {:?}\n",
+            self.name, self.loss_scale
+        );
+        if let Some(r) = self.rtol {
+            text.push_str(&format!("[solver]\nrtol = {r:?}\n"));
+        }
+        text.push_str(&format!(
+            "[sweep]\nn = [{}]\nthresholds = [{}]\nfit_min_n = {}\n",
+            list(&self.n),
+            floats(&self.thresholds),
+            self.fit_min_n
+        ));
+        scenario::parse_str(&text, "command line", &self.name).map_err(|e| match e {
+            ScenarioError::Field { mut error, .. } => {
+                error.field = flag_for_field(&error.field);
+                Error::Usage(error.to_string())
+            }
+            other => Error::Scenario(other),
+        })
+    }
+}
+
+/// The flag that sets a scenario field of `ihdyn sweep`.
+fn flag_for_field(field: &str) -> String {
+    let flag = match field.split(['.', '[']).collect::<Vec<_>>().as_slice() {
+        ["sweep", "n", ..] => "--n",
+        ["sweep", "thresholds", ..] => "--thresholds",
+        ["sweep", "fit_min_n", ..] => "--fit-min-n",
+        ["system", "loss_scale", ..] => "--loss-scale",
+        ["system", "query", ..] => "--query",
+        ["solver", "rtol", ..] => "--rtol",
+        ["name"] => "--name",
+        _ => field,
+    };
+    flag.to_string()
+}
+
+/// Where each scenario writes. `--out` names the folder of a single scenario.
+fn output_dirs(scenarios: &[Scenario], out: &OutArgs) -> Result<Vec<OutputDir>, Error> {
+    if let Some(dir) = &out.out {
+        if scenarios.len() != 1 {
+            return Err(Error::Usage(format!(
+                "--out names the folder of a single scenario, got {}; use --output-root DIR to \
+                 write each into DIR/<scenario name>/",
+                scenarios.len()
+            )));
+        }
+        return Ok(vec![OutputDir::new(dir)]);
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for s in scenarios {
+        if !names.insert(&s.name) {
+            return Err(Error::Usage(format!(
+                "two scenarios are named `{}` and would write the same folder; rename one \
+                 (field `name`)",
+                s.name
+            )));
+        }
+    }
+    Ok(scenarios
+        .iter()
+        .map(|s| OutputDir::new(out.output_root.join(&s.name)))
+        .collect())
+}
+
+fn run_all(scenarios: Vec<Scenario>, out: &OutArgs, quiet: bool) -> Result<(), Error> {
+    let dirs = output_dirs(&scenarios, out)?;
+    let command_line: Vec<String> = std::env::args().collect();
+    for (s, dir) in scenarios.iter().zip(dirs) {
+        let opts = RunOptions {
+            out: dir.clone(),
+            progress: !quiet,
+            command_line: command_line.clone(),
+        };
+        let lines = run_scenario(s, &opts)?;
+        if !quiet {
+            println!("== {} ({})", s.name, s.origin);
+            for l in lines {
+                println!("{l}");
+            }
+            println!("wrote {}/", dir.path().display());
+        }
+    }
+    Ok(())
+}
+
+/// Describe a valid scenario in one line for `ihdyn validate`.
+fn describe(s: &Scenario) -> String {
+    let mut jobs = Vec::new();
+    if s.solve.is_some() {
+        jobs.push("solve".to_string());
+    }
+    if let Some(sw) = &s.sweep {
+        jobs.push(format!(
+            "sweep over {} N x {} thresholds",
+            sw.n.len(),
+            sw.thresholds.len()
+        ));
+    }
+    format!("{} ({}): {}", s.name, s.system.kind(), jobs.join(", "))
+}
+
+/// Run the command line. Every scenario is loaded and validated before anything is written.
+pub fn run(cli: Cli) -> Result<(), Error> {
+    if let Some(t) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t as usize)
+            .build_global()
+            .map_err(|e| Error::Usage(format!("--threads: {e}")))?;
+    }
+    let command = cli.command.unwrap_or(Command::Demo {
+        out: OutArgs::default(),
+    });
+    match command {
+        Command::Run { files, out } => {
+            let scenarios = files
+                .iter()
+                .map(|f| scenario::load(f))
+                .collect::<Result<Vec<_>, _>>()?;
+            run_all(scenarios, &out, cli.quiet)
+        }
+        Command::Validate { files } => {
+            let mut last_error = None;
+            for f in &files {
+                match scenario::load(f) {
+                    Ok(s) => {
+                        if !cli.quiet {
+                            println!("ok: {} — {}", f.display(), describe(&s));
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(prev) = last_error.replace(e) {
+                            eprintln!("ihdyn: {prev}");
+                        }
+                    }
+                }
+            }
+            match last_error {
+                Some(e) => Err(e.into()),
+                None => Ok(()),
+            }
+        }
+        Command::Sweep(args) => {
+            let s = args.to_scenario()?;
+            run_all(vec![s], &args.out, cli.quiet)
+        }
+        Command::Demo { out } => {
+            let s = scenario::parse_str(DEMO_SCENARIO, "built-in demo", "demo")?;
+            run_all(vec![s], &out, cli.quiet)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn demo_scenario_is_valid() {
+        let s = scenario::parse_str(DEMO_SCENARIO, "built-in demo", "demo").unwrap();
+        assert_eq!(s.sweep.unwrap().n.len(), 24);
+    }
+
+    #[test]
+    fn sweep_flags_errors_name_the_flag() {
+        let cli = Cli::try_parse_from(["ihdyn", "sweep", "--n", "8,1"]).unwrap();
+        let Some(Command::Sweep(a)) = cli.command else {
+            panic!()
+        };
+        let e = a.to_scenario().unwrap_err();
+        assert_eq!(e.to_string(), "--n: must be >= 2, got 1");
+        assert_eq!(e.exit_code(), 2);
+    }
+}

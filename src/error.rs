@@ -1,0 +1,35 @@
+//! The crate's error type: one variant per layer, joined with `#[from]`. Only `main` turns an
+//! error into a message and an exit code.
+
+use crate::flow::FlowError;
+use crate::report::ReportError;
+use crate::scenario::ScenarioError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad scenario file or field (exit code 2).
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// A bad combination of command-line flags (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The dynamics failed: divergence, step budget (exit code 1).
+    #[error(transparent)]
+    Flow(#[from] FlowError),
+    /// One point of a sweep failed.
+    #[error("sweep point N = {n}: {source}")]
+    SweepPoint { n: usize, source: Box<FlowError> },
+    /// Writing outputs failed (exit code 1).
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+impl Error {
+    /// 2 for bad input (scenario, flags, missing file), 1 for a failure while running.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Scenario(_) | Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! From a validated system spec to a runnable reduced system, with what the jobs need to know
+//! about it: initial point, frozen coordinates, natural time scale, which coordinates emerge
+//! (and in which order they are reported), and whose rate peak marks the blow-up.
+
+use crate::flow::GradientFlow;
+use crate::scenario::SystemSpec;
+use crate::theory::musat3::{ALPHA3, BETA2, GAMMA3, Musat3};
+
+/// A reduced system ready to solve.
+pub struct Instance {
+    pub flow: Box<dyn GradientFlow>,
+    pub init: Vec<f64>,
+    pub frozen: Vec<usize>,
+    /// The time scale that `solver.horizon` multiplies.
+    pub time_scale: f64,
+    /// Coordinates with emergence events, in reporting order, with their names.
+    pub emergence: Vec<(usize, String)>,
+    /// The coordinate whose rate peak is reported, and the event/column name.
+    pub peak: Option<(usize, String)>,
+    /// A one-line description for figure titles.
+    pub label: String,
+    /// The same without N (for sweeps over N).
+    pub family: String,
+}
+
+/// Build the system described by `spec`; `n` overrides the spec's N (sweeps).
+pub fn instantiate(spec: &SystemSpec, n: Option<usize>) -> Instance {
+    match spec {
+        SystemSpec::Musat3(m) => {
+            let n = n.or(m.n).expect("validated: N is set for every run");
+            let query = match m.query {
+                crate::theory::musat3::Query::Last => "last",
+                crate::theory::musat3::Query::Uniform => "uniform",
+            };
+            let scale = if m.loss_scale == 1.0 {
+                String::new()
+            } else {
+                format!(", loss scale {}", m.loss_scale)
+            };
+            Instance {
+                flow: Box::new(Musat3::new(n, m.query, m.loss_scale)),
+                init: m.init.to_vec(),
+                frozen: m.frozen_indices(),
+                time_scale: m.time_scale(n),
+                emergence: vec![
+                    (GAMMA3, "gamma3".into()),
+                    (BETA2, "beta2".into()),
+                    (ALPHA3, "alpha3".into()),
+                ],
+                peak: Some((ALPHA3, "t_peak_alpha_rate".into())),
+                label: format!("musat3, N = {n}, query {query}{scale}"),
+                family: format!("musat3, query {query}{scale}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! The ODE layer: gradient flows dθ/dt = −(mask ⊙ ∇L(θ)) integrated with Dormand–Prince 5(4)
+//! from `ode_solvers`, with events located on the solver's continuous (dense) output.
+//!
+//! A reduced system implements [`GradientFlow`]. A [`FlowProblem`] is built and validated once
+//! ([`FlowProblem::builder`]), with its initial point, schedule of stages (which coordinates move
+//! in which time window), events and stop rule, and then [`FlowProblem::solve`]d.
+//!
+//! Design notes (see `DESIGN.md`):
+//! - the Dopri5 adapter (`Rhs`) evaluates the right-hand side without allocating and checks each
+//!   accepted step for divergence and event brackets; the integration loop itself is the
+//!   solver's;
+//! - events are bracketed between accepted steps and then located by bisection on the dense
+//!   output, never on a sample grid;
+//! - the stiffness check of `ode_solvers` is switched off (it aborts long post-emergence tails);
+//!   the run instead stops at a configurable margin after the last requested event (capped by a
+//!   number of tail steps, since a stiff tail needs steps of O(1) however long the run), or at
+//!   the horizon.
+
+mod events;
+mod solution;
+
+pub use events::{EventRecord, EventSpec, Quantity, Trigger};
+pub use solution::{Solution, SolverStats, StopReason};
+
+use ode_solvers::continuous_output_model::ContinuousOutputModel;
+use ode_solvers::dop_shared::{IntegrationError, OutputType};
+use ode_solvers::{DVector, Dopri5, System};
+use std::cell::Cell;
+
+use events::EventTracker;
+use solution::Segment;
+
+/// A reduced training dynamics: a loss on a small parameter vector and its exact gradient.
+///
+/// The flow integrated is dθ/dt = −∇L(θ) (with frozen coordinates masked out).
+pub trait GradientFlow: Sync {
+    /// Coordinate names, in the order of θ (e.g. `alpha3`, `beta2`, `gamma3`).
+    fn names(&self) -> &[String];
+    /// The loss L(θ).
+    fn loss(&self, theta: &[f64]) -> f64;
+    /// The exact gradient ∇L(θ), written into `out` (same length as θ). Must not allocate.
+    fn grad(&self, theta: &[f64], out: &mut [f64]);
+    /// Names of derived quantities reported beside θ (e.g. attention weights).
+    fn observable_names(&self) -> &[String] {
+        &[]
+    }
+    /// Values of the observables at θ, written into `out` (length `observable_names().len()`).
+    fn observables(&self, _theta: &[f64], _out: &mut [f64]) {}
+}
+
+/// Errors of the flow layer. Divergence is an error carrying the time and state.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// The problem definition is inconsistent (a builder setter got a bad value).
+    #[error("{field}: {message}")]
+    InvalidProblem { field: String, message: String },
+    /// The integration produced a non-finite or exploding state, or the step size collapsed.
+    #[error(
+        "the flow diverged at t = {t}: {reason}; state: {}",
+        format_state(names, theta)
+    )]
+    Diverged {
+        t: f64,
+        reason: String,
+        names: Vec<String>,
+        theta: Vec<f64>,
+    },
+    /// The step budget ran out before the horizon.
+    #[error(
+        "the solver used its budget of {max_steps} steps and stopped at t = {t} (horizon {t_max}); \
+         raise solver.max_steps or shorten the horizon"
+    )]
+    MaxSteps { max_steps: u32, t: f64, t_max: f64 },
+}
+
+fn format_state(names: &[String], theta: &[f64]) -> String {
+    names
+        .iter()
+        .zip(theta)
+        .map(|(n, v)| format!("{n} = {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> FlowError {
+    FlowError::InvalidProblem {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// One time window of a schedule: the listed coordinates are frozen (their derivative is zero).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub name: String,
+    pub duration: f64,
+    pub frozen: Vec<usize>,
+}
+
+impl Stage {
+    pub fn new(name: impl Into<String>, duration: f64) -> Self {
+        Stage {
+            name: name.into(),
+            duration,
+            frozen: Vec::new(),
+        }
+    }
+    /// Freeze these coordinate indices during this stage.
+    pub fn frozen(mut self, idx: impl IntoIterator<Item = usize>) -> Self {
+        self.frozen.extend(idx);
+        self
+    }
+}
+
+/// A validated gradient-flow problem. Build it with [`FlowProblem::builder`].
+pub struct FlowProblem<'a> {
+    system: &'a dyn GradientFlow,
+    init: Vec<f64>,
+    stages: Vec<Stage>,
+    rtol: f64,
+    atol: f64,
+    events: Vec<EventSpec>,
+    margin: Option<f64>,
+    tail_steps: u32,
+    max_steps: u32,
+    bound: f64,
+}
+
+/// Builder for [`FlowProblem`]. Defaults: θ(0) = 0, rtol = 1e-10, atol = 1e-12, no events, run
+/// to the horizon, at most 10⁶ steps (and 5000 steps after the last event when stopping after
+/// events), divergence bound |θ_i| ≤ 1e100. A horizon (`t_max`) or a list of stages is required.
+pub struct FlowProblemBuilder<'a> {
+    system: &'a dyn GradientFlow,
+    init: Option<Vec<f64>>,
+    t_max: Option<f64>,
+    stages: Option<Vec<Stage>>,
+    frozen: Vec<usize>,
+    rtol: f64,
+    atol: f64,
+    events: Vec<EventSpec>,
+    margin: Option<f64>,
+    tail_steps: u32,
+    max_steps: u32,
+    bound: f64,
+}
+
+impl<'a> FlowProblem<'a> {
+    pub fn builder(system: &'a dyn GradientFlow) -> FlowProblemBuilder<'a> {
+        FlowProblemBuilder {
+            system,
+            init: None,
+            t_max: None,
+            stages: None,
+            frozen: Vec::new(),
+            rtol: 1e-10,
+            atol: 1e-12,
+            events: Vec::new(),
+            margin: None,
+            tail_steps: 5000,
+            max_steps: 1_000_000,
+            bound: 1e100,
+        }
+    }
+}
+
+impl<'a> FlowProblemBuilder<'a> {
+    /// Initial point θ(0); default zero.
+    pub fn init(mut self, theta0: &[f64]) -> Self {
+        self.init = Some(theta0.to_vec());
+        self
+    }
+    /// Horizon of a single-stage run.
+    pub fn t_max(mut self, t_max: f64) -> Self {
+        self.t_max = Some(t_max);
+        self
+    }
+    /// A staged schedule; the horizon is the sum of the durations.
+    pub fn stages(mut self, stages: Vec<Stage>) -> Self {
+        self.stages = Some(stages);
+        self
+    }
+    /// Coordinates frozen in every stage.
+    pub fn freeze(mut self, idx: impl IntoIterator<Item = usize>) -> Self {
+        self.frozen.extend(idx);
+        self
+    }
+    pub fn tolerances(mut self, rtol: f64, atol: f64) -> Self {
+        self.rtol = rtol;
+        self.atol = atol;
+        self
+    }
+    pub fn event(mut self, spec: EventSpec) -> Self {
+        self.events.push(spec);
+        self
+    }
+    pub fn events(mut self, specs: impl IntoIterator<Item = EventSpec>) -> Self {
+        self.events.extend(specs);
+        self
+    }
+    /// Stop once every event has been found, after a further `margin` × (time of the last one).
+    /// Without this the run goes to the horizon.
+    pub fn stop_after_events(mut self, margin: f64) -> Self {
+        self.margin = Some(margin);
+        self
+    }
+    /// At most this many accepted steps after every event was found (stop-after-events only).
+    pub fn tail_steps(mut self, n: u32) -> Self {
+        self.tail_steps = n;
+        self
+    }
+    pub fn max_steps(mut self, n: u32) -> Self {
+        self.max_steps = n;
+        self
+    }
+    /// |θ_i| above this counts as divergence.
+    pub fn divergence_bound(mut self, bound: f64) -> Self {
+        self.bound = bound;
+        self
+    }
+
+    /// Validate and build. Errors name the setter's field.
+    pub fn build(self) -> Result<FlowProblem<'a>, FlowError> {
+        let dim = self.system.names().len();
+        let init = self.init.unwrap_or_else(|| vec![0.0; dim]);
+        if init.len() != dim {
+            return Err(invalid(
+                "init",
+                format!("expected {dim} values, got {}", init.len()),
+            ));
+        }
+        if let Some(i) = init.iter().position(|v| !v.is_finite()) {
+            return Err(invalid(
+                "init",
+                format!("{} must be finite, got {}", self.system.names()[i], init[i]),
+            ));
+        }
+        if !(self.rtol > 0.0 && self.rtol < 1.0) {
+            return Err(invalid(
+                "rtol",
+                format!("must be in (0, 1), got {}", self.rtol),
+            ));
+        }
+        if !(self.atol > 0.0 && self.atol.is_finite()) {
+            return Err(invalid("atol", format!("must be > 0, got {}", self.atol)));
+        }
+        let mut stages = match (self.stages, self.t_max) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("t_max", "give either t_max or stages, not both"));
+            }
+            (None, None) => return Err(invalid("t_max", "a horizon is required")),
+            (None, Some(t)) => vec![Stage::new("main", t)],
+            (Some(s), None) => s,
+        };
+        if stages.is_empty() {
+            return Err(invalid("stages", "must not be empty"));
+        }
+        for s in &mut stages {
+            if !(s.duration > 0.0 && s.duration.is_finite()) {
+                return Err(invalid(
+                    if s.name == "main" {
+                        "t_max"
+                    } else {
+                        "stages.duration"
+                    },
+                    format!("must be > 0 and finite, got {}", s.duration),
+                ));
+            }
+            s.frozen.extend(self.frozen.iter().copied());
+            s.frozen.sort_unstable();
+            s.frozen.dedup();
+            if let Some(&i) = s.frozen.iter().find(|&&i| i >= dim) {
+                return Err(invalid(
+                    "frozen",
+                    format!("coordinate index {i} out of range 0..{dim}"),
+                ));
+            }
+        }
+        if let Some(m) = self.margin
+            && !(m >= 0.0 && m.is_finite())
+        {
+            return Err(invalid("margin", format!("must be >= 0, got {m}")));
+        }
+        if self.tail_steps == 0 {
+            return Err(invalid("tail_steps", "must be >= 1"));
+        }
+        let n_obs = self.system.observable_names().len();
+        for e in &self.events {
+            e.validate(dim, n_obs)?;
+        }
+        if self.max_steps == 0 {
+            return Err(invalid("max_steps", "must be >= 1"));
+        }
+        Ok(FlowProblem {
+            system: self.system,
+            init,
+            stages,
+            rtol: self.rtol,
+            atol: self.atol,
+            events: self.events,
+            margin: self.margin,
+            tail_steps: self.tail_steps,
+            max_steps: self.max_steps,
+            bound: self.bound,
+        })
+    }
+}
+
+/// What the per-step checks learn during one integration; owned by `solve`, borrowed by `Rhs`.
+struct StepState<'a> {
+    tracker: EventTracker<'a>,
+    t_prev: f64,
+    stop_at: Option<f64>,
+    /// Steps taken since every event was found.
+    tail: u32,
+    tail_cut: bool,
+    failure: Option<FlowError>,
+    last_good: (f64, Vec<f64>),
+}
+
+/// The Dopri5 adapter: right-hand side and per-step checks.
+struct Rhs<'a, 'b> {
+    system: &'a dyn GradientFlow,
+    mask: Vec<f64>,
+    grad_calls: &'b Cell<u64>,
+    state: &'b mut StepState<'a>,
+    bound: f64,
+    margin: Option<f64>,
+    tail_steps: u32,
+}
+
+impl System<f64, DVector<f64>> for Rhs<'_, '_> {
+    fn system(&self, _t: f64, y: &DVector<f64>, dy: &mut DVector<f64>) {
+        self.grad_calls.set(self.grad_calls.get() + 1);
+        let out = dy.as_mut_slice();
+        self.system.grad(y.as_slice(), out);
+        for (d, m) in out.iter_mut().zip(&self.mask) {
+            *d *= -m;
+        }
+    }
+
+    fn solout(&mut self, t: f64, y: &DVector<f64>, dy: &DVector<f64>) -> bool {
+        let theta = y.as_slice();
+        let st = &mut *self.state;
+        let bad = if theta.iter().chain(dy.as_slice()).any(|v| !v.is_finite()) {
+            Some("non-finite state or gradient")
+        } else if theta.iter().any(|v| v.abs() > self.bound) {
+            Some("a coordinate exceeded the divergence bound")
+        } else {
+            None
+        };
+        if let Some(reason) = bad {
+            st.failure = Some(FlowError::Diverged {
+                t,
+                reason: format!("{reason} (last finite state at t = {})", st.last_good.0),
+                names: self.system.names().to_vec(),
+                theta: theta.to_vec(),
+            });
+            return true;
+        }
+        st.last_good.0 = t;
+        st.last_good.1.copy_from_slice(theta);
+        let found_all = st.tracker.check_step(st.t_prev, t, theta);
+        st.t_prev = t;
+        if let (true, Some(m), None) = (found_all, self.margin, st.stop_at) {
+            st.stop_at = Some(t * (1.0 + m));
+        }
+        match st.stop_at {
+            Some(s) if t >= s => true,
+            Some(_) => {
+                st.tail += 1;
+                st.tail_cut = st.tail >= self.tail_steps;
+                st.tail_cut
+            }
+            None => false,
+        }
+    }
+}
+
+impl FlowProblem<'_> {
+    pub fn system(&self) -> &dyn GradientFlow {
+        self.system
+    }
+
+    /// Horizon: the end of the last stage.
+    pub fn t_max(&self) -> f64 {
+        self.stages.iter().map(|s| s.duration).sum()
+    }
+
+    /// Integrate the flow through every stage, then locate the bracketed events on the dense
+    /// output.
+    pub fn solve(&self) -> Result<Solution, FlowError> {
+        let dim = self.init.len();
+        let grad_calls = Cell::new(0u64);
+        let tracker = EventTracker::new(self.system, &self.events, &self.init);
+        let mut state = StepState {
+            stop_at: (self.margin.is_some() && tracker.all_found()).then_some(0.0),
+            tracker,
+            t_prev: 0.0,
+            tail: 0,
+            tail_cut: false,
+            failure: None,
+            last_good: (0.0, self.init.clone()),
+        };
+        let mut theta = DVector::from_column_slice(&self.init);
+        let mut t0 = 0.0;
+        let mut stats = SolverStats::default();
+        let mut segments = Vec::new();
+        let mut stop = StopReason::Horizon;
+        for (k, stage) in self.stages.iter().enumerate() {
+            if matches!(state.stop_at, Some(s) if t0 >= s) {
+                stop = StopReason::EventsFound;
+                break;
+            }
+            let t1 = t0 + stage.duration;
+            let mut mask = vec![1.0; dim];
+            for &i in &stage.frozen {
+                mask[i] = 0.0;
+            }
+            state
+                .tracker
+                .begin_segment(segments.len(), theta.as_slice(), &mask);
+            if stage.frozen.len() == dim {
+                // Nothing moves: the stage is a constant segment; no integration is needed.
+                segments.push(Segment::constant(k, t0, t1, theta.clone()));
+                t0 = t1;
+                continue;
+            }
+            state.t_prev = t0;
+            let rhs = Rhs {
+                system: self.system,
+                mask,
+                grad_calls: &grad_calls,
+                state: &mut state,
+                bound: self.bound,
+                margin: self.margin,
+                tail_steps: self.tail_steps,
+            };
+            let remaining = self.max_steps.saturating_sub(stats.steps);
+            let mut dense = ContinuousOutputModel::default();
+            let mut solver = Dopri5::from_param(
+                rhs,
+                t0,
+                t1,
+                stage.duration,
+                theta.clone(),
+                self.rtol,
+                self.atol,
+                0.9,
+                0.04,
+                0.2,
+                10.0,
+                stage.duration,
+                0.0,
+                remaining,
+                u32::MAX, // the stiffness test is switched off (see the module doc)
+                OutputType::Continuous,
+            );
+            let result = solver.integrate_with_continuous_output_model(&mut dense);
+            let t_reached = solver.x_out().last().copied().unwrap_or(t0);
+            let y_last = solver.y_out().last().cloned();
+            drop(solver);
+            let diverged = |t: f64, reason: String, theta: Vec<f64>| FlowError::Diverged {
+                t,
+                reason,
+                names: self.system.names().to_vec(),
+                theta,
+            };
+            match result {
+                Ok(s) => stats.add(s.accepted_steps, s.rejected_steps, s.num_eval),
+                Err(IntegrationError::MaxNumStepReached { x, .. }) => {
+                    return Err(FlowError::MaxSteps {
+                        max_steps: self.max_steps,
+                        t: x,
+                        t_max: self.t_max(),
+                    });
+                }
+                Err(IntegrationError::StepSizeUnderflow { x }) => {
+                    let (tg, th) = std::mem::take(&mut state.last_good);
+                    return Err(diverged(
+                        x,
+                        format!("the step size collapsed; last accepted state (t = {tg}) follows"),
+                        th,
+                    ));
+                }
+                Err(IntegrationError::StiffnessDetected { x }) => {
+                    // Unreachable with the stiffness test off; reported honestly if it happens.
+                    let th = std::mem::take(&mut state.last_good.1);
+                    return Err(diverged(x, "the solver reported stiffness".into(), th));
+                }
+            }
+            if let Some(f) = state.failure.take() {
+                return Err(f);
+            }
+            segments.push(Segment::dense(k, t0, t_reached, dense));
+            if let Some(y) = y_last {
+                theta = y;
+            }
+            if state.tail_cut {
+                stop = StopReason::TailSteps;
+                t0 = t_reached;
+                break;
+            }
+            if matches!(state.stop_at, Some(s) if t_reached >= s) {
+                stop = StopReason::EventsFound;
+                t0 = t_reached;
+                break;
+            }
+            t0 = t1;
+        }
+        let mut solution = Solution::new(
+            self.system.names().to_vec(),
+            self.stages.iter().map(|s| s.name.clone()).collect(),
+            segments,
+            stats,
+            stop,
+            t0,
+        );
+        let records = state.tracker.locate(&solution, &self.stages);
+        solution.stats.grad_calls = grad_calls.get() + state.tracker.grad_calls;
+        solution.set_events(records);
+        Ok(solution)
+    }
+}
+
+#[cfg(test)]
+mod tests;

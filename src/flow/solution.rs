@@ -1,0 +1,188 @@
+//! The result of a solve: dense output per segment, located events, statistics, stop reason.
+
+use super::EventRecord;
+use ode_solvers::DVector;
+use ode_solvers::continuous_output_model::ContinuousOutputModel;
+use serde::Serialize;
+
+/// Why the run ended (not an error: divergence is a [`super::FlowError`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The horizon (end of the last stage) was reached.
+    Horizon,
+    /// Every requested event was found and the margin after the last one has passed.
+    EventsFound,
+    /// Every requested event was found; the tail after them was cut at its step cap.
+    TailSteps,
+}
+
+impl StopReason {
+    pub fn text(&self) -> &'static str {
+        match self {
+            StopReason::Horizon => "reached the horizon",
+            StopReason::EventsFound => "all events found (plus the margin)",
+            StopReason::TailSteps => "all events found (tail cut at its step cap)",
+        }
+    }
+}
+
+/// Solver statistics, summed over stages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SolverStats {
+    /// Accepted steps.
+    pub steps: u32,
+    /// Rejected steps.
+    pub rejected_steps: u32,
+    /// Right-hand-side evaluations made by the integrator.
+    pub rhs_evals: u32,
+    /// All gradient evaluations (integrator plus event location).
+    pub grad_calls: u64,
+}
+
+impl SolverStats {
+    pub(crate) fn add(&mut self, accepted: u32, rejected: u32, evals: u32) {
+        self.steps += accepted;
+        self.rejected_steps += rejected;
+        self.rhs_evals += evals;
+    }
+}
+
+enum Dense {
+    Interpolant(ContinuousOutputModel<f64, DVector<f64>>),
+    Constant(DVector<f64>),
+}
+
+/// One stage's piece of the trajectory on [t0, t1].
+pub(crate) struct Segment {
+    stage: usize,
+    t0: f64,
+    t1: f64,
+    dense: Dense,
+}
+
+impl Segment {
+    pub(crate) fn dense(
+        stage: usize,
+        t0: f64,
+        t1: f64,
+        model: ContinuousOutputModel<f64, DVector<f64>>,
+    ) -> Self {
+        Segment {
+            stage,
+            t0,
+            t1,
+            dense: Dense::Interpolant(model),
+        }
+    }
+    pub(crate) fn constant(stage: usize, t0: f64, t1: f64, theta: DVector<f64>) -> Self {
+        Segment {
+            stage,
+            t0,
+            t1,
+            dense: Dense::Constant(theta),
+        }
+    }
+
+    fn eval(&self, t: f64) -> Vec<f64> {
+        match &self.dense {
+            Dense::Constant(th) => th.as_slice().to_vec(),
+            Dense::Interpolant(m) => {
+                // Clamp into the model's validity range: t is always inside [t0, t1] here, and
+                // the interpolant is only ever evaluated inside the accepted steps.
+                let t = t.clamp(self.t0, self.t1);
+                m.evaluate(t)
+                    .expect("t lies inside the dense output's range")
+                    .as_slice()
+                    .to_vec()
+            }
+        }
+    }
+}
+
+/// A solved trajectory: θ(t) anywhere on [0, t_end] from the dense output, and the events.
+pub struct Solution {
+    names: Vec<String>,
+    stage_names: Vec<String>,
+    segments: Vec<Segment>,
+    events: Vec<EventRecord>,
+    pub stats: SolverStats,
+    pub stop: StopReason,
+    t_end: f64,
+}
+
+impl Solution {
+    pub(crate) fn new(
+        names: Vec<String>,
+        stage_names: Vec<String>,
+        segments: Vec<Segment>,
+        stats: SolverStats,
+        stop: StopReason,
+        t_end: f64,
+    ) -> Self {
+        Solution {
+            names,
+            stage_names,
+            segments,
+            events: Vec::new(),
+            stats,
+            stop,
+            t_end,
+        }
+    }
+
+    pub(crate) fn set_events(&mut self, events: Vec<EventRecord>) {
+        self.events = events;
+    }
+
+    pub(crate) fn segment_stage_indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.segments.iter().map(|s| s.stage)
+    }
+
+    pub(crate) fn state_in_segment(&self, segment: usize, t: f64) -> Vec<f64> {
+        self.segments[segment].eval(t)
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The time at which the run ended.
+    pub fn t_end(&self) -> f64 {
+        self.t_end
+    }
+
+    /// θ(t) from the dense output, for 0 ≤ t ≤ t_end (None outside). At a stage boundary the
+    /// later stage's segment is used (the state is continuous there).
+    pub fn state_at(&self, t: f64) -> Option<Vec<f64>> {
+        if !(0.0..=self.t_end).contains(&t) {
+            return None;
+        }
+        let seg = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.t0 <= t)
+            .or(self.segments.first())?;
+        Some(seg.eval(t))
+    }
+
+    /// Name of the stage that is active at time t.
+    pub fn stage_at(&self, t: f64) -> Option<&str> {
+        let seg = self.segments.iter().rev().find(|s| s.t0 <= t)?;
+        Some(&self.stage_names[seg.stage])
+    }
+
+    /// The located events, in the order they were declared.
+    pub fn events(&self) -> &[EventRecord] {
+        &self.events
+    }
+
+    /// Time of the named event, if it happened.
+    pub fn event_time(&self, name: &str) -> Option<f64> {
+        self.events
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.t)
+    }
+}

@@ -1,0 +1,291 @@
+//! Flow-layer tests against exact solutions (diffsol style: the answer ships with the problem).
+
+use super::*;
+
+/// L = ½ Σ λ_i (θ_i − c_i)²: θ_i(t) = c_i + (θ_i(0) − c_i) e^{−λ_i t}.
+struct Quadratic {
+    lambda: Vec<f64>,
+    center: Vec<f64>,
+    names: Vec<String>,
+}
+
+impl Quadratic {
+    fn new(lambda: &[f64], center: &[f64]) -> Self {
+        Quadratic {
+            lambda: lambda.to_vec(),
+            center: center.to_vec(),
+            names: (0..lambda.len()).map(|i| format!("x{i}")).collect(),
+        }
+    }
+    fn exact(&self, theta0: &[f64], t: f64) -> Vec<f64> {
+        (0..theta0.len())
+            .map(|i| self.center[i] + (theta0[i] - self.center[i]) * (-self.lambda[i] * t).exp())
+            .collect()
+    }
+}
+
+impl GradientFlow for Quadratic {
+    fn names(&self) -> &[String] {
+        &self.names
+    }
+    fn loss(&self, th: &[f64]) -> f64 {
+        (0..th.len())
+            .map(|i| 0.5 * self.lambda[i] * (th[i] - self.center[i]).powi(2))
+            .sum()
+    }
+    fn grad(&self, th: &[f64], out: &mut [f64]) {
+        for i in 0..th.len() {
+            out[i] = self.lambda[i] * (th[i] - self.center[i]);
+        }
+    }
+}
+
+/// L = −θ²/2 + θ³/3, so θ̇ = θ(1 − θ): the logistic curve
+/// θ(t) = 1/(1 + r e^{−t}), r = (1 − θ₀)/θ₀; its rate peaks at θ = ½, t = ln r.
+struct Logistic {
+    names: Vec<String>,
+}
+
+impl GradientFlow for Logistic {
+    fn names(&self) -> &[String] {
+        &self.names
+    }
+    fn loss(&self, th: &[f64]) -> f64 {
+        -th[0] * th[0] / 2.0 + th[0].powi(3) / 3.0
+    }
+    fn grad(&self, th: &[f64], out: &mut [f64]) {
+        out[0] = -th[0] + th[0] * th[0];
+    }
+}
+
+/// L = −θ³/3, θ̇ = θ²: blows up at t = 1/θ₀.
+struct BlowUp {
+    names: Vec<String>,
+}
+
+impl GradientFlow for BlowUp {
+    fn names(&self) -> &[String] {
+        &self.names
+    }
+    fn loss(&self, th: &[f64]) -> f64 {
+        -th[0].powi(3) / 3.0
+    }
+    fn grad(&self, th: &[f64], out: &mut [f64]) {
+        out[0] = -th[0] * th[0];
+    }
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-300)
+}
+
+#[test]
+fn dense_output_follows_the_exact_solution() {
+    let sys = Quadratic::new(&[1.0, 0.1], &[2.0, -1.0]);
+    let th0 = [0.0, 3.0];
+    let sol = FlowProblem::builder(&sys)
+        .init(&th0)
+        .t_max(20.0)
+        .build()
+        .unwrap()
+        .solve()
+        .unwrap();
+    assert_eq!(sol.stop, StopReason::Horizon);
+    assert!((sol.t_end() - 20.0).abs() < 1e-12);
+    for k in 0..=200 {
+        let t = 0.1 * k as f64;
+        let got = sol.state_at(t).unwrap();
+        let exact = sys.exact(&th0, t);
+        for i in 0..2 {
+            assert!((got[i] - exact[i]).abs() < 1e-8, "t={t} i={i}");
+        }
+    }
+    assert!(sol.state_at(20.5).is_none());
+}
+
+#[test]
+fn threshold_and_loss_events_match_closed_forms() {
+    let sys = Quadratic::new(&[0.7], &[1.0]);
+    // θ(t) = 1 − e^{−0.7 t}; θ ≥ 0.5 at t = ln 2 / 0.7; L = ½·0.7·e^{−1.4 t}, L ≤ L0/4 at ln 4/1.4.
+    let l0 = sys.loss(&[0.0]);
+    let sol = FlowProblem::builder(&sys)
+        .t_max(50.0)
+        .event(EventSpec::rises("half", Quantity::Coord(0), 0.5))
+        .event(EventSpec::falls("loss_quarter", Quantity::Loss, 0.25 * l0))
+        .event(EventSpec::rises("never", Quantity::Coord(0), 2.0))
+        .event(EventSpec::falls("at_start", Quantity::Coord(0), 0.0))
+        .build()
+        .unwrap()
+        .solve()
+        .unwrap();
+    let t_half = sol.event_time("half").unwrap();
+    assert!(rel(t_half, 2f64.ln() / 0.7) < 1e-9, "{t_half}");
+    let t_q = sol.event_time("loss_quarter").unwrap();
+    assert!(rel(t_q, 4f64.ln() / 1.4) < 1e-9, "{t_q}");
+    assert_eq!(sol.event_time("never"), None);
+    assert_eq!(sol.event_time("at_start"), Some(0.0));
+}
+
+#[test]
+fn rate_peak_of_the_logistic_curve() {
+    let sys = Logistic {
+        names: vec!["x".into()],
+    };
+    for &th0 in &[1e-3, 0.05, 0.2] {
+        let r: f64 = (1.0 - th0) / th0;
+        let sol = FlowProblem::builder(&sys)
+            .init(&[th0])
+            .t_max(40.0)
+            .event(EventSpec::peak("peak", Quantity::Rate(0)))
+            .event(EventSpec::rises("x_0.9", Quantity::Coord(0), 0.9))
+            .stop_after_events(0.0)
+            .build()
+            .unwrap()
+            .solve()
+            .unwrap();
+        let t_peak = sol.event_time("peak").unwrap();
+        assert!(
+            rel(t_peak, r.ln()) < 1e-8,
+            "θ0={th0}: {t_peak} vs {}",
+            r.ln()
+        );
+        // θ = 0.9 at t = ln(9 r).
+        let t9 = sol.event_time("x_0.9").unwrap();
+        assert!(rel(t9, (9.0 * r).ln()) < 1e-9);
+        assert_eq!(sol.stop, StopReason::EventsFound);
+        assert!(sol.t_end() < 40.0);
+    }
+}
+
+#[test]
+fn margin_stops_after_the_last_event() {
+    let sys = Quadratic::new(&[1.0], &[1.0]);
+    let sol = FlowProblem::builder(&sys)
+        .t_max(1000.0)
+        .event(EventSpec::rises("half", Quantity::Coord(0), 0.5))
+        .stop_after_events(1.0)
+        .build()
+        .unwrap()
+        .solve()
+        .unwrap();
+    assert_eq!(sol.stop, StopReason::EventsFound);
+    let t = sol.event_time("half").unwrap();
+    // stops at the first accepted step past (bracket end)·(1 + margin)
+    assert!(
+        sol.t_end() >= 2.0 * t && sol.t_end() < 10.0,
+        "{}",
+        sol.t_end()
+    );
+}
+
+#[test]
+fn frozen_coordinates_and_stages() {
+    let sys = Quadratic::new(&[1.0, 2.0], &[1.0, 1.0]);
+    // Stage A: x1 frozen for 1 time unit; stage B: x0 frozen for 2.
+    let sol = FlowProblem::builder(&sys)
+        .stages(vec![
+            Stage::new("A", 1.0).frozen([1]),
+            Stage::new("B", 2.0).frozen([0]),
+        ])
+        .event(EventSpec::rises("x1_half", Quantity::Coord(1), 0.5))
+        .build()
+        .unwrap()
+        .solve()
+        .unwrap();
+    let x0_end_a = 1.0 - (-1.0f64).exp();
+    let end = sol.state_at(3.0).unwrap();
+    assert!((end[0] - x0_end_a).abs() < 1e-9);
+    assert!((end[1] - (1.0 - (-4.0f64).exp())).abs() < 1e-9);
+    // x1 starts moving at t = 1 and reaches ½ after ln 2 / 2 more.
+    let t = sol.event_time("x1_half").unwrap();
+    assert!(rel(t, 1.0 + 2f64.ln() / 2.0) < 1e-9);
+    assert_eq!(sol.stage_at(0.5), Some("A"));
+    assert_eq!(sol.stage_at(2.5), Some("B"));
+}
+
+#[test]
+fn blow_up_is_reported_with_time_and_state() {
+    let sys = BlowUp {
+        names: vec!["x".into()],
+    };
+    let err = FlowProblem::builder(&sys)
+        .init(&[0.5])
+        .t_max(10.0)
+        .divergence_bound(1e8)
+        .build()
+        .unwrap()
+        .solve()
+        .err()
+        .expect("the flow blows up at t = 2");
+    match &err {
+        FlowError::Diverged { t, theta, .. } => {
+            assert!(*t > 1.99 && *t < 2.0 + 1e-6, "t = {t}");
+            assert!(theta[0].abs() > 1e8 || !theta[0].is_finite());
+        }
+        other => panic!("expected divergence, got {other}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("diverged at t = 1.99") && text.contains("x = "),
+        "{text}"
+    );
+}
+
+#[test]
+fn builder_rejects_bad_settings_naming_the_field() {
+    let sys = Quadratic::new(&[1.0], &[1.0]);
+    let e = FlowProblem::builder(&sys).build().err().unwrap();
+    assert!(e.to_string().starts_with("t_max:"), "{e}");
+    let e = FlowProblem::builder(&sys)
+        .t_max(-1.0)
+        .build()
+        .err()
+        .unwrap();
+    assert_eq!(e.to_string(), "t_max: must be > 0 and finite, got -1");
+    let e = FlowProblem::builder(&sys)
+        .t_max(1.0)
+        .init(&[1.0, 2.0])
+        .build()
+        .err()
+        .unwrap();
+    assert_eq!(e.to_string(), "init: expected 1 values, got 2");
+    let e = FlowProblem::builder(&sys)
+        .t_max(1.0)
+        .tolerances(0.0, 1e-12)
+        .build()
+        .err()
+        .unwrap();
+    assert!(e.to_string().starts_with("rtol:"));
+}
+
+#[test]
+fn step_budget_is_an_error() {
+    let sys = Quadratic::new(&[1.0], &[1.0]);
+    let e = FlowProblem::builder(&sys)
+        .t_max(1e6)
+        .max_steps(5)
+        .build()
+        .unwrap()
+        .solve()
+        .err()
+        .unwrap();
+    assert!(matches!(e, FlowError::MaxSteps { max_steps: 5, .. }), "{e}");
+}
+
+#[test]
+fn a_long_tail_is_cut_at_its_step_cap() {
+    // Stiff-ish tail: λ = 50 forces small steps; the margin asks for far more time than the cap.
+    let sys = Quadratic::new(&[50.0], &[1.0]);
+    let sol = FlowProblem::builder(&sys)
+        .t_max(1e6)
+        .event(EventSpec::rises("half", Quantity::Coord(0), 0.5))
+        .stop_after_events(1e5)
+        .tail_steps(100)
+        .build()
+        .unwrap()
+        .solve()
+        .unwrap();
+    assert_eq!(sol.stop, StopReason::TailSteps);
+    assert!(rel(sol.event_time("half").unwrap(), 2f64.ln() / 50.0) < 1e-9);
+    assert!(sol.stats.steps < 200);
+}

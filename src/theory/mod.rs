@@ -1,0 +1,4 @@
+//! Reduced systems, one module per paper. Each implements [`crate::flow::GradientFlow`].
+//! Theory modules never import `experiment` or `report`.
+
+pub mod musat3;

@@ -1,0 +1,348 @@
+//! The binary end to end: outputs and headers, bad input, determinism, the demo.
+
+mod common;
+use common::*;
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Deserialize)]
+struct Manifest {
+    tool: String,
+    version: String,
+    status: String,
+    scenario: serde_json::Value,
+    wall_seconds: f64,
+    jobs: Vec<serde_json::Value>,
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn trajectory_scenario_writes_every_file_with_exact_headers() {
+    let dir = tmp();
+    let scenario = repo().join("scenarios/musat3-trajectory.toml");
+    let out = dir.path().join("traj");
+    let r = ihdyn(
+        dir.path(),
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for f in [
+        "trajectory.csv",
+        "events.csv",
+        "trajectory.png",
+        "trajectory.svg",
+        "manifest.json",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    assert_eq!(
+        first_line(&out.join("trajectory.csv")),
+        "t,alpha3,beta2,gamma3,loss,a,b"
+    );
+    assert_eq!(first_line(&out.join("events.csv")), "event,t");
+    let events = std::fs::read_to_string(out.join("events.csv")).unwrap();
+    for e in [
+        "T_gamma3@0.5,",
+        "T_beta2@0.5,",
+        "T_alpha3@0.5,",
+        "T_alpha3@0.1,",
+        "T_loss_half,",
+        "t_peak_alpha_rate,",
+    ] {
+        assert!(events.contains(e), "{e} missing in\n{events}");
+    }
+    let rows = std::fs::read_to_string(out.join("trajectory.csv")).unwrap();
+    assert_eq!(rows.lines().count(), 1 + 1001);
+    let m: Manifest =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m.tool, "ihdyn");
+    assert_eq!(m.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(m.status, "complete");
+    assert_eq!(m.scenario["system"]["n"], 8);
+    assert!(m.wall_seconds > 0.0);
+    let stats = &m.jobs[0]["solver_stats"];
+    assert!(stats["steps"].as_u64().unwrap() > 10);
+    assert!(stats["rhs_evals"].as_u64().unwrap() > 6 * 10);
+    // no temporary files left behind
+    assert!(
+        files_under(&out)
+            .iter()
+            .all(|p| !p.to_string_lossy().contains(".tmp-"))
+    );
+    // the PNG is a real PNG
+    let png = std::fs::read(out.join("trajectory.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+/// Each bad input: exit code 2, one message naming the field, nothing under output/.
+#[test]
+fn bad_input_exits_2_names_the_field_and_writes_nothing() {
+    let base = "[system]\nkind = \"musat3\"\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown field",
+            format!("{base}n = 8\nspeed = 2\n[solve]\n"),
+            "system.speed: unknown field `speed`",
+        ),
+        (
+            "wrong type",
+            format!("{base}n = 8\n[solve]\nthresholds = \"0.5\"\n"),
+            "solve.thresholds: invalid type: string \"0.5\"",
+        ),
+        (
+            "N < 2 in the system",
+            format!("{base}n = 1\n[solve]\n"),
+            "system.n: must be >= 2, got 1",
+        ),
+        (
+            "N < 2 in the sweep",
+            format!("{base}[sweep]\nn = [8, 1]\n"),
+            "sweep.n: must be >= 2, got 1",
+        ),
+        (
+            "threshold <= 0",
+            format!("{base}[sweep]\nn = [8]\nthresholds = [0.5, 0.0]\n"),
+            "sweep.thresholds: must be > 0, got 0",
+        ),
+        (
+            "t_max <= 0",
+            format!("{base}n = 8\n[solver]\nt_max = -3\n[solve]\n"),
+            "solver.t_max: must be > 0 and finite, got -3",
+        ),
+        (
+            "unknown top-level table",
+            format!("{base}n = 8\n[solve]\n[plots]\n"),
+            "unknown field `plots`",
+        ),
+    ];
+    for (what, text, message) in cases {
+        let dir = tmp();
+        let f = write(dir.path(), "bad.toml", &text);
+        let good = write(
+            dir.path(),
+            "good.toml",
+            "name = \"good\"\n[system]\nkind = \"musat3\"\nn = 4\n[solve]\n",
+        );
+        // The good scenario listed first must not run either: validation precedes writing.
+        let r = ihdyn(dir.path(), &["run", &good, &f], &[]);
+        assert_eq!(r.code, 2, "{what}: {}", r.stderr);
+        assert!(r.stderr.contains(message), "{what}: got {:?}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{what}: one message");
+        assert!(r.stderr.starts_with("ihdyn: "), "{what}");
+        assert!(
+            !dir.path().join("output").exists(),
+            "{what}: output/ was created"
+        );
+    }
+}
+
+#[test]
+fn missing_file_and_bad_flags_exit_2_without_output() {
+    let dir = tmp();
+    let r = ihdyn(dir.path(), &["run", "nope.toml"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("cannot read scenario file `nope.toml`"),
+        "{}",
+        r.stderr
+    );
+    let r = ihdyn(dir.path(), &["sweep", "--n", "8,1"], &[]);
+    assert_eq!(r.code, 2);
+    assert_eq!(r.stderr.trim(), "ihdyn: --n: must be >= 2, got 1");
+    let r = ihdyn(
+        dir.path(),
+        &["sweep", "--n", "8", "--thresholds", "-0.5"],
+        &[],
+    );
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr.trim(),
+        "ihdyn: --thresholds: must be > 0, got -0.5"
+    );
+    let r = ihdyn(dir.path(), &["sweep", "--n", "8", "--query", "middle"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--query"), "{}", r.stderr);
+    let r = ihdyn(dir.path(), &["--threads", "0", "demo"], &[]);
+    assert_eq!(r.code, 2);
+    let two = repo().join("scenarios/musat3-trajectory.toml");
+    let two = two.to_str().unwrap();
+    let r = ihdyn(dir.path(), &["run", two, two, "--out", "x"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("--out names the folder of a single scenario")
+    );
+    assert!(
+        files_under(dir.path()).is_empty(),
+        "{:?}",
+        files_under(dir.path())
+    );
+}
+
+#[test]
+fn validate_checks_without_running() {
+    let dir = tmp();
+    let good = repo().join("scenarios/musat3-sweep.toml");
+    let r = ihdyn(dir.path(), &["validate", good.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("musat3-sweep (musat3): sweep over 24 N x 2 thresholds"),
+        "{}",
+        r.stdout
+    );
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[system]\nkind = \"musat3\"\n[sweep]\nn = []\n",
+    );
+    let r = ihdyn(dir.path(), &["validate", &bad], &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("sweep.n: must not be empty"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(files_under(dir.path()).len(), 1, "only bad.toml");
+}
+
+#[test]
+fn sweep_csv_is_byte_identical_across_runs_and_thread_counts() {
+    let dir = tmp();
+    let scenario = repo().join("scenarios/musat3-sweep.toml");
+    let mut outputs = Vec::new();
+    for (i, threads) in ["1", "2", "2"].iter().enumerate() {
+        let out = dir.path().join(format!("run{i}"));
+        let r = ihdyn(
+            dir.path(),
+            &[
+                "run",
+                scenario.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "-q",
+            ],
+            &[("RAYON_NUM_THREADS", threads)],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(r.stdout.is_empty(), "--quiet prints nothing");
+        outputs.push((
+            std::fs::read(out.join("sweep.csv")).unwrap(),
+            std::fs::read(out.join("fit.json")).unwrap(),
+        ));
+        let m: Manifest =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(m.status, "complete");
+    }
+    assert!(outputs.windows(2).all(|w| w[0] == w[1]));
+    let text = String::from_utf8(outputs[0].0.clone()).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "N,threshold,T_gamma3,T_beta2,T_alpha3,T_loss_half,t_peak_alpha_rate"
+    );
+    // 24 N x 2 thresholds, sorted by N then threshold
+    let rows: Vec<(usize, f64)> = lines
+        .map(|l| {
+            let mut c = l.split(',');
+            (
+                c.next().unwrap().parse().unwrap(),
+                c.next().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 48);
+    assert!(
+        rows.windows(2)
+            .all(|w| w[0].0 < w[1].0 || (w[0].0 == w[1].0 && w[0].1 < w[1].1))
+    );
+}
+
+#[test]
+fn flags_only_sweep_matches_the_scenario_file_sweep() {
+    let dir = tmp();
+    let text = "name = \"s\"\n[system]\nkind = \"musat3\"\n[sweep]\nn = [8, 64, 256]\nthresholds = [0.5, 0.1]\n";
+    let f = write(dir.path(), "s.toml", text);
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let r = ihdyn(
+        dir.path(),
+        &["run", &f, "--out", a.to_str().unwrap(), "-q"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ihdyn(
+        dir.path(),
+        &[
+            "sweep",
+            "--system",
+            "musat3",
+            "--n",
+            "8,64,256",
+            "--thresholds",
+            "0.5,0.1",
+            "--out",
+            b.to_str().unwrap(),
+            "-q",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for f in ["sweep.csv", "fit.json"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    for f in ["sweep.png", "sweep.svg", "manifest.json"] {
+        assert!(b.join(f).is_file());
+    }
+}
+
+#[test]
+fn demo_runs_with_no_arguments_and_shows_the_n_squared_law() {
+    let dir = tmp();
+    let r = ihdyn(dir.path(), &[], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = dir.path().join("output/demo");
+    for f in [
+        "trajectory.csv",
+        "events.csv",
+        "trajectory.png",
+        "sweep.csv",
+        "fit.json",
+        "sweep.png",
+        "sweep.svg",
+        "manifest.json",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    assert!(r.stdout.contains("T_alpha3"), "{}", r.stdout);
+    assert!(r.stdout.contains("slope"), "{}", r.stdout);
+    let fit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fit.json")).unwrap()).unwrap();
+    for f in fit["fits"].as_array().unwrap() {
+        if f["threshold"] != 0.5 {
+            continue;
+        }
+        let slope = f["fit"]["slope"].as_f64().unwrap();
+        let [lo, hi] = match f["column"].as_str().unwrap() {
+            "T_gamma3" => [0.95, 1.05],
+            _ => [1.9, 2.1],
+        };
+        assert!(slope > lo && slope < hi, "{}: slope {slope}", f["column"]);
+    }
+}
