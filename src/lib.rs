@@ -11,6 +11,7 @@ pub mod flow;
 pub mod report;
 pub mod scenario;
 pub mod stats;
+pub mod model;
 pub mod theory;
 
 pub use cli::{Cli, run};
