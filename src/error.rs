@@ -2,6 +2,7 @@
 //! error into a message and an exit code.
 
 use crate::flow::FlowError;
+use crate::model::rich_sgd::TrainError;
 use crate::report::ReportError;
 use crate::scenario::ScenarioError;
 
@@ -22,6 +23,9 @@ pub enum Error {
         point: String,
         source: Box<FlowError>,
     },
+    /// Training alongside the flow diverged (exit code 1).
+    #[error(transparent)]
+    Train(#[from] TrainError),
     /// Writing outputs failed (exit code 1).
     #[error(transparent)]
     Report(#[from] ReportError),

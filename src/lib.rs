@@ -8,10 +8,10 @@ pub mod cli;
 pub mod error;
 pub mod experiment;
 pub mod flow;
+pub mod model;
 pub mod report;
 pub mod scenario;
 pub mod stats;
-pub mod model;
 pub mod theory;
 
 pub use cli::{Cli, run};

@@ -325,7 +325,9 @@ fn leaving_the_domain_is_a_typed_error_at_the_edge() {
         .err()
         .expect("the run cannot pass the edge");
     match &err {
-        FlowError::OutsideDomain { t, theta, reason, .. } => {
+        FlowError::OutsideDomain {
+            t, theta, reason, ..
+        } => {
             // The last accepted state sits just below the edge, at t just below 0.75.
             assert!((t - 0.75).abs() < 1e-6, "t = {t}");
             assert!(theta[0] < 1.0 && theta[0] > 1.0 - 1e-6, "{theta:?}");
@@ -350,5 +352,8 @@ fn leaving_the_domain_is_a_typed_error_at_the_edge() {
         .build()
         .err()
         .unwrap();
-    assert!(matches!(err, FlowError::OutsideDomain { t, .. } if t == 0.0), "{err}");
+    assert!(
+        matches!(err, FlowError::OutsideDomain { t, .. } if t == 0.0),
+        "{err}"
+    );
 }

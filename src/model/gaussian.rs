@@ -20,7 +20,7 @@ impl Gaussian {
     }
 
     /// One N(0, 1) draw: z = √(−2 ln u₁)·(cos 2πu₂, sin 2πu₂) with u₁ ∈ (0, 1].
-    pub fn next(&mut self) -> f64 {
+    pub fn sample(&mut self) -> f64 {
         if let Some(z) = self.spare.take() {
             return z;
         }
@@ -35,7 +35,7 @@ impl Gaussian {
     /// Fill `out` with independent draws.
     pub fn fill(&mut self, out: &mut [f64]) {
         for v in out {
-            *v = self.next();
+            *v = self.sample();
         }
     }
 }
@@ -50,7 +50,7 @@ mod tests {
         let n = 400_000;
         let (mut m1, mut m2, mut m4) = (0.0, 0.0, 0.0);
         for _ in 0..n {
-            let z = g.next();
+            let z = g.sample();
             m1 += z;
             m2 += z * z;
             m4 += z.powi(4);

@@ -255,7 +255,10 @@ impl FullModel {
     /// layer-1 copy head of slope `p1` (see the module doc). Needs d ≥ 3 and H₂ ≥ 2.
     pub fn embed(&self, w_g: f64, p: f64, v: f64, w_k: f64, w_q: f64, p1: f64) -> Vec<f64> {
         let s = &self.shape;
-        assert!(s.d >= 3 && s.heads2 >= 2, "the embedding needs d >= 3 and heads2 >= 2");
+        assert!(
+            s.d >= 3 && s.heads2 >= 2,
+            "the embedding needs d >= 3 and heads2 >= 2"
+        );
         let (d, dh) = (s.d, s.d_head);
         let mut th = vec![0.0; self.layout.len];
         let c = self.layout.layer1[0];
@@ -333,6 +336,7 @@ impl FullModel {
     }
 
     /// Forward pass on one sequence: ŷ, with every intermediate kept in `ws`.
+    #[allow(clippy::needless_range_loop)]
     pub fn forward(&self, th: &[f64], x: &[f64], ws: &mut Workspace) -> f64 {
         let s = &self.shape;
         let (l, d, dh) = (s.l, s.d, s.d_head);
@@ -352,9 +356,27 @@ impl FullModel {
             let base = hi * l * dh;
             for i in 0..l {
                 let hv = &ws.h0[i * d..(i + 1) * d];
-                matvec(wq, dh, d, hv, &mut ws.q1[base + i * dh..base + (i + 1) * dh]);
-                matvec(wk, dh, d, hv, &mut ws.k1[base + i * dh..base + (i + 1) * dh]);
-                matvec(wv, dh, d, hv, &mut ws.v1[base + i * dh..base + (i + 1) * dh]);
+                matvec(
+                    wq,
+                    dh,
+                    d,
+                    hv,
+                    &mut ws.q1[base + i * dh..base + (i + 1) * dh],
+                );
+                matvec(
+                    wk,
+                    dh,
+                    d,
+                    hv,
+                    &mut ws.k1[base + i * dh..base + (i + 1) * dh],
+                );
+                matvec(
+                    wv,
+                    dh,
+                    d,
+                    hv,
+                    &mut ws.v1[base + i * dh..base + (i + 1) * dh],
+                );
             }
             let abase = hi * l * l;
             for i in 0..l {
@@ -398,8 +420,20 @@ impl FullModel {
             let base = gi * l * dh;
             for j in 0..last {
                 let hv = &ws.h1[j * d..(j + 1) * d];
-                matvec(wk, dh, d, hv, &mut ws.k2[base + j * dh..base + (j + 1) * dh]);
-                matvec(wv, dh, d, hv, &mut ws.v2[base + j * dh..base + (j + 1) * dh]);
+                matvec(
+                    wk,
+                    dh,
+                    d,
+                    hv,
+                    &mut ws.k2[base + j * dh..base + (j + 1) * dh],
+                );
+                matvec(
+                    wv,
+                    dh,
+                    d,
+                    hv,
+                    &mut ws.v2[base + j * dh..base + (j + 1) * dh],
+                );
             }
             let a = &mut ws.a2[gi * l..gi * l + last];
             for (j, aj) in a.iter_mut().enumerate() {
@@ -421,6 +455,7 @@ impl FullModel {
         dot(&th[self.layout.readout..self.layout.readout + d], &ws.f)
     }
 
+    #[allow(clippy::needless_range_loop)]
     /// Backward pass after [`FullModel::forward`] on the same θ and sequence: adds
     /// `dy`·∂ŷ/∂θ to `grad`.
     pub fn backward(&self, th: &[f64], dy: f64, ws: &mut Workspace, grad: &mut [f64]) {

@@ -170,12 +170,12 @@ pub struct FullSettings {
     pub optimizer: Optimizer,
 }
 
-/// GD or Adam on the full model with fresh batches (t = η·steps). `frozen` lists parameter
-/// indices that never move. `on_checkpoint(step, t, θ, engine)` as in [`train_sgd`].
+/// GD or Adam on the full model with fresh batches (t = η·steps); the parameters frozen in the
+/// active stage do not move. `on_checkpoint(step, t, θ, engine)` as in [`train_sgd`].
 pub fn train_full<E: From<TrainError>>(
     model: &FullModel,
     init: &[f64],
-    frozen: &[usize],
+    stages: &[StageMask],
     settings: &FullSettings,
     checkpoints: &[u64],
     mut on_checkpoint: impl FnMut(u64, f64, &[f64], &mut BatchEngine) -> Result<(), E>,
@@ -188,9 +188,6 @@ pub fn train_full<E: From<TrainError>>(
     let mut batch = vec![0.0; settings.batch * l];
     let mut grad = vec![0.0; n];
     let mut mask = vec![1.0; n];
-    for &i in frozen {
-        mask[i] = 0.0;
-    }
     let (mut m1, mut m2) = (vec![0.0; n], vec![0.0; n]);
     let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
     let mut next_cp = 0;
@@ -205,6 +202,7 @@ pub fn train_full<E: From<TrainError>>(
         }
         rng.fill(&mut batch);
         engine.loss_and_grad(model, &theta, &batch, &mut grad);
+        set_mask(stages, t, &mut mask);
         match settings.optimizer {
             Optimizer::Gd => {
                 for ((th, g), m) in theta.iter_mut().zip(&grad).zip(&mask) {
@@ -217,8 +215,7 @@ pub fn train_full<E: From<TrainError>>(
                 for i in 0..n {
                     m1[i] = b1 * m1[i] + (1.0 - b1) * grad[i];
                     m2[i] = b2 * m2[i] + (1.0 - b2) * grad[i] * grad[i];
-                    theta[i] -=
-                        mask[i] * settings.eta * (m1[i] / c1) / ((m2[i] / c2).sqrt() + eps);
+                    theta[i] -= mask[i] * settings.eta * (m1[i] / c1) / ((m2[i] / c2).sqrt() + eps);
                 }
             }
         }

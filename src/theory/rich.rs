@@ -317,10 +317,13 @@ impl RichModel {
             (Some(p1), false) => {
                 let (a, b) = ((-p).exp(), (-p1).exp());
                 let (one_m_a, one_m_b) = (-(-p).exp_m1(), -(-p1).exp_m1());
-                let b2 = one_m_a * one_m_b * (1.0 + a * b) / ((1.0 + a) * (1.0 + b) * (1.0 - a * b));
+                let b2 =
+                    one_m_a * one_m_b * (1.0 + a * b) / ((1.0 + a) * (1.0 + b) * (1.0 - a * b));
                 // d ln B₂/da and /db; da/dp = −a, db/dp₁ = −b.
-                let dln_da = -1.0 / one_m_a + b / (1.0 + a * b) - 1.0 / (1.0 + a) + b / (1.0 - a * b);
-                let dln_db = -1.0 / one_m_b + a / (1.0 + a * b) - 1.0 / (1.0 + b) + a / (1.0 - a * b);
+                let dln_da =
+                    -1.0 / one_m_a + b / (1.0 + a * b) - 1.0 / (1.0 + a) + b / (1.0 - a * b);
+                let dln_db =
+                    -1.0 / one_m_b + a / (1.0 + a * b) - 1.0 / (1.0 + b) + a / (1.0 - a * b);
                 Coefs {
                     b1: one_m_a * one_m_b,
                     b1_p: a * one_m_b,

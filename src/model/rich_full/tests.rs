@@ -26,9 +26,36 @@ fn random_params(model: &FullModel, seed: u64, scale: f64) -> Vec<f64> {
 #[test]
 fn backward_matches_central_differences() {
     for (shape, seed) in [
-        (FullShape { l: 6, d: 3, d_head: 2, heads1: 2, heads2: 2 }, 1u64),
-        (FullShape { l: 5, d: 2, d_head: 1, heads1: 1, heads2: 3 }, 2),
-        (FullShape { l: 8, d: 4, d_head: 3, heads1: 1, heads2: 2 }, 3),
+        (
+            FullShape {
+                l: 6,
+                d: 3,
+                d_head: 2,
+                heads1: 2,
+                heads2: 2,
+            },
+            1u64,
+        ),
+        (
+            FullShape {
+                l: 5,
+                d: 2,
+                d_head: 1,
+                heads1: 1,
+                heads2: 3,
+            },
+            2,
+        ),
+        (
+            FullShape {
+                l: 8,
+                d: 4,
+                d_head: 3,
+                heads1: 1,
+                heads2: 2,
+            },
+            3,
+        ),
     ] {
         let model = FullModel::new(shape, target(shape.l));
         let th = random_params(&model, seed, 0.6);
@@ -66,7 +93,13 @@ fn backward_matches_central_differences() {
 
 #[test]
 fn embedded_reduced_parameters_give_the_reduced_heads() {
-    let shape = FullShape { l: 9, d: 3, d_head: 1, heads1: 1, heads2: 2 };
+    let shape = FullShape {
+        l: 9,
+        d: 3,
+        d_head: 1,
+        heads1: 1,
+        heads2: 2,
+    };
     let model = FullModel::new(shape, target(9));
     let (wg, p, v, wk, wq) = (0.8, 1.3, -0.6, 0.9, 0.7);
     let th = model.embed(wg, p, v, wk, wq, 60.0);
@@ -82,31 +115,52 @@ fn embedded_reduced_parameters_give_the_reduced_heads() {
         // layer-1 output (x̃_1 = 0), x̃_τ = x_{τ−1} otherwise.
         let l = 9usize;
         let xt = |tau: usize| if tau == 1 { 0.0 } else { x[tau - 2] };
-        let wg_weights: Vec<f64> = (1..l).map(|tau| (-p * (l - tau - 1) as f64).exp()).collect();
+        let wg_weights: Vec<f64> = (1..l)
+            .map(|tau| (-p * (l - tau - 1) as f64).exp())
+            .collect();
         let zg: f64 = wg_weights.iter().sum();
-        let u_g: f64 = wg * (1..l).map(|tau| wg_weights[tau - 1] / zg * xt(tau)).sum::<f64>();
+        let u_g: f64 = wg
+            * (1..l)
+                .map(|tau| wg_weights[tau - 1] / zg * xt(tau))
+                .sum::<f64>();
         let w = wk * wq;
         let ih: Vec<f64> = (1..l).map(|tau| (w * x[l - 1] * xt(tau)).exp()).collect();
         let zi: f64 = ih.iter().sum();
         let u_i: f64 = v * (1..l).map(|tau| ih[tau - 1] / zi * x[tau - 1]).sum::<f64>();
         let yhat = model.forward(&th, x, &mut ws);
-        assert!((yhat - (u_g + u_i)).abs() < 1e-13, "{yhat} vs {}", u_g + u_i);
+        assert!(
+            (yhat - (u_g + u_i)).abs() < 1e-13,
+            "{yhat} vs {}",
+            u_g + u_i
+        );
     }
 }
 
 #[test]
 fn batch_gradient_is_identical_on_one_and_two_threads() {
-    let shape = FullShape { l: 10, d: 4, d_head: 2, heads1: 1, heads2: 2 };
+    let shape = FullShape {
+        l: 10,
+        d: 4,
+        d_head: 2,
+        heads1: 1,
+        heads2: 2,
+    };
     let model = FullModel::new(shape, target(10));
     let th = random_params(&model, 7, 0.4);
     let batch = sample_batch(10, 37, 8);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut engine = BatchEngine::new(&model);
             let mut grad = vec![0.0; th.len()];
             let loss = engine.loss_and_grad(&model, &th, &batch, &mut grad);
-            (loss.to_bits(), grad.iter().map(|g| g.to_bits()).collect::<Vec<_>>())
+            (
+                loss.to_bits(),
+                grad.iter().map(|g| g.to_bits()).collect::<Vec<_>>(),
+            )
         })
     };
     assert_eq!(run(1), run(2));

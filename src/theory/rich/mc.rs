@@ -14,7 +14,7 @@
 //! The K sequences are split into a fixed number of chunks evaluated in parallel and summed in
 //! chunk order, so the result does not depend on the thread count.
 
-use super::sample::{Prepared, SeqScratch, eval_sequence};
+use super::sample::{Prepared, SeqScratch, eval_sequence_with_target, target_parts};
 use super::{OBS_LOSS_G, OBS_LOSS_I, OBS_W, ReducedGrad, RichModel};
 use crate::flow::GradientFlow;
 use crate::model::gaussian::Gaussian;
@@ -23,6 +23,9 @@ use std::cell::RefCell;
 
 /// Number of chunks the sample is split into (fixed, independent of the thread count).
 const CHUNKS: usize = 16;
+
+/// Sample size × L from which a pass is split across threads.
+const PARALLEL_MIN_WORK: usize = 200_000;
 
 /// Index of the `loss_cross` observable.
 pub const OBS_LOSS_CROSS: usize = 3;
@@ -61,6 +64,8 @@ pub struct RichMonteCarlo {
     seed: u64,
     /// K × L tokens, sequence k at [k·L, (k+1)·L).
     tokens: Vec<f64>,
+    /// The target's IH part per sequence (independent of θ).
+    y_i: Vec<f64>,
     names: Vec<String>,
     observable_names: Vec<String>,
 }
@@ -79,7 +84,12 @@ impl RichMonteCarlo {
         assert!(model.l >= 4 && samples >= 1);
         let mut tokens = vec![0.0; samples * model.l];
         Gaussian::new(seed).fill(&mut tokens);
+        let y_i = tokens
+            .chunks_exact(model.l)
+            .map(|x| target_parts(&model, x).1)
+            .collect();
         RichMonteCarlo {
+            y_i,
             names: model.names(),
             observable_names: ["loss_G", "loss_I", "w", "loss_cross"]
                 .map(String::from)
@@ -117,12 +127,18 @@ impl RichMonteCarlo {
             let prep = &*prep;
             let mut parts = [Partial::default(); CHUNKS];
             let per = self.samples.div_ceil(CHUNKS);
-            parts.par_iter_mut().enumerate().for_each(|(c, part)| {
+            let chunk = |(c, part): (usize, &mut Partial)| {
                 let lo = (c * per).min(self.samples);
                 let hi = ((c + 1) * per).min(self.samples);
                 with_seq(l, |scratch| {
                     for k in lo..hi {
-                        let ev = eval_sequence(model, prep, self.sequence(k), scratch);
+                        let ev = eval_sequence_with_target(
+                            model,
+                            prep,
+                            self.sequence(k),
+                            self.y_i[k],
+                            scratch,
+                        );
                         part.e2 += ev.e * ev.e;
                         part.cross += 2.0 * ev.d * ev.e;
                         if want_grad {
@@ -136,7 +152,14 @@ impl RichMonteCarlo {
                         }
                     }
                 });
-            });
+            };
+            // The same chunks in the same order either way; threads only pay off for large
+            // samples (waking the pool costs more than a small pass).
+            if self.samples * l >= PARALLEL_MIN_WORK {
+                parts.par_iter_mut().enumerate().for_each(chunk);
+            } else {
+                parts.iter_mut().enumerate().for_each(chunk);
+            }
             let mut total = Partial::default();
             for p in &parts {
                 total.e2 += p.e2;

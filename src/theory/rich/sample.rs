@@ -104,6 +104,19 @@ pub fn eval_sequence(
     x: &[f64],
     scratch: &mut SeqScratch,
 ) -> SeqEval {
+    let (_, y_i) = target_parts(model, x);
+    eval_sequence_with_target(model, prep, x, y_i, scratch)
+}
+
+/// [`eval_sequence`] with the target's IH part y_I = c_I Σ_s softmax_s(w* x_L x_{s−1}) x_s
+/// already known (it does not depend on θ; the Monte-Carlo flow computes it once per sequence).
+pub fn eval_sequence_with_target(
+    model: &RichModel,
+    prep: &Prepared,
+    x: &[f64],
+    y_i: f64,
+    scratch: &mut SeqScratch,
+) -> SeqEval {
     let l = model.l;
     debug_assert_eq!(x.len(), l);
     // 1-based token access.
@@ -145,14 +158,11 @@ pub fn eval_sequence(
         gp1 += pij * dxt[tau];
     }
     let x_last = tok(l);
-    // IH head and the target's IH part: softmax over s = 2..L−1, shifted by the max logit.
-    let (mut mx, mut mx_t) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
-    for s in 2..l {
-        mx = mx.max(prep.w * x_last * xt[s]);
-        mx_t = mx_t.max(model.w_star * x_last * tok(s - 1));
-    }
+    // IH head: softmax over s = 2..L−1, shifted by the max logit.
+    let mx = xt[2..l]
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(prep.w * x_last * v));
     let (mut s0, mut sx, mut sk, mut skx, mut sd, mut sdx) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    let (mut t0, mut tx) = (0.0, 0.0);
     for s in 2..l {
         let xs = tok(s);
         let k = x_last * xt[s];
@@ -164,14 +174,10 @@ pub fn eval_sequence(
         skx += e * k * xs;
         sd += e * d;
         sdx += e * d * xs;
-        let et = (model.w_star * x_last * tok(s - 1) - mx_t).exp();
-        t0 += et;
-        tx += et * xs;
     }
     let i1 = sx / s0;
     let kbar = sk / s0;
     let dbar = sd / s0;
-    let y_i = model.c_i * tx / t0;
     SeqEval {
         d: prep.w_g * g1 - model.c_g * tok(l - 2),
         e: prep.v * i1 - y_i,

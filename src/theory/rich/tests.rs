@@ -118,8 +118,15 @@ fn geometric_statistics_closed_form_equals_direct_sum_and_derivatives() {
         let h = 1e-6;
         let d_s2 = (direct(p + h, n).2 - direct(p - h, n).2) / (2.0 * h);
         let d_first = (direct(p + h, n).0 - direct(p - h, n).0) / (2.0 * h);
-        assert!((g.d_s2 - d_s2).abs() < 1e-7, "p = {p}, n = {n}: {} vs {d_s2}", g.d_s2);
-        assert!((g.first * g.mean - d_first).abs() < 1e-7, "p = {p}, n = {n}");
+        assert!(
+            (g.d_s2 - d_s2).abs() < 1e-7,
+            "p = {p}, n = {n}: {} vs {d_s2}",
+            g.d_s2
+        );
+        assert!(
+            (g.first * g.mean - d_first).abs() < 1e-7,
+            "p = {p}, n = {n}"
+        );
     }
 }
 
@@ -177,6 +184,7 @@ fn the_spec_odes_of_section_5_are_minus_the_gradient() {
     assert_close(&rate, &want, 1e-12, "§5");
 }
 
+#[allow(clippy::needless_range_loop)]
 /// The weights β_m on token x_m of the 4-gram head's output, from the definitions: head weights
 /// π_j on keys τ = L − j, layer-1 softmax weights over the τ − 1 earlier tokens (O(M²)).
 fn beta_brute_force(l: usize, p: f64, p1: Option<f64>) -> Vec<f64> {
@@ -189,7 +197,9 @@ fn beta_brute_force(l: usize, p: f64, p1: Option<f64>) -> Vec<f64> {
         match p1 {
             None => beta[tau - 1] += pij,
             Some(p1) => {
-                let z1: f64 = (1..tau).map(|rho| (-p1 * (tau - 1 - rho) as f64).exp()).sum();
+                let z1: f64 = (1..tau)
+                    .map(|rho| (-p1 * (tau - 1 - rho) as f64).exp())
+                    .sum();
                 for rho in 1..tau {
                     beta[rho] += pij * (-p1 * (tau - 1 - rho) as f64).exp() / z1;
                 }
@@ -385,7 +395,13 @@ fn monte_carlo_flow_gradient_matches_central_differences() {
 #[test]
 fn monte_carlo_loss_is_the_sample_mean_with_the_exact_four_gram_square() {
     // ℓ̂ = ℓ_G + mean(2DE + E²): check against the naive model's mean (ŷ − y)² minus mean D².
-    let m = model(11, KeyQuery::Factorized, Layer1::Fixed { p1: 1.1 }, true, 0.5);
+    let m = model(
+        11,
+        KeyQuery::Factorized,
+        Layer1::Fixed { p1: 1.1 },
+        true,
+        0.5,
+    );
     let mc = RichMonteCarlo::new(m, 50, 9);
     let th = [0.4, 0.9, 0.35, 0.5, 0.6];
     let (mut r2, mut d2) = (0.0, 0.0);
