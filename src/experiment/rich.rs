@@ -481,30 +481,46 @@ fn trajectory_figure(
     slopes.bands = unlabelled;
     slopes.legend = LegendAt::UpperLeft;
     slopes.vlines = vlines.clone();
-    // (d) w on a log scale against linear t: exponential growth on the plateau (§7).
+    // (d) w against linear t up to the end of the transition: exponential growth on the plateau
+    // in (b) (log scale), linear growth in (a) (§7), with the §7 growth law.
+    let n = (spec.l - 2) as f64;
+    let t_ih = sol.event_time("T_IH").unwrap_or(end);
+    let t_hi = sol
+        .event_time("T_transition_end")
+        .map_or(end, |t| (1.5 * t).min(end));
+    let w0 = flow_w0(spec);
+    let factorized = spec.kq_factorized;
     let mut growth = Panel::new(
-        "IH logit scale w on the plateau",
-        Axis::linear("t (training time)"),
-        Axis::log("w (log scale)"),
+        if factorized {
+            "w = w_K·w_Q: exponential growth on the plateau"
+        } else {
+            "w = w_KQ: linear growth on the plateau"
+        },
+        Axis::linear("t (training time)").with_range(0.0, t_hi),
+        if factorized {
+            Axis::log("w (log scale)")
+        } else {
+            Axis::linear("w")
+        },
     );
     if let Some(c) = col("w") {
         let pts: Vec<(f64, f64)> = table
             .rows
             .iter()
             .filter_map(|r| match (&r[0], &r[c]) {
-                (Cell::Num(t), Cell::Num(v)) if *v > 0.0 => Some((*t, *v)),
+                (Cell::Num(t), Cell::Num(v)) if *t <= t_hi && (!factorized || *v > 0.0) => {
+                    Some((*t, *v))
+                }
                 _ => None,
             })
             .collect();
         growth.series.push(Series::line("w", pts, color(7)));
     }
-    let n = (spec.l - 2) as f64;
-    let t_ih = sol.event_time("T_IH").unwrap_or(end);
-    let w0 = flow_w0(spec);
-    if spec.kq_factorized && w0 > 0.0 {
-        let rate = 4.0 * spec.c_i * spec.c_i * spec.w_star / n * spec.loss_scale;
+    let ls = spec.loss_scale;
+    if factorized && w0 > 0.0 {
+        let rate = 4.0 * spec.c_i * spec.c_i * spec.w_star / n * ls;
         growth.series.push(Series::dashed(
-            "§7: σ_Kσ_Q·exp(4c_I²w* t/N)",
+            "§7 (b): σ_Kσ_Q·exp(4c_I²w* t/N)",
             (0..=40)
                 .map(|i| {
                     let t = t_ih * i as f64 / 40.0;
@@ -513,13 +529,24 @@ fn trajectory_figure(
                 .collect(),
             color(3),
         ));
+    } else if !factorized {
+        let rate = 2.0 * spec.c_i * spec.c_i * spec.w_star / n * ls;
+        growth.series.push(Series::dashed(
+            "§7 (a): w(0) + 2c_I²w* t/N",
+            vec![(0.0, w0), (t_ih, w0 + rate * t_ih)],
+            color(3),
+        ));
     }
     growth.vlines.push(VLine {
         x: t_ih,
         label: format!("T_IH = {}", short(t_ih)),
         color: color(3),
     });
-    growth.legend = LegendAt::LowerRight;
+    growth.legend = if factorized {
+        LegendAt::LowerRight
+    } else {
+        LegendAt::UpperLeft
+    };
     Figure::grid(2, 2, vec![losses, params, slopes, growth]).titled(inst.label.clone())
 }
 

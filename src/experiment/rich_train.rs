@@ -569,8 +569,9 @@ fn train_figure(
         };
         panels.push(p);
     }
+    let label = super::rich::instance(spec).label;
     Figure::grid(2, 2, panels).titled(format!(
-        "Training alongside the flow — {}",
-        super::rich::instance(spec).label
+        "Flow, SGD and full model — {}",
+        label.trim_start_matches("rich, ")
     ))
 }

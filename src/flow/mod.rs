@@ -361,6 +361,14 @@ impl System<f64, DVector<f64>> for Rhs<'_, '_> {
     fn system(&self, _t: f64, y: &DVector<f64>, dy: &mut DVector<f64>) {
         self.grad_calls.set(self.grad_calls.get() + 1);
         let out = dy.as_mut_slice();
+        // A stage outside the domain is marked non-finite. Later stages of the same step are
+        // evaluated at states built from it; they must stay non-finite too, because Dormand–
+        // Prince's error estimate does not use the second stage itself (its weight is zero),
+        // and only a non-finite error estimate makes the solver reject the step.
+        if y.iter().any(|v| !v.is_finite()) {
+            out.fill(f64::NAN);
+            return;
+        }
         if let Some(reason) = self.system.domain_error(y.as_slice()) {
             out.fill(f64::NAN);
             *self.outside.borrow_mut() = Some(reason);
