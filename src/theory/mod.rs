@@ -2,3 +2,4 @@
 //! Theory modules never import `experiment` or `report`.
 
 pub mod musat3;
+pub mod musat19;
