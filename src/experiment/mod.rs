@@ -1,6 +1,7 @@
 //! Jobs that combine the layers: a scenario's `[solve]` and `[sweep]` sections run here, write
 //! their outputs through `report`, and the run ends with `manifest.json`.
 
+pub mod compare;
 pub mod solve;
 pub mod sweep;
 pub mod system;
@@ -121,16 +122,30 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
             Err(e) => failure = Some(e),
         }
     }
+    if let (None, Some(spec)) = (&failure, &scenario.compare) {
+        match compare::run(scenario, spec, &opts.out, opts.progress) {
+            Ok(j) => {
+                jobs.push(j.manifest);
+                console.extend(j.console);
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    let mut status = match &failure {
+        None => "complete",
+        Some(_) => "failed",
+    };
+    if let Some(Error::Partial { manifest, source }) = failure {
+        // The job wrote what it had: keep its entry, mark the run partial, report the cause.
+        jobs.push(*manifest);
+        status = "partial";
+        failure = Some(*source);
+    }
     let manifest = Manifest {
         tool: "ihdyn",
         version: env!("CARGO_PKG_VERSION"),
         git_revision: git_revision(),
-        status: if failure.is_some() {
-            "failed"
-        } else {
-            "complete"
-        }
-        .into(),
+        status: status.into(),
         error: failure.as_ref().map(|e| e.to_string()),
         command_line: opts.command_line.clone(),
         scenario_source: Some(scenario.origin.clone()),

@@ -4,7 +4,24 @@
 
 use crate::flow::GradientFlow;
 use crate::scenario::SystemSpec;
-use crate::theory::musat3::{ALPHA3, BETA2, GAMMA3, Musat3};
+use crate::model::subspace;
+use crate::theory::musat3::{ALPHA3, BETA2, GAMMA3, Musat3, Query};
+use crate::theory::musat19::Musat19;
+
+fn query_name(q: Query) -> &'static str {
+    match q {
+        Query::Last => "last",
+        Query::Uniform => "uniform",
+    }
+}
+
+fn scale_text(loss_scale: f64) -> String {
+    if loss_scale == 1.0 {
+        String::new()
+    } else {
+        format!(", loss scale {loss_scale}")
+    }
+}
 
 /// A reduced system ready to solve.
 pub struct Instance {
@@ -28,15 +45,8 @@ pub fn instantiate(spec: &SystemSpec, n: Option<usize>) -> Instance {
     match spec {
         SystemSpec::Musat3(m) => {
             let n = n.or(m.n).expect("validated: N is set for every run");
-            let query = match m.query {
-                crate::theory::musat3::Query::Last => "last",
-                crate::theory::musat3::Query::Uniform => "uniform",
-            };
-            let scale = if m.loss_scale == 1.0 {
-                String::new()
-            } else {
-                format!(", loss scale {}", m.loss_scale)
-            };
+            let query = query_name(m.query);
+            let scale = scale_text(m.loss_scale);
             Instance {
                 flow: Box::new(Musat3::new(n, m.query, m.loss_scale)),
                 init: m.init.to_vec(),
@@ -50,6 +60,30 @@ pub fn instantiate(spec: &SystemSpec, n: Option<usize>) -> Instance {
                 peak: Some((ALPHA3, "t_peak_alpha_rate".into())),
                 label: format!("musat3, N = {n}, query {query}{scale}"),
                 family: format!("musat3, query {query}{scale}"),
+            }
+        }
+        SystemSpec::Musat19(m) => {
+            let n = n.or(m.n).expect("validated: N is set for every run");
+            let query = query_name(m.query);
+            let scale = scale_text(m.loss_scale);
+            let cue = match m.label_position {
+                crate::model::data::LabelPosition::Rotated => String::new(),
+                crate::model::data::LabelPosition::Same => ", label position same".into(),
+                crate::model::data::LabelPosition::None => ", label position none".into(),
+            };
+            Instance {
+                flow: Box::new(Musat19::new(n, m.query, m.label_position, m.loss_scale)),
+                init: m.init.clone(),
+                frozen: m.frozen_indices(),
+                time_scale: m.time_scale(n),
+                emergence: vec![
+                    (subspace::GAMMA3, "gamma3".into()),
+                    (subspace::BETA2, "beta2".into()),
+                    (subspace::ALPHA3, "alpha3".into()),
+                ],
+                peak: Some((subspace::ALPHA3, "t_peak_alpha_rate".into())),
+                label: format!("musat19, N = {n}, query {query}{scale}{cue}"),
+                family: format!("musat19, query {query}{scale}{cue}"),
             }
         }
     }

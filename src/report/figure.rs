@@ -51,6 +51,8 @@ pub enum Style {
     Line,
     Dashed,
     Markers(Marker),
+    /// Vertical bars from y = 0 to each point, `width` wide in x data units.
+    Bars(f64),
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +92,23 @@ impl Series {
             ..Series::line(label, points, color)
         }
     }
+    /// Bars from 0 to each y, centred on each x, `width` wide (x data units).
+    pub fn bars(
+        label: impl Into<String>,
+        points: Vec<(f64, f64)>,
+        color: RGBColor,
+        width: f64,
+    ) -> Self {
+        Series {
+            style: Style::Bars(width),
+            ..Series::line(label, points, color)
+        }
+    }
+    /// A thinner stroke (1 px), e.g. for guide lines.
+    pub fn thin(mut self) -> Self {
+        self.width = 1;
+        self
+    }
     pub fn unlabelled(mut self) -> Self {
         self.label = None;
         self
@@ -110,6 +129,8 @@ pub struct Axis {
     pub log: bool,
     /// Fixed range; otherwise the data range with a small pad.
     pub range: Option<(f64, f64)>,
+    /// Named categories at x = 0, 1, 2, ... (a linear axis labelled by name, e.g. for bars).
+    pub categories: Option<Vec<String>>,
 }
 
 impl Axis {
@@ -118,6 +139,7 @@ impl Axis {
             label: label.into(),
             log: false,
             range: None,
+            categories: None,
         }
     }
     pub fn log(label: impl Into<String>) -> Self {
@@ -125,6 +147,17 @@ impl Axis {
             label: label.into(),
             log: true,
             range: None,
+            categories: None,
+        }
+    }
+    /// A category axis: `names[i]` labels x = i; the range is [−0.6, len − 0.4].
+    pub fn categories(label: impl Into<String>, names: Vec<String>) -> Self {
+        let len = names.len() as f64;
+        Axis {
+            label: label.into(),
+            log: false,
+            range: Some((-0.6, len - 0.4)),
+            categories: Some(names),
         }
     }
     pub fn with_range(mut self, lo: f64, hi: f64) -> Self {
@@ -175,6 +208,11 @@ impl Panel {
         let ok = |v: f64| v.is_finite() && (!axis.log || v > 0.0);
         let mut lo = f64::INFINITY;
         let mut hi = f64::NEG_INFINITY;
+        if !pick_x && !axis.log && self.series.iter().any(|s| matches!(s.style, Style::Bars(_))) {
+            // bars start at 0
+            lo = 0.0;
+            hi = 0.0;
+        }
         for s in &self.series {
             for &(x, y) in &s.points {
                 let v = if pick_x { x } else { y };
@@ -306,6 +344,19 @@ where
     Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     let err = |e: &dyn std::fmt::Display| e.to_string();
+    let categories = p.x.categories.clone();
+    let x_formatter = move |v: &f64| match &categories {
+        Some(names) => {
+            let i = v.round();
+            if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+                names[i as usize].clone()
+            } else {
+                String::new()
+            }
+        }
+        None => tick_label(v),
+    };
+    let x_labels = p.x.categories.as_ref().map_or(10, |c| c.len() + 2);
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, ("sans-serif", 24).into_font())
         .margin(12)
@@ -319,7 +370,8 @@ where
         .y_desc(&p.y.label)
         .axis_desc_style(("sans-serif", 21))
         .label_style(("sans-serif", 17))
-        .x_label_formatter(&tick_label)
+        .x_label_formatter(&x_formatter)
+        .x_labels(x_labels)
         .y_label_formatter(&tick_label)
         .light_line_style(RGBColor(235, 235, 235))
         .bold_line_style(RGBColor(210, 210, 210))
@@ -342,6 +394,13 @@ where
         let style = ShapeStyle::from(&color).stroke_width(s.width);
         let anno =
             match s.style {
+                Style::Bars(w) => {
+                    let fill = ShapeStyle::from(&color).filled();
+                    let base = if p.y.log { ylo } else { 0.0f64.clamp(ylo, yhi) };
+                    chart.draw_series(pts.into_iter().map(|(x, y)| {
+                        Rectangle::new([(x - w / 2.0, base), (x + w / 2.0, y)], fill)
+                    }))
+                }
                 Style::Line => chart.draw_series(LineSeries::new(pts, style)),
                 Style::Dashed => chart.draw_series(DashedLineSeries::new(pts, 10, 6, style)),
                 Style::Markers(m) => {
@@ -374,7 +433,7 @@ where
                         Style::Markers(Marker::Triangle) => {
                             TriangleMarker::new(c, 6, fill).into_dyn()
                         }
-                        Style::Markers(Marker::Square) => {
+                        Style::Markers(Marker::Square) | Style::Bars(_) => {
                             Rectangle::new([(x + 6, y - 4), (x + 14, y + 4)], fill).into_dyn()
                         }
                         Style::Markers(Marker::Cross) => {

@@ -13,7 +13,8 @@ pub struct Manifest {
     pub tool: &'static str,
     pub version: &'static str,
     pub git_revision: Option<&'static str>,
-    /// `complete`, or `failed` when a job stopped with an error (see `error`).
+    /// `complete`; `failed` when a job stopped with an error (see `error`); `partial` when a job
+    /// stopped early (e.g. a diverging GD run) but wrote the rows it had.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

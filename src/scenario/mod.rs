@@ -7,9 +7,11 @@
 //! [`validate`]d (ranges, cross-field rules) into plain data the experiments consume.
 
 mod musat;
+mod musat_full;
 mod validate;
 
 pub use musat::{Musat3Spec, RawMusat3};
+pub use musat_full::{CompareSpec, InitKind, Musat19Spec, RawCompare, RawMusat19};
 pub use validate::FieldError;
 
 use serde::{Deserialize, Serialize};
@@ -47,6 +49,8 @@ pub struct Scenario {
     pub solve: Option<SolveSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compare: Option<CompareSpec>,
 }
 
 /// The reduced system, tagged by `kind`.
@@ -54,12 +58,22 @@ pub struct Scenario {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SystemSpec {
     Musat3(Musat3Spec),
+    Musat19(Musat19Spec),
 }
 
 impl SystemSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             SystemSpec::Musat3(_) => "musat3",
+            SystemSpec::Musat19(_) => "musat19",
+        }
+    }
+
+    /// N, when the system sets it.
+    pub fn n(&self) -> Option<usize> {
+        match self {
+            SystemSpec::Musat3(m) => m.n,
+            SystemSpec::Musat19(m) => m.n,
         }
     }
 }
@@ -122,6 +136,7 @@ struct RawScenario {
     solver: RawSolver,
     solve: Option<RawSolve>,
     sweep: Option<RawSweep>,
+    compare: Option<RawCompare>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -258,15 +273,27 @@ fn validate(raw: RawScenario, default_name: &str) -> Result<Scenario, FieldError
     let solver = validate_solver(raw.solver)?;
     let solve = raw.solve.map(validate_solve).transpose()?;
     let sweep = raw.sweep.map(validate_sweep).transpose()?;
-    check("scenario", solve.is_some() || sweep.is_some(), || {
-        "nothing to run: add a [solve] or a [sweep] section".into()
-    })?;
-    match &system {
-        SystemSpec::Musat3(m) => {
-            if solve.is_some() && m.n.is_none() {
-                return Err(FieldError::new("system.n", "required for [solve] (N >= 2)"));
-            }
+    let compare = match (raw.compare, &system) {
+        (None, _) => None,
+        (Some(c), SystemSpec::Musat19(m)) => Some(c.validate(m)?),
+        (Some(_), other) => {
+            return Err(FieldError::new(
+                "compare",
+                format!(
+                    "needs [system] kind = \"musat19\" (the full model is compared with the \
+                     19- and 3-parameter flows), got \"{}\"",
+                    other.kind()
+                ),
+            ));
         }
+    };
+    check(
+        "scenario",
+        solve.is_some() || sweep.is_some() || compare.is_some(),
+        || "nothing to run: add a [solve], [sweep] or [compare] section".into(),
+    )?;
+    if solve.is_some() && system.n().is_none() {
+        return Err(FieldError::new("system.n", "required for [solve] (N >= 2)"));
     }
     Ok(Scenario {
         name,
@@ -277,6 +304,7 @@ fn validate(raw: RawScenario, default_name: &str) -> Result<Scenario, FieldError
         solver,
         solve,
         sweep,
+        compare,
     })
 }
 
@@ -285,7 +313,7 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
         None => {
             return Err(FieldError::new(
                 "system.kind",
-                "required; one of \"musat3\"",
+                "required; one of \"musat3\", \"musat19\"",
             ));
         }
         Some(toml::Value::String(s)) => s,
@@ -301,9 +329,13 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
             let raw: RawMusat3 = deserialize_table(table, "system")?;
             Ok(SystemSpec::Musat3(raw.validate()?))
         }
+        "musat19" => {
+            let raw: RawMusat19 = deserialize_table(table, "system")?;
+            Ok(SystemSpec::Musat19(raw.validate()?))
+        }
         other => Err(FieldError::new(
             "system.kind",
-            format!("unknown system `{other}`, expected one of \"musat3\""),
+            format!("unknown system `{other}`, expected one of \"musat3\", \"musat19\""),
         )),
     }
 }
