@@ -197,7 +197,10 @@ fn full_events(rows: &[FullRow], threshold: f64) -> Vec<Option<f64>> {
         })
         .collect();
     let loss: Vec<(f64, f64)> = rows.iter().map(|r| (r.t, r.loss)).collect();
-    out.push(rows.first().and_then(|r0| interpolated_crossing(&loss, 0.5 * r0.loss, false)));
+    out.push(
+        rows.first()
+            .and_then(|r0| interpolated_crossing(&loss, 0.5 * r0.loss, false)),
+    );
     out
 }
 
@@ -265,41 +268,6 @@ pub fn run(
     let params0 = initial_params(spec);
     let theta0 = project(&params0);
 
-    // ---- the reduced flows (orthonormal data only), from the projection of W₀.
-    let mut odes = Vec::new();
-    let mut skipped = Vec::new();
-    if spec.data == DataKind::Orthonormal {
-        let m19 = Musat19::new(n, sys.query, sys.label_position, sys.loss_scale);
-        odes.push(solve_ode(
-            "ode19",
-            Box::new(m19),
-            vec![GAMMA3, BETA2, ALPHA3],
-            &theta0,
-            t_end,
-            spec.threshold,
-            &scenario.solver,
-        )?);
-        if sys.label_position == LabelPosition::Rotated {
-            let m3 = Musat3::new(n, sys.query, sys.loss_scale);
-            let th3 = [theta0[ALPHA3], theta0[BETA2], theta0[GAMMA3]];
-            odes.push(solve_ode(
-                "ode3",
-                Box::new(m3),
-                vec![2, 1, 0],
-                &th3,
-                t_end,
-                spec.threshold,
-                &scenario.solver,
-            )?);
-        } else {
-            skipped.push(json!({"source": "ode3", "reason": "the 3-parameter closed form assumes the rotated label cue"}));
-        }
-    } else {
-        for s in ["ode19", "ode3"] {
-            skipped.push(json!({"source": s, "reason": "the reduced flows describe orthonormal data (theory/musat.md §6); isotropic data are the Theorem-1 check of the full model"}));
-        }
-    }
-
     // ---- the full model, once per batch size.
     let schedule = Schedule {
         steps: spec.steps,
@@ -317,7 +285,12 @@ pub fn run(
         };
         let mut bar = Progress::new(progress, spec.steps, batch);
         let started = Instant::now();
-        let result = train(&mut trainer, &mut params, &schedule, &mut [&mut recorder, &mut bar]);
+        let result = train(
+            &mut trainer,
+            &mut params,
+            &schedule,
+            &mut [&mut recorder, &mut bar],
+        );
         bar.bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
         let diverged = result.is_err();
@@ -329,6 +302,51 @@ pub fn run(
         });
         if diverged {
             break;
+        }
+    }
+
+    // ---- the reduced flows (orthonormal data only), from the projection of W₀, up to the
+    // time the full model reached (t_end unless GD diverged).
+    let t_reached = runs
+        .iter()
+        .filter_map(|r| r.rows.last().map(|l| l.t))
+        .fold(0.0f64, f64::max);
+    let t_ode = t_reached;
+    let mut odes = Vec::new();
+    let mut skipped = Vec::new();
+    if t_reached == 0.0 {
+        for src in ["ode19", "ode3"] {
+            skipped.push(json!({"source": src, "reason": "the full model stopped at t = 0"}));
+        }
+    } else if spec.data == DataKind::Orthonormal {
+        let m19 = Musat19::new(n, sys.query, sys.label_position, sys.loss_scale);
+        odes.push(solve_ode(
+            "ode19",
+            Box::new(m19),
+            vec![GAMMA3, BETA2, ALPHA3],
+            &theta0,
+            t_ode,
+            spec.threshold,
+            &scenario.solver,
+        )?);
+        if sys.label_position == LabelPosition::Rotated {
+            let m3 = Musat3::new(n, sys.query, sys.loss_scale);
+            let th3 = [theta0[ALPHA3], theta0[BETA2], theta0[GAMMA3]];
+            odes.push(solve_ode(
+                "ode3",
+                Box::new(m3),
+                vec![2, 1, 0],
+                &th3,
+                t_ode,
+                spec.threshold,
+                &scenario.solver,
+            )?);
+        } else {
+            skipped.push(json!({"source": "ode3", "reason": "the 3-parameter closed form assumes the rotated label cue"}));
+        }
+    } else {
+        for s in ["ode19", "ode3"] {
+            skipped.push(json!({"source": s, "reason": "the reduced flows describe orthonormal data (theory/musat.md §6); isotropic data are the Theorem-1 check of the full model"}));
         }
     }
 
@@ -383,8 +401,17 @@ pub fn run(
         "not_run": skipped,
     });
     files.push(out.write_json("compare.json", &doc)?);
+    let against = match odes.len() {
+        0 => String::new(),
+        1 => " vs the 19-parameter flow".to_string(),
+        _ => " vs 19- and 3-parameter flows".to_string(),
+    };
+    let data_text = match spec.data {
+        DataKind::Orthonormal => "",
+        DataKind::Isotropic => ", isotropic data",
+    };
     let label = format!(
-        "full model (D = {}, η = {}) vs 19- and 3-parameter flows — N = {n}, query {}",
+        "full model (D = {}, η = {}){against} — N = {n}, query {}{data_text}",
         spec.d,
         fmt_f64(spec.eta),
         match sys.query {
@@ -392,7 +419,10 @@ pub fn run(
             crate::theory::musat3::Query::Uniform => "uniform",
         }
     );
-    files.extend(out.write_figure("compare", &trajectories_figure(&runs, &odes, spec, &label))?);
+    files.extend(out.write_figure(
+        "compare",
+        &trajectories_figure(&runs, &odes, spec, t_ode, &label),
+    )?);
     files.extend(out.write_figure("residual", &residual_figure(&runs, &label))?);
     files.extend(out.write_figure("coordinates", &coordinates_figure(&runs, &odes, &label))?);
 
@@ -484,13 +514,20 @@ fn wall_at(rows: &[FullRow], t: f64) -> Option<f64> {
 
 /// `t,source,loss,residual,<19 coordinates>,step,batch,residual_w1,residual_w2,residual_w3`.
 fn compare_table(runs: &[FullRun], odes: &[OdeRun], spec: &CompareSpec) -> Table {
-    let mut header: Vec<String> = ["t", "source", "loss", "residual"].map(String::from).to_vec();
+    let mut header: Vec<String> = ["t", "source", "loss", "residual"]
+        .map(String::from)
+        .to_vec();
     header.extend(NAMES19.iter().map(|s| s.to_string()));
     header.extend(["step", "batch", "residual_w1", "residual_w2", "residual_w3"].map(String::from));
     let mut table = Table::new(header);
     for r in runs {
         for row in &r.rows {
-            let mut cells: Vec<Cell> = vec![row.t.into(), "full".into(), row.loss.into(), row.res.overall.into()];
+            let mut cells: Vec<Cell> = vec![
+                row.t.into(),
+                "full".into(),
+                row.loss.into(),
+                row.res.overall.into(),
+            ];
             cells.extend(row.theta.iter().map(|&v| Cell::Num(v)));
             cells.extend([
                 Cell::from(row.step),
@@ -527,7 +564,13 @@ fn compare_table(runs: &[FullRun], odes: &[OdeRun], spec: &CompareSpec) -> Table
             }
             let mut cells: Vec<Cell> = vec![t.into(), o.name.into(), loss.into(), Cell::Empty];
             cells.extend(coords);
-            cells.extend([Cell::Num(s as f64), Cell::Empty, Cell::Empty, Cell::Empty, Cell::Empty]);
+            cells.extend([
+                Cell::Num(s as f64),
+                Cell::Empty,
+                Cell::Empty,
+                Cell::Empty,
+                Cell::Empty,
+            ]);
             table.push(cells);
         }
     }
@@ -552,11 +595,15 @@ fn t_axis() -> Axis {
     Axis::linear("t (pseudo-time = η·step/D)")
 }
 
-fn trajectories_figure(runs: &[FullRun], odes: &[OdeRun], spec: &CompareSpec, label: &str) -> Figure {
-    let steps_grid: Vec<f64> = {
-        let t_end = spec.dt() * spec.steps as f64;
-        (0..=600).map(|i| t_end * i as f64 / 600.0).collect()
-    };
+/// α₃, β₂, γ₃ and the loss of every source against t ∈ [0, t_plot].
+fn trajectories_figure(
+    runs: &[FullRun],
+    odes: &[OdeRun],
+    spec: &CompareSpec,
+    t_plot: f64,
+    label: &str,
+) -> Figure {
+    let steps_grid: Vec<f64> = (0..=600).map(|i| t_plot * i as f64 / 600.0).collect();
     let mut panels = Vec::new();
     let mut quantities: Vec<(String, Option<usize>)> =
         [(ALPHA3, "alpha3"), (BETA2, "beta2"), (GAMMA3, "gamma3")]
@@ -576,7 +623,11 @@ fn trajectories_figure(runs: &[FullRun], odes: &[OdeRun], spec: &CompareSpec, la
                 .iter()
                 .map(|row| (row.t, k.map_or(row.loss, |k| row.theta[k])))
                 .collect();
-            let lbl = if runs.len() > 1 { format!("full, B = {}", r.batch) } else { format!("full (B = {})", r.batch) };
+            let lbl = if runs.len() > 1 {
+                format!("full, B = {}", r.batch)
+            } else {
+                format!("full (B = {})", r.batch)
+            };
             p.series.push(Series::line(lbl, pts, full_color(i)));
         }
         for o in odes {
@@ -606,7 +657,7 @@ fn trajectories_figure(runs: &[FullRun], odes: &[OdeRun], spec: &CompareSpec, la
             p.series.push(s);
         }
         if k.is_some() {
-            let t_end = spec.dt() * spec.steps as f64;
+            let t_end = t_plot;
             p.series.push(
                 Series::dashed(
                     format!("threshold {}", spec.threshold),
@@ -632,7 +683,11 @@ fn residual_figure(runs: &[FullRun], label: &str) -> Figure {
     );
     for (i, r) in runs.iter().enumerate() {
         let pts = r.rows.iter().map(|row| (row.t, row.res.overall)).collect();
-        p.series.push(Series::line(format!("all weights, B = {}", r.batch), pts, full_color(i)));
+        p.series.push(Series::line(
+            format!("all weights, B = {}", r.batch),
+            pts,
+            full_color(i),
+        ));
         if runs.len() == 1 {
             for (j, (nm, pick)) in [
                 ("W1", (|x: &Residuals| x.w1) as fn(&Residuals) -> f64),
@@ -643,18 +698,28 @@ fn residual_figure(runs: &[FullRun], label: &str) -> Figure {
             .enumerate()
             {
                 let pts = r.rows.iter().map(|row| (row.t, pick(&row.res))).collect();
-                p.series.push(Series::dashed(format!("{nm}, B = {}", r.batch), pts, color(j + 1)));
+                p.series.push(Series::dashed(
+                    format!("{nm}, B = {}", r.batch),
+                    pts,
+                    color(j + 1),
+                ));
             }
         }
     }
     p.legend = LegendAt::UpperRight;
-    Figure::grid(1, 1, vec![p]).titled(label.to_string())
+    let mut fig = Figure::grid(1, 1, vec![p]).titled(label.to_string());
+    fig.width = 1200;
+    fig
 }
 
 fn coordinates_figure(runs: &[FullRun], odes: &[OdeRun], label: &str) -> Figure {
     let names: Vec<String> = NAMES19
         .iter()
-        .map(|n| n.replace("alpha", "α").replace("beta", "β").replace("gamma", "γ"))
+        .map(|n| {
+            n.replace("alpha", "α")
+                .replace("beta", "β")
+                .replace("gamma", "γ")
+        })
         .collect();
     let mut p = Panel::new(
         "final coordinates",
@@ -667,7 +732,9 @@ fn coordinates_figure(runs: &[FullRun], odes: &[OdeRun], label: &str) -> Figure 
     let offset = |g: usize| -0.4 + width * (g as f64 + 0.5);
     for (i, r) in runs.iter().enumerate() {
         if let Some(last) = r.rows.last() {
-            let pts = (0..19).map(|k| (k as f64 + offset(i), last.theta[k])).collect();
+            let pts = (0..19)
+                .map(|k| (k as f64 + offset(i), last.theta[k]))
+                .collect();
             p.series.push(Series::bars(
                 format!("full, B = {} (t = {})", r.batch, fmt_f64(last.t)),
                 pts,
@@ -679,8 +746,15 @@ fn coordinates_figure(runs: &[FullRun], odes: &[OdeRun], label: &str) -> Figure 
     if let Some(o) = ode19 {
         let t = o.solution.t_end();
         if let Some(th) = o.solution.state_at(t) {
-            let pts = (0..19).map(|k| (k as f64 + offset(runs.len()), th[k])).collect();
-            p.series.push(Series::bars(format!("ode19 (t = {})", fmt_f64(t)), pts, color(ODE19_COLOR), width));
+            let pts = (0..19)
+                .map(|k| (k as f64 + offset(runs.len()), th[k]))
+                .collect();
+            p.series.push(Series::bars(
+                format!("ode19 (t = {})", fmt_f64(t)),
+                pts,
+                color(ODE19_COLOR),
+                width,
+            ));
         }
     }
     p.legend = LegendAt::UpperLeft;

@@ -3,8 +3,8 @@
 //! (and in which order they are reported), and whose rate peak marks the blow-up.
 
 use crate::flow::GradientFlow;
-use crate::scenario::SystemSpec;
 use crate::model::subspace;
+use crate::scenario::SystemSpec;
 use crate::theory::musat3::{ALPHA3, BETA2, GAMMA3, Musat3, Query};
 use crate::theory::musat19::Musat19;
 

@@ -121,7 +121,9 @@ impl Params {
 
     /// Whether every entry is finite.
     pub fn is_finite(&self) -> bool {
-        self.blocks().iter().all(|w| w.iter().all(|v| v.is_finite()))
+        self.blocks()
+            .iter()
+            .all(|w| w.iter().all(|v| v.is_finite()))
     }
 }
 
@@ -287,7 +289,16 @@ fn chunk_pass(
     } = ws;
 
     // ---- layer 1: P = X W¹ (row k is h_kᵀ W¹), scores p_k · x_j, softmax, u¹_k = Σ A x_j.
-    gemm(1.0, x, View::dense(rows, e), &params.w1, View::dense(e, e), 0.0, p1, View::dense(rows, e));
+    gemm(
+        1.0,
+        x,
+        View::dense(rows, e),
+        &params.w1,
+        View::dense(e, e),
+        0.0,
+        p1,
+        View::dense(rows, e),
+    );
     for b in 0..m {
         let xb = &x[b * t * e..(b + 1) * t * e];
         let h1b = &mut h1[b * t * f..(b + 1) * t * f];
@@ -311,7 +322,16 @@ fn chunk_pass(
 
     // ---- layer 2, query row only: g_b = h¹_Tᵀ W², scores g_b · h¹_j, u² = Σ A² h¹_j.
     let q_view = View::rows(m, f, kq * f, t * f);
-    gemm(1.0, h1, q_view, &params.w2, View::dense(f, f), 0.0, gq, View::dense(m, f));
+    gemm(
+        1.0,
+        h1,
+        q_view,
+        &params.w2,
+        View::dense(f, f),
+        0.0,
+        gq,
+        View::dense(m, f),
+    );
     for b in 0..m {
         let h1b = &h1[b * t * f..(b + 1) * t * f];
         let gb = &gq[b * f..(b + 1) * f];
@@ -330,7 +350,16 @@ fn chunk_pass(
     }
 
     // ---- readout ŷ = W³ h², error and dL/dŷ.
-    gemm(1.0, h2, View::dense(m, g), &params.w3, View::dense(d, g).t(), 0.0, yhat, View::dense(m, d));
+    gemm(
+        1.0,
+        h2,
+        View::dense(m, g),
+        &params.w3,
+        View::dense(d, g).t(),
+        0.0,
+        yhat,
+        View::dense(m, d),
+    );
     let mut sse = 0.0;
     for i in 0..m * d {
         let r = yhat[i] - y[i];
@@ -342,8 +371,26 @@ fn chunk_pass(
     }
 
     // ---- backward through the readout: dW³ = dYᵀ H², dH² = dY W³.
-    gemm(1.0, dy, View::dense(m, d).t(), h2, View::dense(m, g), 0.0, &mut grad.w3, View::dense(d, g));
-    gemm(1.0, dy, View::dense(m, d), &params.w3, View::dense(d, g), 0.0, dh2, View::dense(m, g));
+    gemm(
+        1.0,
+        dy,
+        View::dense(m, d).t(),
+        h2,
+        View::dense(m, g),
+        0.0,
+        &mut grad.w3,
+        View::dense(d, g),
+    );
+    gemm(
+        1.0,
+        dy,
+        View::dense(m, d),
+        &params.w3,
+        View::dense(d, g),
+        0.0,
+        dh2,
+        View::dense(m, g),
+    );
 
     // ---- backward through layer 2 (query row).
     for b in 0..m {
@@ -371,8 +418,26 @@ fn chunk_pass(
         }
     }
     // dW² = Qᵀ V (Q: the query rows of h¹); W² v for the query's own u¹ (rows e..f of W²).
-    gemm(1.0, h1, q_view.t(), v, View::dense(m, f), 0.0, &mut grad.w2, View::dense(f, f));
-    gemm(1.0, v, View::dense(m, f), &params.w2, View::rows(e, f, e * f, f).t(), 0.0, w2v, View::dense(m, e));
+    gemm(
+        1.0,
+        h1,
+        q_view.t(),
+        v,
+        View::dense(m, f),
+        0.0,
+        &mut grad.w2,
+        View::dense(f, f),
+    );
+    gemm(
+        1.0,
+        v,
+        View::dense(m, f),
+        &params.w2,
+        View::rows(e, f, e * f, f).t(),
+        0.0,
+        w2v,
+        View::dense(m, e),
+    );
     for b in 0..m {
         let dq = &mut du1[(b * t + kq) * e..(b * t + kq + 1) * e];
         let direct = &dh2[b * g + e..b * g + f];
@@ -402,7 +467,16 @@ fn chunk_pass(
             }
         }
     }
-    gemm(1.0, x, View::dense(rows, e).t(), wm, View::dense(rows, e), 0.0, &mut grad.w1, View::dense(e, e));
+    gemm(
+        1.0,
+        x,
+        View::dense(rows, e).t(),
+        wm,
+        View::dense(rows, e),
+        0.0,
+        &mut grad.w1,
+        View::dense(e, e),
+    );
     sse
 }
 
@@ -473,15 +547,22 @@ impl Model {
         let (dims, coef, want) = (self.dims, self.coef(), grads.is_some());
         let seq = batch.spec.sequence_len();
         let d = self.dims.d;
-        self.chunks
-            .par_iter_mut()
-            .enumerate()
-            .for_each(|(c, ch)| {
-                let lo = c * CHUNK;
-                let x = &batch.tokens[lo * seq..(lo + ch.m) * seq];
-                let y = &batch.targets[lo * d..(lo + ch.m) * d];
-                ch.sse = chunk_pass(dims, params, x, y, ch.m, coef, &mut ch.ws, &mut ch.grad, want);
-            });
+        self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
+            let lo = c * CHUNK;
+            let x = &batch.tokens[lo * seq..(lo + ch.m) * seq];
+            let y = &batch.targets[lo * d..(lo + ch.m) * d];
+            ch.sse = chunk_pass(
+                dims,
+                params,
+                x,
+                y,
+                ch.m,
+                coef,
+                &mut ch.ws,
+                &mut ch.grad,
+                want,
+            );
+        });
         if let Some(g) = grads {
             self.reduce(g);
         }
@@ -591,7 +672,8 @@ impl Trainer {
     /// is kept for [`Trainer::apply`].
     pub fn evaluate(&mut self, params: &Params) -> f64 {
         self.draw();
-        self.model.loss_and_grad(params, &self.batch, &mut self.grads)
+        self.model
+            .loss_and_grad(params, &self.batch, &mut self.grads)
     }
 
     /// GD update with the last evaluated gradient: W ← W − η ∇L.

@@ -48,7 +48,16 @@ impl View {
 
 /// C ← α A B + β C on views of slices. Panics if a view leaves its slice or the shapes
 /// disagree. With β = 0, C is overwritten (its old contents may be anything finite or not).
-pub fn gemm(alpha: f64, a: &[f64], av: View, b: &[f64], bv: View, beta: f64, c: &mut [f64], cv: View) {
+pub fn gemm(
+    alpha: f64,
+    a: &[f64],
+    av: View,
+    b: &[f64],
+    bv: View,
+    beta: f64,
+    c: &mut [f64],
+    cv: View,
+) {
     assert_eq!(av.cols, bv.rows, "gemm: inner dimensions");
     assert_eq!((av.rows, bv.cols), (cv.rows, cv.cols), "gemm: output shape");
     assert!(av.end() <= a.len() && bv.end() <= b.len() && cv.end() <= c.len());
@@ -96,7 +105,13 @@ mod tests {
         // A: 3×4 taken as every other row of a 6×4 buffer; B: the transpose of a 5×4 matrix.
         let abuf: Vec<f64> = (0..24).map(|i| (i as f64 * 0.37).sin()).collect();
         let bbuf: Vec<f64> = (0..20).map(|i| (i as f64 * 0.71).cos()).collect();
-        let av = View { rows: 3, cols: 4, offset: 0, rs: 8, cs: 1 };
+        let av = View {
+            rows: 3,
+            cols: 4,
+            offset: 0,
+            rs: 8,
+            cs: 1,
+        };
         let bv = View::dense(5, 4).t();
         let mut c = vec![1.0; 15];
         gemm(2.0, &abuf, av, &bbuf, bv, 0.5, &mut c, View::dense(3, 5));

@@ -209,7 +209,13 @@ mod tests {
             let p = structured(&theta, d);
             let back = project(&p);
             for k in 0..19 {
-                assert!((back[k] - theta[k]).abs() < 1e-12, "D={d} {}: {} vs {}", NAMES19[k], back[k], theta[k]);
+                assert!(
+                    (back[k] - theta[k]).abs() < 1e-12,
+                    "D={d} {}: {} vs {}",
+                    NAMES19[k],
+                    back[k],
+                    theta[k]
+                );
             }
             let r = residuals(&p, &back);
             assert!(r.overall < 1e-14 && r.w1 < 1e-14 && r.w2 < 1e-14 && r.w3 < 1e-14);

@@ -12,13 +12,23 @@ use super::disentangled::{Params, Trainer};
 pub enum TrainError {
     /// The loss became non-finite (GD diverged).
     #[error(
-        "gradient descent diverged at step {step} (t = {t}): the loss is {loss}; lower the \
-         learning rate eta"
+        "gradient descent diverged at step {step} (t = {}): the loss is {loss}; lower the \
+         learning rate eta",
+        short(*t)
     )]
     Diverged { step: usize, t: f64, loss: f64 },
     /// An observer failed (e.g. could not record a checkpoint).
     #[error("{0}")]
     Observer(String),
+}
+
+/// Plain decimals for ordinary magnitudes, exponent form otherwise.
+fn short(x: f64) -> String {
+    if x == 0.0 || (1e-4..1e15).contains(&x.abs()) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
 }
 
 /// Steps, learning rate and checkpoint cadence of a run.

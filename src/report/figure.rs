@@ -208,7 +208,13 @@ impl Panel {
         let ok = |v: f64| v.is_finite() && (!axis.log || v > 0.0);
         let mut lo = f64::INFINITY;
         let mut hi = f64::NEG_INFINITY;
-        if !pick_x && !axis.log && self.series.iter().any(|s| matches!(s.style, Style::Bars(_))) {
+        if !pick_x
+            && !axis.log
+            && self
+                .series
+                .iter()
+                .any(|s| matches!(s.style, Style::Bars(_)))
+        {
             // bars start at 0
             lo = 0.0;
             hi = 0.0;
@@ -310,15 +316,53 @@ fn draw_figure<DB: DrawingBackend>(
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> Result<(), String> {
     let (x0, x1) = p.range(&p.x, true);
     let (y0, y1) = p.range(&p.y, false);
+    let xl = || (x0..x1).log_scale().with_key_points(log_ticks(x0, x1));
+    let yl = || (y0..y1).log_scale().with_key_points(log_ticks(y0, y1));
     match (p.x.log, p.y.log) {
         (false, false) => draw_with(area, p, x0..x1, y0..y1),
-        (true, false) => draw_with(area, p, (x0..x1).log_scale(), y0..y1),
-        (false, true) => draw_with(area, p, x0..x1, (y0..y1).log_scale()),
-        (true, true) => draw_with(area, p, (x0..x1).log_scale(), (y0..y1).log_scale()),
+        (true, false) => draw_with(area, p, xl(), y0..y1),
+        (false, true) => draw_with(area, p, x0..x1, yl()),
+        (true, true) => draw_with(area, p, xl(), yl()),
     }
 }
 
+/// Tick positions of a log axis on [lo, hi]: 1-2-5 steps per decade for short ranges, decades
+/// (or every k-th decade) for long ones, so that every part of the range is labelled (plotters'
+/// own choice leaves the lowest partial decade bare).
+pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return vec![];
+    }
+    let (a, b) = (lo.log10(), hi.log10());
+    let span = b - a;
+    let mantissas: &[f64] = if span <= 0.6 {
+        &[1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    } else if span <= 1.2 {
+        &[1.0, 2.0, 3.0, 5.0, 7.0]
+    } else if span <= 3.5 {
+        &[1.0, 2.0, 5.0]
+    } else {
+        &[1.0]
+    };
+    let every = (span / 8.0).ceil().max(1.0) as i64;
+    let mut ticks = Vec::new();
+    for e in (a.floor() as i64)..=(b.ceil() as i64) {
+        if e.rem_euclid(every) != 0 {
+            continue;
+        }
+        for &m in mantissas {
+            let v = m * 10f64.powi(e as i32);
+            if v >= lo && v <= hi {
+                ticks.push(v);
+            }
+        }
+    }
+    ticks
+}
+
 fn tick_label(v: &f64) -> String {
+    // round away representation noise of computed tick positions (e.g. 0.30000000000000004)
+    let v = &format!("{v:.10e}").parse::<f64>().unwrap_or(*v);
     let a = v.abs();
     if *v == 0.0 {
         "0".into()
@@ -515,4 +559,21 @@ where
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_ticks_label_every_part_of_the_range() {
+        assert_eq!(log_ticks(0.015, 1.2), vec![0.02, 0.05, 0.1, 0.2, 0.5, 1.0]);
+        assert_eq!(log_ticks(1.0, 1e9).len(), 10);
+        assert_eq!(
+            log_ticks(1e-30, 1.0),
+            vec![1e-28, 1e-24, 1e-20, 1e-16, 1e-12, 1e-8, 1e-4, 1.0]
+        );
+        let short = log_ticks(0.35, 0.9);
+        assert!(short.len() >= 4 && short.iter().all(|&v| (0.35..=0.9).contains(&v)));
+    }
 }

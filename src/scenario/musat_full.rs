@@ -185,18 +185,15 @@ pub const MAX_STEPS: i64 = 100_000_000;
 impl RawCompare {
     /// Validate against the system (N and the data constraints).
     pub fn validate(self, system: &Musat19Spec) -> Result<CompareSpec, FieldError> {
-        let n = system.n.ok_or_else(|| {
-            FieldError::new("system.n", "required for [compare] (N >= 2)")
-        })? as i64;
-        check(
-            "system.init",
-            system.init.iter().all(|&v| v == 0.0),
-            || {
-                "not used by [compare]: the flows start from the projection of the full model's \
+        let n = system
+            .n
+            .ok_or_else(|| FieldError::new("system.n", "required for [compare] (N >= 2)"))?
+            as i64;
+        check("system.init", system.init.iter().all(|&v| v == 0.0), || {
+            "not used by [compare]: the flows start from the projection of the full model's \
                  initial weights (set compare.init instead)"
-                    .into()
-            },
-        )?;
+                .into()
+        })?;
         check("system.freeze", system.freeze.is_empty(), || {
             "not used by [compare]: remove it (all 19 coordinates move)".into()
         })?;
@@ -233,7 +230,9 @@ impl RawCompare {
         check("compare.steps", (1..=MAX_STEPS).contains(&steps), || {
             format!("must be in 1..={MAX_STEPS}, got {steps}")
         })?;
-        let every = self.checkpoint_every.unwrap_or(((steps + 499) / 500).max(1));
+        let every = self
+            .checkpoint_every
+            .unwrap_or(((steps + 499) / 500).max(1));
         check("compare.checkpoint_every", every >= 1, || {
             format!("must be >= 1, got {every}")
         })?;
@@ -257,9 +256,11 @@ impl RawCompare {
             }
         };
         let threshold = self.threshold.unwrap_or(0.5);
-        check("compare.threshold", threshold > 0.0 && threshold.is_finite(), || {
-            format!("must be > 0, got {threshold}")
-        })?;
+        check(
+            "compare.threshold",
+            threshold > 0.0 && threshold.is_finite(),
+            || format!("must be > 0, got {threshold}"),
+        )?;
         Ok(CompareSpec {
             d: d as usize,
             batch: batch.into_iter().map(|b| b as usize).collect(),

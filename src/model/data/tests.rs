@@ -38,7 +38,8 @@ fn orthonormal_sequences_have_orthonormal_contents_and_position_pairs() {
                 let e = 2 * d;
                 let tok = |k: usize| &tokens[k * e..(k + 1) * e];
                 // contents x_1..x_N, y_1..y_N orthonormal
-                let mut contents: Vec<Vec<f64>> = (0..2 * n).map(|k| tok(k)[..d].to_vec()).collect();
+                let mut contents: Vec<Vec<f64>> =
+                    (0..2 * n).map(|k| tok(k)[..d].to_vec()).collect();
                 let g = gram(&contents);
                 for (i, row) in g.iter().enumerate() {
                     for (j, v) in row.iter().enumerate() {
@@ -56,9 +57,14 @@ fn orthonormal_sequences_have_orthonormal_contents_and_position_pairs() {
                     }
                     out
                 };
-                let mut pos: Vec<Vec<f64>> = (1..=n).map(|i| tok(2 * i - 2)[d..].to_vec()).collect();
+                let mut pos: Vec<Vec<f64>> =
+                    (1..=n).map(|i| tok(2 * i - 2)[d..].to_vec()).collect();
                 pos.push(tok(2 * n)[d..].to_vec());
-                let all: Vec<Vec<f64>> = pos.iter().cloned().chain(pos.iter().map(|p| j_of(p))).collect();
+                let all: Vec<Vec<f64>> = pos
+                    .iter()
+                    .cloned()
+                    .chain(pos.iter().map(|p| j_of(p)))
+                    .collect();
                 let g = gram(&all);
                 for (i, row) in g.iter().enumerate() {
                     for (j, v) in row.iter().enumerate() {
@@ -87,7 +93,13 @@ fn orthonormal_sequences_have_orthonormal_contents_and_position_pairs() {
 
 #[test]
 fn queries_are_last_or_cover_every_pair() {
-    let s = spec(5, 12, DataKind::Orthonormal, Query::Last, LabelPosition::Rotated);
+    let s = spec(
+        5,
+        12,
+        DataKind::Orthonormal,
+        Query::Last,
+        LabelPosition::Rotated,
+    );
     let mut sampler = Sampler::new(s, 1, 0);
     let mut tokens = vec![0.0; s.sequence_len()];
     let mut target = vec![0.0; 12];
@@ -110,7 +122,13 @@ fn queries_are_last_or_cover_every_pair() {
 #[test]
 fn isotropic_entries_have_variance_one_over_d() {
     let d = 8;
-    let s = spec(3, d, DataKind::Isotropic, Query::Uniform, LabelPosition::Same);
+    let s = spec(
+        3,
+        d,
+        DataKind::Isotropic,
+        Query::Uniform,
+        LabelPosition::Same,
+    );
     let mut sampler = Sampler::new(s, 9, 2);
     let mut tokens = vec![0.0; s.sequence_len()];
     let mut target = vec![0.0; d];
@@ -126,12 +144,22 @@ fn isotropic_entries_have_variance_one_over_d() {
     let mean = sum / count;
     let var = sum2 / count - mean * mean;
     assert!(mean.abs() < 0.01, "mean {mean}");
-    assert!((var * d as f64 - 1.0).abs() < 0.02, "variance × D = {}", var * d as f64);
+    assert!(
+        (var * d as f64 - 1.0).abs() < 0.02,
+        "variance × D = {}",
+        var * d as f64
+    );
 }
 
 #[test]
 fn same_seed_and_stream_repeat_and_streams_differ() {
-    let s = spec(4, 12, DataKind::Orthonormal, Query::Uniform, LabelPosition::Rotated);
+    let s = spec(
+        4,
+        12,
+        DataKind::Orthonormal,
+        Query::Uniform,
+        LabelPosition::Rotated,
+    );
     let draw = |seed, stream| {
         let mut sampler = Sampler::new(s, seed, stream);
         let mut tokens = vec![0.0; 3 * s.sequence_len()];
@@ -148,7 +176,13 @@ fn same_seed_and_stream_repeat_and_streams_differ() {
 /// Mean and standard error of the diagonal entries Q_jj (real part) and of the first row.
 fn frame_statistics(fix: SignFix, complex: bool, draws: usize) -> (f64, f64, f64) {
     let (n, d) = (4usize, 12usize);
-    let s = spec(n, d, DataKind::Orthonormal, Query::Last, LabelPosition::Rotated);
+    let s = spec(
+        n,
+        d,
+        DataKind::Orthonormal,
+        Query::Last,
+        LabelPosition::Rotated,
+    );
     let mut sampler = Sampler::new(s, 17, 0).with_sign_fix(fix);
     let (rows, m) = if complex { (d / 2, n + 1) } else { (d, 2 * n) };
     let mut re = vec![0.0; rows * m];
@@ -182,8 +216,14 @@ fn haar_frames_pass_a_test_that_naive_qr_frames_fail() {
     // without the sign fix returns Q_jj < 0 far more often (Mezzadri, math-ph/0609050).
     for complex in [false, true] {
         let (mean, se, frac) = frame_statistics(SignFix::Haar, complex, 4000);
-        assert!(mean.abs() < 4.0 * se, "Haar (complex {complex}): mean diag {mean} ± {se}");
-        assert!((frac - 0.5).abs() < 0.02, "Haar (complex {complex}): first row > 0 in {frac}");
+        assert!(
+            mean.abs() < 4.0 * se,
+            "Haar (complex {complex}): mean diag {mean} ± {se}"
+        );
+        assert!(
+            (frac - 0.5).abs() < 0.02,
+            "Haar (complex {complex}): first row > 0 in {frac}"
+        );
         let (mean, se, _) = frame_statistics(SignFix::Naive, complex, 4000);
         assert!(
             mean < -20.0 * se && mean < -0.1,
@@ -198,9 +238,7 @@ fn canonical_configuration_is_the_documented_one() {
     let (tokens, target) = canonical_configuration(n, 2, LabelPosition::Rotated);
     let d = 2 * n + 2;
     let e = 2 * d;
-    let nz = |k: usize| -> Vec<usize> {
-        (0..e).filter(|&i| tokens[k * e + i] != 0.0).collect()
-    };
+    let nz = |k: usize| -> Vec<usize> { (0..e).filter(|&i| tokens[k * e + i] != 0.0).collect() };
     assert_eq!(nz(0), vec![0, d]); // item 1: x_1 = e_1, p_1 = e_1
     assert_eq!(nz(1), vec![n, d + d / 2]); // label 1: y_1 = e_{N+1}, J p_1 = e_{D/2+1}
     assert_eq!(nz(4), vec![2, d + 2]); // item 3

@@ -17,7 +17,9 @@ fn spec(n: usize, d: usize, data: DataKind) -> DataSpec {
 fn naive_output(p: &Params, tokens: &[f64], n: usize, d: usize) -> Vec<f64> {
     let t = 2 * n + 1;
     let e = 2 * d;
-    let h0: Vec<Vec<f64>> = (0..t).map(|k| tokens[k * e..(k + 1) * e].to_vec()).collect();
+    let h0: Vec<Vec<f64>> = (0..t)
+        .map(|k| tokens[k * e..(k + 1) * e].to_vec())
+        .collect();
     let bil = |w: &[f64], dim: usize, a: &[f64], b: &[f64]| {
         let mut s = 0.0;
         for i in 0..dim {
@@ -48,7 +50,9 @@ fn naive_output(p: &Params, tokens: &[f64], n: usize, d: usize) -> Vec<f64> {
             .collect()
     };
     let u1 = attend(&p.w1, e, &h0);
-    let h1: Vec<Vec<f64>> = (0..t).map(|k| [h0[k].clone(), u1[k].clone()].concat()).collect();
+    let h1: Vec<Vec<f64>> = (0..t)
+        .map(|k| [h0[k].clone(), u1[k].clone()].concat())
+        .collect();
     let u2 = attend(&p.w2, 2 * e, &h1);
     let h2 = [h1[t - 1].clone(), u2[t - 1].clone()].concat();
     (0..d)
@@ -115,7 +119,10 @@ fn results_are_bit_identical_on_one_and_two_threads() {
     let (n, d) = (4, 12);
     let s = spec(n, d, DataKind::Orthonormal);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut trainer = Trainer::new(s, 70, 1.0, Refresh::Step, 11);
             let mut p = Params::gaussian(d, 0.1, 3);

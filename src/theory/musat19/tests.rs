@@ -32,7 +32,11 @@ fn gradient_matches_central_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for &n in &[1usize, 2, 5] {
         for query in [Query::Last, Query::Uniform] {
-            for cue in [LabelPosition::Rotated, LabelPosition::Same, LabelPosition::None] {
+            for cue in [
+                LabelPosition::Rotated,
+                LabelPosition::Same,
+                LabelPosition::None,
+            ] {
                 let sys = Musat19::new(n, query, cue, 1.0);
                 for _ in 0..3 {
                     let th = random_theta(&mut rng, 1.5);
@@ -200,7 +204,9 @@ fn with_sixteen_coordinates_frozen_the_flow_reproduces_musat3() {
             let sys = Musat19::new(n, query, LabelPosition::Rotated, 1.0);
             let m3 = Musat3::new(n, query, 1.0);
             let t_max = 6.0 * (n * n) as f64;
-            let frozen: Vec<usize> = (0..19).filter(|k| ![ALPHA3, BETA2, GAMMA3].contains(k)).collect();
+            let frozen: Vec<usize> = (0..19)
+                .filter(|k| ![ALPHA3, BETA2, GAMMA3].contains(k))
+                .collect();
             let s19 = FlowProblem::builder(&sys)
                 .freeze(frozen)
                 .t_max(t_max)
@@ -231,7 +237,11 @@ fn with_sixteen_coordinates_frozen_the_flow_reproduces_musat3() {
                         b[k]
                     );
                 }
-                assert!(a.iter().enumerate().all(|(k, v)| [ALPHA3, BETA2, GAMMA3].contains(&k) || *v == 0.0));
+                assert!(
+                    a.iter()
+                        .enumerate()
+                        .all(|(k, v)| [ALPHA3, BETA2, GAMMA3].contains(&k) || *v == 0.0)
+                );
             }
             let (ta, tb) = (s19.event_time("a").unwrap(), s3.event_time("a").unwrap());
             assert!((ta - tb).abs() < 1e-8 * tb, "T_alpha3 {ta} vs {tb}");
