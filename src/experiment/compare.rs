@@ -586,7 +586,7 @@ impl OdeRun {
 
 /// Series colours: the full runs take palette 0.., ode19 and ode3 fixed ones.
 fn full_color(i: usize) -> plotters::style::RGBColor {
-    color([0, 5, 3, 4][i % 4])
+    color([0, 2, 3, 4][i % 4])
 }
 const ODE19_COLOR: usize = 1;
 const ODE3_COLOR: usize = 7;

@@ -24,7 +24,7 @@
 //! sequences on any machine thread count.
 
 use crate::theory::musat3::Query;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -108,28 +108,74 @@ impl DataSpec {
     }
 }
 
-/// A standard normal by Marsaglia's polar method (one pair per call; the second is cached).
+/// Standard normals by the ziggurat method of Marsaglia & Tsang (256 layers, 53-bit uniforms,
+/// exact tail sampling): about one 64-bit draw per normal.
 #[derive(Debug, Clone, Default)]
-pub struct NormalSource {
-    spare: Option<f64>,
+pub struct NormalSource;
+
+/// Ziggurat tables x_i, f(x_i) = e^{−x_i²/2}, i = 0..=256.
+struct Ziggurat {
+    x: [f64; 257],
+    f: [f64; 257],
+}
+
+/// Right edge of the base layer and the common layer area (Marsaglia & Tsang 2000, n = 256).
+const ZIG_R: f64 = 3.654152885361008796;
+const ZIG_V: f64 = 0.00492867323399;
+
+fn ziggurat() -> &'static Ziggurat {
+    static TABLE: std::sync::OnceLock<Ziggurat> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let pdf = |x: f64| (-0.5 * x * x).exp();
+        let mut x = [0.0; 257];
+        x[0] = ZIG_V / pdf(ZIG_R);
+        x[1] = ZIG_R;
+        for i in 1..256 {
+            x[i + 1] = (-2.0 * (ZIG_V / x[i] + pdf(x[i])).ln()).sqrt();
+        }
+        x[256] = 0.0;
+        let mut f = [0.0; 257];
+        for i in 0..257 {
+            f[i] = pdf(x[i]);
+        }
+        Ziggurat { x, f }
+    })
 }
 
 impl NormalSource {
+    #[inline]
     pub fn sample(&mut self, rng: &mut ChaCha8Rng) -> f64 {
-        if let Some(z) = self.spare.take() {
-            return z;
-        }
+        let z = ziggurat();
         loop {
-            let u = 2.0 * rng.random::<f64>() - 1.0;
-            let v = 2.0 * rng.random::<f64>() - 1.0;
-            let s = u * u + v * v;
-            if s > 0.0 && s < 1.0 {
-                let f = (-2.0 * s.ln() / s).sqrt();
-                self.spare = Some(v * f);
-                return u * f;
+            let bits = rng.next_u64();
+            let i = (bits & 0xff) as usize;
+            // a uniform in [−1, 1) from the top 53 bits (disjoint from the layer bits)
+            let u = 2.0 * ((bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) - 1.0;
+            let x = u * z.x[i];
+            if x.abs() < z.x[i + 1] {
+                return x;
+            }
+            if i == 0 {
+                // the tail beyond R (Marsaglia 1964)
+                loop {
+                    let a = open01(rng).ln() / ZIG_R;
+                    let b = open01(rng).ln();
+                    if -2.0 * b >= a * a {
+                        return if u < 0.0 { a - ZIG_R } else { ZIG_R - a };
+                    }
+                }
+            }
+            if z.f[i + 1] + (z.f[i] - z.f[i + 1]) * rng.random::<f64>() < (-0.5 * x * x).exp() {
+                return x;
             }
         }
     }
+}
+
+/// A uniform in (0, 1).
+#[inline]
+fn open01(rng: &mut ChaCha8Rng) -> f64 {
+    ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
 }
 
 /// Householder QR of an n × m complex matrix (m ≤ n, column-major, real and imaginary parts
@@ -157,7 +203,7 @@ pub fn householder_q(
         }
         let norm = norm2.sqrt();
         let (x0r, x0i) = (re[col + j], im[col + j]);
-        let abs0 = x0r.hypot(x0i);
+        let abs0 = (x0r * x0r + x0i * x0i).sqrt();
         // phase of x0 (1 when x0 = 0)
         let (ph_r, ph_i) = if abs0 > 0.0 {
             (x0r / abs0, x0i / abs0)
@@ -222,7 +268,7 @@ pub fn householder_q(
         }
         if fix == SignFix::Haar {
             // λ = R_kk/|R_kk|; Q' = Q λ makes R' = λ̄ R have a positive diagonal.
-            let a = dre[k].hypot(dim[k]);
+            let a = (dre[k] * dre[k] + dim[k] * dim[k]).sqrt();
             let (lr, li) = if a > 0.0 {
                 (dre[k] / a, dim[k] / a)
             } else {
@@ -232,6 +278,81 @@ pub fn householder_q(
                 let (qr, qi) = (re[c + i], im[c + i]);
                 re[c + i] = qr * lr - qi * li;
                 im[c + i] = qr * li + qi * lr;
+            }
+        }
+    }
+}
+
+/// Σ a_i b_i with four partial sums (vectorisable; a fixed order, so deterministic).
+#[inline(always)]
+fn dot4(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f64; 4];
+    let chunks = n / 4;
+    for c in 0..chunks {
+        let i = 4 * c;
+        for l in 0..4 {
+            acc[l] += a[i + l] * b[i + l];
+        }
+    }
+    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for i in 4 * chunks..n {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// [`householder_q`] for real input: the same reflectors without imaginary parts.
+pub fn householder_q_real(
+    n: usize,
+    m: usize,
+    a: &mut [f64],
+    fix: SignFix,
+    scratch: &mut QrScratch,
+) {
+    assert!(m <= n && a.len() >= n * m);
+    scratch.ensure(n, m);
+    let QrScratch { vre, dre, .. } = scratch;
+    for j in 0..m {
+        let (col, rest) = a[j * n..].split_at_mut(n);
+        let x = &col[j..];
+        let norm = dot4(x, x).sqrt();
+        let sign = if x[0] < 0.0 { -1.0 } else { 1.0 };
+        let alpha = -sign * norm;
+        dre[j] = alpha;
+        let v = &mut vre[j * n..(j + 1) * n];
+        v[..j].fill(0.0);
+        v[j..].copy_from_slice(x);
+        v[j] -= alpha;
+        let vn = dot4(&v[j..], &v[j..]).sqrt();
+        if vn > 0.0 {
+            for t in &mut v[j..] {
+                *t /= vn;
+            }
+        }
+        for k in 0..(m - j - 1) {
+            let c = &mut rest[k * n + j..(k + 1) * n];
+            let p = dot4(&v[j..], c);
+            for (ci, vi) in c.iter_mut().zip(&v[j..]) {
+                *ci -= 2.0 * p * vi;
+            }
+        }
+    }
+    for k in 0..m {
+        let c = &mut a[k * n..(k + 1) * n];
+        c.fill(0.0);
+        c[k] = 1.0;
+        for j in (0..=k).rev() {
+            let v = &vre[j * n + j..(j + 1) * n];
+            let p = dot4(v, &c[j..]);
+            for (ci, vi) in c[j..].iter_mut().zip(v) {
+                *ci -= 2.0 * p * vi;
+            }
+        }
+        if fix == SignFix::Haar && dre[k] < 0.0 {
+            for ci in c.iter_mut() {
+                *ci = -*ci;
             }
         }
     }
@@ -267,9 +388,8 @@ pub struct Sampler {
     normal: NormalSource,
     fix: SignFix,
     qr: QrScratch,
-    /// Content frame (D × 2N, column-major; imaginary part stays zero).
+    /// Content frame (D × 2N, column-major).
     c_re: Vec<f64>,
-    c_im: Vec<f64>,
     /// Position frame (D/2 × (N+1), column-major, complex).
     p_re: Vec<f64>,
     p_im: Vec<f64>,
@@ -288,11 +408,10 @@ impl Sampler {
         Sampler {
             spec,
             rng,
-            normal: NormalSource::default(),
+            normal: NormalSource,
             fix: SignFix::Haar,
             qr: QrScratch::default(),
             c_re: vec![0.0; d * 2 * n],
-            c_im: vec![0.0; d * 2 * n],
             p_re: vec![0.0; d / 2 * (n + 1)],
             p_im: vec![0.0; d / 2 * (n + 1)],
         }
@@ -317,9 +436,8 @@ impl Sampler {
         let d = self.spec.d;
         for i in 0..d * m {
             self.c_re[i] = self.gaussian();
-            self.c_im[i] = 0.0;
         }
-        householder_q(d, m, &mut self.c_re, &mut self.c_im, self.fix, &mut self.qr);
+        householder_q_real(d, m, &mut self.c_re, self.fix, &mut self.qr);
     }
 
     /// A complex D/2 × m unitary frame (column-major) into `self.p_re`, `self.p_im`.
@@ -421,6 +539,23 @@ impl Sampler {
 
     /// Draw `queries.len()` sequences into consecutive slots of `tokens` and `targets`.
     pub fn fill(&mut self, tokens: &mut [f64], targets: &mut [f64], queries: &mut [usize]) {
+        #[cfg(target_arch = "x86_64")]
+        if super::simd::avx2() {
+            // SAFETY: the CPU supports AVX2 (checked at run time just above).
+            return unsafe { self.fill_avx2(tokens, targets, queries) };
+        }
+        self.fill_body(tokens, targets, queries)
+    }
+
+    /// [`Sampler::fill`] compiled for AVX2 (the same operations, hence the same bits).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn fill_avx2(&mut self, tokens: &mut [f64], targets: &mut [f64], queries: &mut [usize]) {
+        self.fill_body(tokens, targets, queries)
+    }
+
+    #[inline(always)]
+    fn fill_body(&mut self, tokens: &mut [f64], targets: &mut [f64], queries: &mut [usize]) {
         let len = self.spec.sequence_len();
         let d = self.spec.d;
         for (b, q) in queries.iter_mut().enumerate() {

@@ -209,7 +209,7 @@ impl Workspace {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -230,7 +230,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// y ← y + a x.
-#[inline]
+#[inline(always)]
 fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
     for (yi, xi) in y.iter_mut().zip(x) {
         *yi += a * xi;
@@ -238,7 +238,7 @@ fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
 }
 
 /// Softmax of `s` in place (shifted by the maximum).
-#[inline]
+#[inline(always)]
 fn softmax(s: &mut [f64]) {
     let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let mut z = 0.0;
@@ -252,12 +252,52 @@ fn softmax(s: &mut [f64]) {
     }
 }
 
+/// [`chunk_pass_body`], compiled for AVX2 when the CPU has it (the loops then use 256-bit
+/// vectors; no floating-point operation is reordered or fused, so results are the same bits).
+#[allow(clippy::too_many_arguments)]
+fn chunk_pass(
+    dims: Dims,
+    params: &Params,
+    x: &[f64],
+    y: &[f64],
+    m: usize,
+    coef: f64,
+    ws: &mut Workspace,
+    grad: &mut Params,
+    want_grad: bool,
+) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time just above).
+        return unsafe { chunk_pass_avx2(dims, params, x, y, m, coef, ws, grad, want_grad) };
+    }
+    chunk_pass_body(dims, params, x, y, m, coef, ws, grad, want_grad)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+fn chunk_pass_avx2(
+    dims: Dims,
+    params: &Params,
+    x: &[f64],
+    y: &[f64],
+    m: usize,
+    coef: f64,
+    ws: &mut Workspace,
+    grad: &mut Params,
+    want_grad: bool,
+) -> f64 {
+    chunk_pass_body(dims, params, x, y, m, coef, ws, grad, want_grad)
+}
+
 /// Forward and backward pass over one chunk of m sequences. Writes the chunk's gradient (of
 /// `coef/2 · Σ_b ‖ŷ_b − y_b‖²`, i.e. with dL/dŷ = coef (ŷ − y)) into `grad`, and returns the
 /// chunk's sum of squared errors Σ_b ‖ŷ_b − y_b‖². With `want_grad = false` only the forward
 /// pass runs.
 #[allow(clippy::too_many_arguments)]
-fn chunk_pass(
+#[inline(always)]
+fn chunk_pass_body(
     dims: Dims,
     params: &Params,
     x: &[f64],

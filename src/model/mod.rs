@@ -4,5 +4,6 @@
 pub mod data;
 pub mod disentangled;
 mod gemm;
+mod simd;
 pub mod subspace;
 pub mod train;

@@ -245,3 +245,49 @@ fn canonical_configuration_is_the_documented_one() {
     assert_eq!(nz(6), vec![1, d + n]); // query: x_2, p_{N+1}
     assert_eq!(target.iter().position(|&v| v == 1.0), Some(n + 1)); // y_2
 }
+
+#[test]
+fn ziggurat_normals_have_the_standard_normal_cdf() {
+    // Φ at a few points (from tables); the empirical CDF of 400 000 draws must be within 5
+    // standard errors, and the tail beyond the base layer (|x| > 3.654) must be sampled.
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let mut src = NormalSource;
+    let n = 400_000;
+    let draws: Vec<f64> = (0..n).map(|_| src.sample(&mut rng)).collect();
+    for (x, phi) in [
+        (-3.0, 0.0013498980316301),
+        (-1.5, 0.0668072012688581),
+        (0.0, 0.5),
+        (0.5, 0.6914624612740131),
+        (1.0, 0.8413447460685429),
+        (2.0, 0.9772498680518208),
+    ] {
+        let emp = draws.iter().filter(|&&v| v <= x).count() as f64 / n as f64;
+        let se = (phi * (1.0 - phi) / n as f64).sqrt();
+        assert!((emp - phi).abs() < 5.0 * se, "F({x}) = {emp}, Φ = {phi}");
+    }
+    let tail = draws.iter().filter(|v| v.abs() > 3.7).count();
+    // P(|Z| > 3.7) = 2.16e-4: about 86 draws
+    assert!((40..140).contains(&tail), "{tail} draws beyond 3.7");
+}
+
+#[test]
+fn real_householder_equals_the_complex_one_on_real_input() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut src = NormalSource;
+    let (n, m) = (9, 6);
+    let a: Vec<f64> = (0..n * m).map(|_| src.sample(&mut rng)).collect();
+    for fix in [SignFix::Haar, SignFix::Naive] {
+        let mut re = a.clone();
+        let mut im = vec![0.0; n * m];
+        householder_q(n, m, &mut re, &mut im, fix, &mut QrScratch::default());
+        let mut real = a.clone();
+        householder_q_real(n, m, &mut real, fix, &mut QrScratch::default());
+        for i in 0..n * m {
+            assert!(
+                (re[i] - real[i]).abs() < 1e-13 && im[i].abs() < 1e-15,
+                "{fix:?} {i}"
+            );
+        }
+    }
+}
