@@ -5,10 +5,10 @@
 //! - `gradient`: one gradient of the closed form, query last and uniform.
 
 use ihdyn::experiment::points;
-use rayon::prelude::*;
 use ihdyn::flow::GradientFlow;
 use ihdyn::scenario;
 use ihdyn::theory::musat3::{Musat3, Query};
+use rayon::prelude::*;
 
 fn main() {
     divan::main();

@@ -1,6 +1,7 @@
 //! Jobs that combine the layers: a scenario's `[solve]` and `[sweep]` sections run here, write
 //! their outputs through `report`, and the run ends with `manifest.json`.
 
+pub mod phase;
 pub mod points;
 pub mod solve;
 pub mod sweep;
@@ -197,6 +198,13 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
     };
     if let (Some(spec), None) = (&scenario.solve, opts.sweep.shard) {
         record(solve::run(scenario, spec, &opts.out), &mut failure);
+    }
+    if opts.sweep.shard.is_none() {
+        for spec in &scenario.phase {
+            if failure.is_none() {
+                record(phase::run(scenario, spec, &opts.out), &mut failure);
+            }
+        }
     }
     if let (None, Some(spec)) = (&failure, &scenario.sweep) {
         record(

@@ -7,10 +7,12 @@
 //! [`validate`]d (ranges, cross-field rules) into plain data the experiments consume.
 
 mod musat;
+mod phase;
 mod sweep;
 mod validate;
 
-pub use musat::{Musat3Spec, RawMusat3};
+pub use musat::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
+pub use phase::{PhaseSpec, Slice};
 pub use sweep::{MAX_POINTS, SweepField, SweepPoint, SweepSpec, SweepValue, expand_values};
 pub use validate::FieldError;
 
@@ -47,6 +49,8 @@ pub struct Scenario {
     pub solver: SolverSpec,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub solve: Option<SolveSpec>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phase: Vec<PhaseSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepSpec>,
 }
@@ -62,6 +66,13 @@ impl SystemSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             SystemSpec::Musat3(_) => "musat3",
+        }
+    }
+
+    /// Names of the system's coordinates, in θ order (phase axes, `fixed`, `init`, `freeze`).
+    pub fn coordinate_names(&self) -> Vec<String> {
+        match self {
+            SystemSpec::Musat3(_) => MUSAT3_NAMES.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -114,6 +125,7 @@ struct RawScenario {
     #[serde(default)]
     solver: RawSolver,
     solve: Option<RawSolve>,
+    phase: Option<Vec<phase::RawPhase>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -221,10 +233,13 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
     };
     let mut scenario =
         validate_doc(base_doc, default_name, false).map_err(|e| at_point(e, &combos[0]))?;
-    if let (Some(path), true) = (filled.first(), scenario.solve.is_some()) {
+    if let (Some(path), true) = (
+        filled.first(),
+        scenario.solve.is_some() || !scenario.phase.is_empty(),
+    ) {
         return Err(field_err(FieldError::new(
             path.clone(),
-            "required for [solve] (the sweep sets it for its own points only)",
+            "required for [solve] and [[phase]] (the sweep sets it for its own points only)",
         )));
     }
     let mut points = Vec::with_capacity(combos.len());
@@ -237,6 +252,7 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
             validate_doc(point_doc, default_name, false).map_err(|e| at_point(e, &values))?;
         point.origin = format!("{origin} [sweep point {index}]");
         point.solve = None;
+        point.phase = Vec::new();
         points.push(SweepPoint {
             index,
             values,
@@ -291,9 +307,28 @@ fn validate(
     let system = parse_system(raw.system)?;
     let solver = validate_solver(raw.solver)?;
     let solve = raw.solve.map(validate_solve).transpose()?;
-    check("scenario", solve.is_some() || !require_job, || {
-        "nothing to run: add a [solve] or a [sweep] section".into()
-    })?;
+    let raw_phase = raw.phase.unwrap_or_default();
+    let names = system.coordinate_names();
+    let count = raw_phase.len();
+    let phase = raw_phase
+        .into_iter()
+        .enumerate()
+        .map(|(k, p)| p.validate(&names, k, count))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stems = std::collections::BTreeSet::new();
+    for p in &phase {
+        check("phase", stems.insert(p.name.clone()), || {
+            format!(
+                "two [[phase]] entries would both write `{}`; give them distinct `name`s",
+                p.name
+            )
+        })?;
+    }
+    check(
+        "scenario",
+        solve.is_some() || !phase.is_empty() || !require_job,
+        || "nothing to run: add a [solve], [sweep] or [[phase]] section".into(),
+    )?;
     Ok(Scenario {
         name,
         origin: String::new(),
@@ -302,6 +337,7 @@ fn validate(
         system,
         solver,
         solve,
+        phase,
         sweep: None,
     })
 }
