@@ -97,6 +97,15 @@ pub fn build_problem<'a>(
     Ok(b.build()?)
 }
 
+/// The start of a run: a monotonic instant (wall time) and the Unix time in seconds.
+fn start_clock() -> (std::time::Instant, u64) {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (std::time::Instant::now(), unix)
+}
+
 /// The manifest of a run so far.
 fn manifest(
     scenario: &Scenario,
@@ -173,13 +182,7 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
     if opts.sweep.resume {
         check_resume(scenario, opts)?;
     }
-    let started = (
-        std::time::Instant::now(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    );
+    let started = start_clock();
     opts.out.write_json(
         "manifest.json",
         &manifest(scenario, opts, "running", None, started, vec![]),
@@ -230,13 +233,7 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
 
 /// `ihdyn merge`: join shard folders into `out`, exactly as the unsharded run would write it.
 pub fn merge_shards(dirs: &[PathBuf], opts: &RunOptions) -> Result<Vec<String>, Error> {
-    let started = (
-        std::time::Instant::now(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    );
+    let started = start_clock();
     let (scenario, console, entry) = sweep::merge(dirs, &opts.out)?;
     opts.out.write_json(
         "manifest.json",
