@@ -499,6 +499,7 @@ pub fn run(
         manifest,
         files,
         console,
+        partial: false,
     })
 }
 

@@ -3,25 +3,11 @@
 //! (and in which order they are reported), and whose rate peak marks the blow-up.
 
 use crate::flow::GradientFlow;
+use crate::model::data::LabelPosition;
 use crate::model::subspace;
 use crate::scenario::SystemSpec;
-use crate::theory::musat3::{ALPHA3, BETA2, GAMMA3, Musat3, Query};
+use crate::theory::musat3::{ALPHA3, BETA2, GAMMA3, Musat3};
 use crate::theory::musat19::Musat19;
-
-fn query_name(q: Query) -> &'static str {
-    match q {
-        Query::Last => "last",
-        Query::Uniform => "uniform",
-    }
-}
-
-fn scale_text(loss_scale: f64) -> String {
-    if loss_scale == 1.0 {
-        String::new()
-    } else {
-        format!(", loss scale {loss_scale}")
-    }
-}
 
 /// A reduced system ready to solve.
 pub struct Instance {
@@ -38,20 +24,37 @@ pub struct Instance {
     pub label: String,
     /// The same without N (for sweeps over N).
     pub family: String,
+    /// The scenario parameters that identify a sweep point, as CSV columns.
+    pub params: Vec<Param>,
 }
 
-/// Build the system described by `spec`; `n` overrides the spec's N (sweeps).
-pub fn instantiate(spec: &SystemSpec, n: Option<usize>) -> Instance {
+/// A parameter column of sweep outputs: its name, the scenario field it comes from, its value.
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub column: String,
+    pub field: String,
+    pub value: f64,
+}
+
+/// Build the system described by `spec`.
+pub fn instantiate(spec: &SystemSpec) -> Instance {
     match spec {
         SystemSpec::Musat3(m) => {
-            let n = n.or(m.n).expect("validated: N is set for every run");
-            let query = query_name(m.query);
-            let scale = scale_text(m.loss_scale);
+            let n = m.n;
+            let query = match m.query {
+                crate::theory::musat3::Query::Last => "last",
+                crate::theory::musat3::Query::Uniform => "uniform",
+            };
+            let scale = if m.loss_scale == 1.0 {
+                String::new()
+            } else {
+                format!(", loss scale {}", m.loss_scale)
+            };
             Instance {
                 flow: Box::new(Musat3::new(n, m.query, m.loss_scale)),
                 init: m.init.to_vec(),
                 frozen: m.frozen_indices(),
-                time_scale: m.time_scale(n),
+                time_scale: m.time_scale(),
                 emergence: vec![
                     (GAMMA3, "gamma3".into()),
                     (BETA2, "beta2".into()),
@@ -60,22 +63,34 @@ pub fn instantiate(spec: &SystemSpec, n: Option<usize>) -> Instance {
                 peak: Some((ALPHA3, "t_peak_alpha_rate".into())),
                 label: format!("musat3, N = {n}, query {query}{scale}"),
                 family: format!("musat3, query {query}{scale}"),
+                params: vec![Param {
+                    column: "N".into(),
+                    field: "system.n".into(),
+                    value: n as f64,
+                }],
             }
         }
         SystemSpec::Musat19(m) => {
-            let n = n.or(m.n).expect("validated: N is set for every run");
-            let query = query_name(m.query);
-            let scale = scale_text(m.loss_scale);
+            let n = m.n;
+            let query = match m.query {
+                crate::theory::musat3::Query::Last => "last",
+                crate::theory::musat3::Query::Uniform => "uniform",
+            };
+            let scale = if m.loss_scale == 1.0 {
+                String::new()
+            } else {
+                format!(", loss scale {}", m.loss_scale)
+            };
             let cue = match m.label_position {
-                crate::model::data::LabelPosition::Rotated => String::new(),
-                crate::model::data::LabelPosition::Same => ", label position same".into(),
-                crate::model::data::LabelPosition::None => ", label position none".into(),
+                LabelPosition::Rotated => "",
+                LabelPosition::Same => ", label position same",
+                LabelPosition::None => ", label position none",
             };
             Instance {
                 flow: Box::new(Musat19::new(n, m.query, m.label_position, m.loss_scale)),
                 init: m.init.clone(),
                 frozen: m.frozen_indices(),
-                time_scale: m.time_scale(n),
+                time_scale: m.time_scale(),
                 emergence: vec![
                     (subspace::GAMMA3, "gamma3".into()),
                     (subspace::BETA2, "beta2".into()),
@@ -84,6 +99,11 @@ pub fn instantiate(spec: &SystemSpec, n: Option<usize>) -> Instance {
                 peak: Some((subspace::ALPHA3, "t_peak_alpha_rate".into())),
                 label: format!("musat19, N = {n}, query {query}{scale}{cue}"),
                 family: format!("musat19, query {query}{scale}{cue}"),
+                params: vec![Param {
+                    column: "N".into(),
+                    field: "system.n".into(),
+                    value: n as f64,
+                }],
             }
         }
     }

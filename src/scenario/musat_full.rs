@@ -25,8 +25,8 @@ pub struct RawMusat19 {
 /// Validated musat19 settings.
 #[derive(Debug, Clone, Serialize)]
 pub struct Musat19Spec {
-    /// Item–label pairs (required for `[solve]` and `[compare]`; a sweep sets it per point).
-    pub n: Option<usize>,
+    /// Item–label pairs (a sweep over `system.n` sets it per point).
+    pub n: usize,
     pub query: Query,
     /// The label's positional cue (`rotated` = M p_i is the paper's).
     pub label_position: LabelPosition,
@@ -46,8 +46,8 @@ impl Musat19Spec {
     }
 
     /// The natural time scale N²/loss_scale that `solver.horizon` multiplies.
-    pub fn time_scale(&self, n: usize) -> f64 {
-        (n as f64).powi(2) / self.loss_scale
+    pub fn time_scale(&self) -> f64 {
+        (self.n as f64).powi(2) / self.loss_scale
     }
 }
 
@@ -56,12 +56,16 @@ pub const MAX_N19: i64 = 4096;
 
 impl RawMusat19 {
     pub fn validate(self) -> Result<Musat19Spec, FieldError> {
-        if let Some(n) = self.n {
-            check("system.n", n >= 2, || format!("must be >= 2, got {n}"))?;
-            check("system.n", n <= MAX_N19, || {
-                format!("must be <= {MAX_N19} for musat19, got {n}")
-            })?;
-        }
+        let Some(n) = self.n else {
+            return Err(FieldError::new(
+                "system.n",
+                "required (N >= 2 item-label pairs)",
+            ));
+        };
+        check("system.n", n >= 2, || format!("must be >= 2, got {n}"))?;
+        check("system.n", n <= MAX_N19, || {
+            format!("must be <= {MAX_N19} for musat19, got {n}")
+        })?;
         let loss_scale = self.loss_scale.unwrap_or(1.0);
         check_positive("system.loss_scale", loss_scale)?;
         let mut init = vec![0.0; 19];
@@ -93,7 +97,7 @@ impl RawMusat19 {
             "freezing all 19 coordinates leaves nothing to integrate".into()
         })?;
         Ok(Musat19Spec {
-            n: self.n.map(|n| n as usize),
+            n: n as usize,
             query: self.query,
             label_position: self.label_position,
             loss_scale,
@@ -163,7 +167,7 @@ impl CompareSpec {
     /// The data distribution of the full model.
     pub fn data_spec(&self, system: &Musat19Spec) -> DataSpec {
         DataSpec {
-            n: system.n.expect("validated: [compare] needs system.n"),
+            n: system.n,
             d: self.d,
             data: self.data,
             query: system.query,
@@ -185,10 +189,7 @@ pub const MAX_STEPS: i64 = 100_000_000;
 impl RawCompare {
     /// Validate against the system (N and the data constraints).
     pub fn validate(self, system: &Musat19Spec) -> Result<CompareSpec, FieldError> {
-        let n = system
-            .n
-            .ok_or_else(|| FieldError::new("system.n", "required for [compare] (N >= 2)"))?
-            as i64;
+        let n = system.n as i64;
         check("system.init", system.init.iter().all(|&v| v == 0.0), || {
             "not used by [compare]: the flows start from the projection of the full model's \
                  initial weights (set compare.init instead)"

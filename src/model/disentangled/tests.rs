@@ -93,7 +93,6 @@ fn gradient_matches_central_differences_in_every_block() {
         let h = 1e-6;
         for block in 0..3 {
             let len = p.blocks()[block].len();
-            let mut worst: f64 = 0.0;
             for i in 0..len {
                 let mut plus = p.clone();
                 plus.blocks_mut()[block][i] += h;
@@ -101,15 +100,12 @@ fn gradient_matches_central_differences_in_every_block() {
                 minus.blocks_mut()[block][i] -= h;
                 let fd = (model.loss(&plus, &batch) - model.loss(&minus, &batch)) / (2.0 * h);
                 let an = g.blocks()[block][i];
-                let err = (an - fd).abs() / (1e-6 + fd.abs().max(an.abs()));
-                worst = worst.max(err);
                 assert!(
                     (an - fd).abs() < 1e-7 + 1e-6 * fd.abs(),
                     "{data:?} W{} entry {i}: analytic {an}, finite difference {fd}",
                     block + 1
                 );
             }
-            assert!(worst < 1e-4, "W{}: worst relative error {worst}", block + 1);
         }
     }
 }
