@@ -256,7 +256,7 @@ fn a_diverging_gd_run_keeps_its_rows_and_is_marked_partial() {
     let full = &doc["sources"][0];
     assert_eq!(full["status"], "diverged");
     let done = full["steps_done"].as_u64().unwrap();
-    assert!(done >= 1 && done < 400);
+    assert!((1..400).contains(&done));
     let text = std::fs::read_to_string(out.join("compare.csv")).unwrap();
     let full_rows = text
         .lines()

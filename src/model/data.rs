@@ -91,7 +91,7 @@ impl DataSpec {
         if self.n < 1 {
             return Err(format!("N must be >= 1, got {}", self.n));
         }
-        if self.d < 2 || self.d % 2 != 0 {
+        if self.d < 2 || !self.d.is_multiple_of(2) {
             return Err(format!(
                 "D must be even and >= 2 (M = J acts on pairs of coordinates), got {}",
                 self.d
@@ -120,7 +120,7 @@ struct Ziggurat {
 }
 
 /// Right edge of the base layer and the common layer area (Marsaglia & Tsang 2000, n = 256).
-const ZIG_R: f64 = 3.654152885361008796;
+const ZIG_R: f64 = 3.654_152_885_361_009;
 const ZIG_V: f64 = 0.00492867323399;
 
 fn ziggurat() -> &'static Ziggurat {

@@ -78,7 +78,7 @@ impl Params {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(u64::MAX);
         let mut p = Params::zeros(d);
-        let mut normal = super::data::NormalSource::default();
+        let mut normal = super::data::NormalSource;
         for w in p.blocks_mut() {
             for v in w.iter_mut() {
                 *v = std * normal.sample(&mut rng);

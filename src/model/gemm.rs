@@ -48,6 +48,7 @@ impl View {
 
 /// C ← α A B + β C on views of slices. Panics if a view leaves its slice or the shapes
 /// disagree. With β = 0, C is overwritten (its old contents may be anything finite or not).
+#[allow(clippy::too_many_arguments)]
 pub fn gemm(
     alpha: f64,
     a: &[f64],

@@ -153,7 +153,10 @@ pub fn project(p: &Params) -> [f64; 19] {
 /// The structured weights W(θ) = Σ θ_k B_k in dimension D (D even).
 pub fn structured(theta: &[f64], d: usize) -> Params {
     assert_eq!(theta.len(), 19);
-    assert!(d >= 2 && d % 2 == 0, "M = J needs an even D, got {d}");
+    assert!(
+        d >= 2 && d.is_multiple_of(2),
+        "M = J needs an even D, got {d}"
+    );
     let mut p = Params::zeros(d);
     for (b, &th) in BASIS.iter().zip(theta) {
         let (w, ld) = match b.matrix {

@@ -160,7 +160,7 @@ impl Musat19 {
         seqs: &[(Vec<f64>, Vec<f64>)],
         loss_scale: f64,
     ) -> Self {
-        assert!(d >= 2 && d % 2 == 0 && !seqs.is_empty());
+        assert!(d >= 2 && d.is_multiple_of(2) && !seqs.is_empty());
         let t = 2 * n + 1;
         let e = 2 * d;
         let weight = 1.0 / seqs.len() as f64;

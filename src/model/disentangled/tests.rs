@@ -72,8 +72,8 @@ fn batched_loss_equals_the_naive_forward_pass() {
     for b in 0..size {
         let seq = s.sequence_len();
         let out = naive_output(&p, &batch.tokens[b * seq..(b + 1) * seq], n, d);
-        for i in 0..d {
-            want += (out[i] - batch.targets[b * d + i]).powi(2);
+        for (o, y) in out.iter().zip(&batch.targets[b * d..(b + 1) * d]) {
+            want += (o - y).powi(2);
         }
     }
     want *= 0.5 / size as f64;
