@@ -353,6 +353,12 @@ fn describe(s: &Scenario) -> String {
             sw.thresholds.len()
         ));
     }
+    if let Some(c) = &s.compare {
+        jobs.push(format!(
+            "compare (full model D = {}, B = {:?}, {} steps)",
+            c.d, c.batch, c.steps
+        ));
+    }
     format!("{} ({}): {}", s.name, s.system.kind(), jobs.join(", "))
 }
 

@@ -2,6 +2,7 @@
 //! error into a message and an exit code.
 
 use crate::flow::FlowError;
+use crate::model::train::TrainError;
 use crate::report::ReportError;
 use crate::scenario::ScenarioError;
 
@@ -25,6 +26,16 @@ pub enum Error {
     /// Writing outputs failed (exit code 1).
     #[error(transparent)]
     Report(#[from] ReportError),
+    /// Training a full model failed (divergence; exit code 1).
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// A job stopped early but wrote what it had; `manifest` is its manifest entry, and the run
+    /// is marked `partial` (exit code 1).
+    #[error("{source}")]
+    Partial {
+        manifest: Box<serde_json::Value>,
+        source: Box<Error>,
+    },
 }
 
 impl Error {

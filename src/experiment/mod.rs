@@ -1,6 +1,7 @@
 //! Jobs that combine the layers: a scenario's `[solve]` and `[sweep]` sections run here, write
 //! their outputs through `report`, and the run ends with `manifest.json`.
 
+pub mod compare;
 pub mod phase;
 pub mod points;
 pub mod solve;
@@ -215,11 +216,30 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
             &mut failure,
         );
     }
+    // A compare run whose GD diverged keeps its job entry and rows: the run is `partial`, the
+    // error is reported, and the exit code is 1.
+    let mut stopped = None;
+    if let (None, Some(spec), None) = (&failure, &scenario.compare, opts.sweep.shard) {
+        let r = match compare::run(scenario, spec, &opts.out, opts.progress) {
+            Err(Error::Partial { manifest, source }) => {
+                stopped = Some(*source);
+                Ok(JobOutput {
+                    manifest: *manifest,
+                    files: vec![],
+                    console: vec![],
+                    partial: true,
+                })
+            }
+            r => r,
+        };
+        record(r, &mut failure);
+    }
     let status = match (&failure, partial) {
         (Some(_), _) => "failed",
         (None, true) => "partial",
         (None, false) => "complete",
     };
+    let failure = failure.or(stopped);
     let error = failure.as_ref().map(|e| e.to_string());
     opts.out.write_json(
         "manifest.json",

@@ -7,11 +7,13 @@
 //! [`validate`]d (ranges, cross-field rules) into plain data the experiments consume.
 
 mod musat;
+mod musat_full;
 mod phase;
 mod sweep;
 mod validate;
 
 pub use musat::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
+pub use musat_full::{CompareSpec, InitKind, Musat19Spec, RawCompare, RawMusat19};
 pub use phase::{PhaseSpec, Slice};
 pub use sweep::{MAX_POINTS, SweepField, SweepPoint, SweepSpec, SweepValue, expand_values};
 pub use validate::FieldError;
@@ -53,6 +55,8 @@ pub struct Scenario {
     pub phase: Vec<PhaseSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compare: Option<CompareSpec>,
 }
 
 /// The reduced system, tagged by `kind`.
@@ -60,12 +64,14 @@ pub struct Scenario {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SystemSpec {
     Musat3(Musat3Spec),
+    Musat19(Musat19Spec),
 }
 
 impl SystemSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             SystemSpec::Musat3(_) => "musat3",
+            SystemSpec::Musat19(_) => "musat19",
         }
     }
 
@@ -73,6 +79,10 @@ impl SystemSpec {
     pub fn coordinate_names(&self) -> Vec<String> {
         match self {
             SystemSpec::Musat3(_) => MUSAT3_NAMES.iter().map(|s| s.to_string()).collect(),
+            SystemSpec::Musat19(_) => crate::model::subspace::NAMES19
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
@@ -126,6 +136,7 @@ struct RawScenario {
     solver: RawSolver,
     solve: Option<RawSolve>,
     phase: Option<Vec<phase::RawPhase>>,
+    compare: Option<RawCompare>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -235,11 +246,12 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
         validate_doc(base_doc, default_name, false).map_err(|e| at_point(e, &combos[0]))?;
     if let (Some(path), true) = (
         filled.first(),
-        scenario.solve.is_some() || !scenario.phase.is_empty(),
+        scenario.solve.is_some() || !scenario.phase.is_empty() || scenario.compare.is_some(),
     ) {
         return Err(field_err(FieldError::new(
             path.clone(),
-            "required for [solve] and [[phase]] (the sweep sets it for its own points only)",
+            "required for [solve], [[phase]] and [compare] (the sweep sets it for its own points \
+             only)",
         )));
     }
     let mut points = Vec::with_capacity(combos.len());
@@ -253,6 +265,7 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
         point.origin = format!("{origin} [sweep point {index}]");
         point.solve = None;
         point.phase = Vec::new();
+        point.compare = None;
         points.push(SweepPoint {
             index,
             values,
@@ -324,10 +337,24 @@ fn validate(
             )
         })?;
     }
+    let compare = match (raw.compare, &system) {
+        (None, _) => None,
+        (Some(c), SystemSpec::Musat19(m)) => Some(c.validate(m)?),
+        (Some(_), other) => {
+            return Err(FieldError::new(
+                "compare",
+                format!(
+                    "needs [system] kind = \"musat19\" (the full model is compared with the \
+                     19- and 3-parameter flows), got \"{}\"",
+                    other.kind()
+                ),
+            ));
+        }
+    };
     check(
         "scenario",
-        solve.is_some() || !phase.is_empty() || !require_job,
-        || "nothing to run: add a [solve], [sweep] or [[phase]] section".into(),
+        solve.is_some() || !phase.is_empty() || compare.is_some() || !require_job,
+        || "nothing to run: add a [solve], [sweep], [[phase]] or [compare] section".into(),
     )?;
     Ok(Scenario {
         name,
@@ -339,6 +366,7 @@ fn validate(
         solve,
         phase,
         sweep: None,
+        compare,
     })
 }
 
@@ -347,7 +375,7 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
         None => {
             return Err(FieldError::new(
                 "system.kind",
-                "required; one of \"musat3\"",
+                "required; one of \"musat3\", \"musat19\"",
             ));
         }
         Some(toml::Value::String(s)) => s,
@@ -363,9 +391,13 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
             let raw: RawMusat3 = deserialize_table(table, "system")?;
             Ok(SystemSpec::Musat3(raw.validate()?))
         }
+        "musat19" => {
+            let raw: RawMusat19 = deserialize_table(table, "system")?;
+            Ok(SystemSpec::Musat19(raw.validate()?))
+        }
         other => Err(FieldError::new(
             "system.kind",
-            format!("unknown system `{other}`, expected one of \"musat3\""),
+            format!("unknown system `{other}`, expected one of \"musat3\", \"musat19\""),
         )),
     }
 }

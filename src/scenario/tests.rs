@@ -13,7 +13,9 @@ fn parses_a_full_document_with_defaults() {
     )
     .unwrap();
     assert_eq!(s.name, "stem");
-    let SystemSpec::Musat3(m) = &s.system;
+    let SystemSpec::Musat3(m) = &s.system else {
+        panic!("musat3 expected")
+    };
     assert_eq!(m.n, 8, "the document's N, not the sweep's");
     assert_eq!(s.solver.rtol, 1e-10);
     let sweep = s.sweep.unwrap();
@@ -23,7 +25,9 @@ fn parses_a_full_document_with_defaults() {
         .points
         .iter()
         .map(|p| {
-            let SystemSpec::Musat3(m) = &p.scenario.system;
+            let SystemSpec::Musat3(m) = &p.scenario.system else {
+                panic!("musat3 expected")
+            };
             m.n
         })
         .collect();
@@ -72,7 +76,9 @@ fn fields_sweeps_form_a_product_of_validated_points() {
     assert_eq!(paths, ["solver.rtol", "system.loss_scale", "system.n"]);
     assert_eq!(sw.n_points, 4);
     let p = &sw.points[3];
-    let SystemSpec::Musat3(m) = &p.scenario.system;
+    let SystemSpec::Musat3(m) = &p.scenario.system else {
+        panic!("musat3 expected")
+    };
     assert_eq!((m.loss_scale, m.n), (1.0, 8));
     assert_eq!(p.scenario.solver.rtol, 1e-8);
     let e = err(
@@ -101,7 +107,8 @@ fn fields_sweeps_form_a_product_of_validated_points() {
     let e = err("[system]\nkind = \"musat3\"\n[solve]\n[sweep]\nn = [4]\n");
     assert_eq!(
         e,
-        "t.toml: system.n: required for [solve] and [[phase]] (the sweep sets it for its own points only)"
+        "t.toml: system.n: required for [solve], [[phase]] and [compare] (the sweep sets it for its own \
+         points only)"
     );
 }
 
@@ -158,7 +165,7 @@ fn every_bad_field_is_named_with_its_range() {
     );
     assert_eq!(
         err(&format!("{base}n = 4\n")),
-        "t.toml: scenario: nothing to run: add a [solve], [sweep] or [[phase]] section"
+        "t.toml: scenario: nothing to run: add a [solve], [sweep], [[phase]] or [compare] section"
     );
     assert_eq!(
         err(&format!("{base}[solve]\n")),
