@@ -353,6 +353,18 @@ fn describe(s: &Scenario) -> String {
             sw.thresholds.len()
         ));
     }
+    if let Some(c) = &s.compare {
+        jobs.push(format!(
+            "compare (full model D = {}, B = {:?}, {} steps)",
+            c.d, c.batch, c.steps
+        ));
+    }
+    for p in &s.phase {
+        jobs.push(format!(
+            "{} ({} vs {}, {}x{} grid)",
+            p.name, p.y_name, p.x_name, p.grid[0], p.grid[1]
+        ));
+    }
     format!("{} ({}): {}", s.name, s.system.kind(), jobs.join(", "))
 }
 

@@ -1,6 +1,8 @@
 //! Jobs that combine the layers: a scenario's `[solve]` and `[sweep]` sections run here, write
 //! their outputs through `report`, and the run ends with `manifest.json`.
 
+pub mod compare;
+pub mod phase;
 pub mod points;
 pub mod rich;
 pub mod rich_train;
@@ -98,6 +100,15 @@ pub fn build_problem<'a>(
     Ok(b.build()?)
 }
 
+/// The start of a run: a monotonic instant (wall time) and the Unix time in seconds.
+fn start_clock() -> (std::time::Instant, u64) {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (std::time::Instant::now(), unix)
+}
+
 /// The manifest of a run so far.
 fn manifest(
     scenario: &Scenario,
@@ -174,13 +185,7 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
     if opts.sweep.resume {
         check_resume(scenario, opts)?;
     }
-    let started = (
-        std::time::Instant::now(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    );
+    let started = start_clock();
     opts.out.write_json(
         "manifest.json",
         &manifest(scenario, opts, "running", None, started, vec![]),
@@ -208,17 +213,43 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
     {
         record(rich_train::run(scenario, spec, &opts.out), &mut failure);
     }
+    if opts.sweep.shard.is_none() {
+        for spec in &scenario.phase {
+            if failure.is_none() {
+                record(phase::run(scenario, spec, &opts.out), &mut failure);
+            }
+        }
+    }
     if let (None, Some(spec)) = (&failure, &scenario.sweep) {
         record(
             sweep::run(scenario, spec, &opts.out, &opts.sweep),
             &mut failure,
         );
     }
+    // A compare run whose GD diverged keeps its job entry and rows: the run is `partial`, the
+    // error is reported, and the exit code is 1.
+    let mut stopped = None;
+    if let (None, Some(spec), None) = (&failure, &scenario.compare, opts.sweep.shard) {
+        let r = match compare::run(scenario, spec, &opts.out, opts.progress) {
+            Err(Error::Partial { manifest, source }) => {
+                stopped = Some(*source);
+                Ok(JobOutput {
+                    manifest: *manifest,
+                    files: vec![],
+                    console: vec![],
+                    partial: true,
+                })
+            }
+            r => r,
+        };
+        record(r, &mut failure);
+    }
     let status = match (&failure, partial) {
         (Some(_), _) => "failed",
         (None, true) => "partial",
         (None, false) => "complete",
     };
+    let failure = failure.or(stopped);
     let error = failure.as_ref().map(|e| e.to_string());
     opts.out.write_json(
         "manifest.json",
@@ -232,13 +263,7 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
 
 /// `ihdyn merge`: join shard folders into `out`, exactly as the unsharded run would write it.
 pub fn merge_shards(dirs: &[PathBuf], opts: &RunOptions) -> Result<Vec<String>, Error> {
-    let started = (
-        std::time::Instant::now(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    );
+    let started = start_clock();
     let (scenario, console, entry) = sweep::merge(dirs, &opts.out)?;
     opts.out.write_json(
         "manifest.json",

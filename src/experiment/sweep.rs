@@ -631,6 +631,7 @@ fn sweep_figure(
             .collect()
     };
     let mut panels = Vec::new();
+    let mut residual_panels = Vec::new();
     if !time_cols.is_empty() {
         for key in keys.iter().take(6) {
             let group = in_group(key);
@@ -639,6 +640,12 @@ fn sweep_figure(
             } else {
                 label_of(key)
             };
+            let mut resid = Panel::new(
+                format!("fit residuals — {title}"),
+                x_axis(),
+                Axis::linear("ln T − fitted ln T"),
+            );
+            resid.legend = LegendAt::LowerRight;
             let mut p = Panel::new(title, x_axis(), Axis::log("time T (log scale)"));
             p.legend = LegendAt::UpperLeft;
             let (mut x_lo, mut x_hi) = (f64::INFINITY, 0.0f64);
@@ -676,6 +683,16 @@ fn sweep_figure(
                     markers[k % markers.len()],
                 ));
                 if let Some(f) = fit {
+                    // The fit's residuals, in the order of its points (those with x ≥ fit_min).
+                    let used = pts
+                        .iter()
+                        .filter(|(x, _)| spec.fit_min_n.is_none_or(|m| *x >= m));
+                    let r: Vec<(f64, f64)> =
+                        used.zip(&f.residuals).map(|(&(x, _), &r)| (x, r)).collect();
+                    resid.series.push(
+                        Series::markers(name.clone(), r, color(k), markers[k % markers.len()])
+                            .unlabelled(),
+                    );
                     let lo = spec.fit_min_n.map_or(x_lo, |m| m.max(x_lo));
                     let line: Vec<(f64, f64)> = (0..=40)
                         .map(|i| {
@@ -724,9 +741,18 @@ fn sweep_figure(
             if let Some(m) = spec.fit_min_n {
                 p.notes.push(format!("fits over {x_name} ≥ {m}"));
             }
+            if x_hi > x_lo && !resid.series.is_empty() {
+                resid.series.push(
+                    Series::dashed("0", vec![(x_lo, 0.0), (x_hi, 0.0)], RGBColor(120, 120, 120))
+                        .unlabelled(),
+                );
+                residual_panels.push(resid);
+            }
             panels.push(p);
         }
     }
+    let main_count = panels.len().max(1);
+    panels.extend(residual_panels);
     for &c in &value_cols {
         let name = layout.columns[c].name.clone();
         let all: Vec<f64> = rows.iter().filter_map(|r| num(&r[c])).collect();
@@ -761,7 +787,11 @@ fn sweep_figure(
     if panels.is_empty() {
         panels.push(Panel::new("no numeric results", x_axis(), Axis::linear("")));
     }
-    let cols = panels.len().min(2);
+    // Main panels on the first row(s), their residuals below, value panels after.
+    let cols = main_count
+        .clamp(1, 3)
+        .min(panels.len())
+        .max(if panels.len() > 1 { 2 } else { 1 });
     let rows_n = panels.len().div_ceil(cols);
     let swept: Vec<&str> = spec.fields.iter().map(|f| f.column()).collect();
     let title = if swept.len() == 1 {

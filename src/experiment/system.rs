@@ -3,8 +3,11 @@
 //! (and in which order they are reported), and whose rate peak marks the blow-up.
 
 use crate::flow::GradientFlow;
+use crate::model::data::LabelPosition;
+use crate::model::subspace;
 use crate::scenario::SystemSpec;
 use crate::theory::musat3::{ALPHA3, BETA2, GAMMA3, Musat3};
+use crate::theory::musat19::Musat19;
 
 /// A reduced system ready to solve.
 pub struct Instance {
@@ -61,6 +64,42 @@ pub fn instantiate(spec: &SystemSpec) -> Instance {
                 peak: Some((ALPHA3, "t_peak_alpha_rate".into())),
                 label: format!("musat3, N = {n}, query {query}{scale}"),
                 family: format!("musat3, query {query}{scale}"),
+                params: vec![Param {
+                    column: "N".into(),
+                    field: "system.n".into(),
+                    value: n as f64,
+                }],
+            }
+        }
+        SystemSpec::Musat19(m) => {
+            let n = m.n;
+            let query = match m.query {
+                crate::theory::musat3::Query::Last => "last",
+                crate::theory::musat3::Query::Uniform => "uniform",
+            };
+            let scale = if m.loss_scale == 1.0 {
+                String::new()
+            } else {
+                format!(", loss scale {}", m.loss_scale)
+            };
+            let cue = match m.label_position {
+                LabelPosition::Rotated => "",
+                LabelPosition::Same => ", label position same",
+                LabelPosition::None => ", label position none",
+            };
+            Instance {
+                flow: Box::new(Musat19::new(n, m.query, m.label_position, m.loss_scale)),
+                init: m.init.clone(),
+                frozen: m.frozen_indices(),
+                time_scale: m.time_scale(),
+                emergence: vec![
+                    (subspace::GAMMA3, "gamma3".into()),
+                    (subspace::BETA2, "beta2".into()),
+                    (subspace::ALPHA3, "alpha3".into()),
+                ],
+                peak: Some((subspace::ALPHA3, "t_peak_alpha_rate".into())),
+                label: format!("musat19, N = {n}, query {query}{scale}{cue}"),
+                family: format!("musat19, query {query}{scale}{cue}"),
                 params: vec![Param {
                     column: "N".into(),
                     field: "system.n".into(),

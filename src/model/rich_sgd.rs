@@ -12,7 +12,7 @@ use crate::theory::rich::{ReducedGrad, RichModel};
 
 /// Errors while training (exit code 1).
 #[derive(Debug, thiserror::Error)]
-pub enum TrainError {
+pub enum RichTrainError {
     #[error(
         "{what} training diverged at step {step} (t = {t}): non-finite or exploding parameters; \
          lower the learning rate (train.eta){state}"
@@ -71,7 +71,7 @@ pub struct SgdSettings {
 /// frozen coordinates of the active stage held fixed. `on_checkpoint(step, t, θ)` is called at
 /// each step listed in `checkpoints` (before that step's update; the last one after the final
 /// update).
-pub fn train_sgd<E: From<TrainError>>(
+pub fn train_sgd<E: From<RichTrainError>>(
     model: &RichModel,
     init: &[f64],
     stages: &[StageMask],
@@ -118,7 +118,7 @@ pub fn train_sgd<E: From<TrainError>>(
         }
         if theta.iter().any(|v| !v.is_finite() || v.abs() > 1e100) {
             let names = model.names();
-            return Err(TrainError::Diverged {
+            return Err(RichTrainError::Diverged {
                 what: "SGD (six-parameter model)",
                 step: step + 1,
                 t: settings.eta * (step + 1) as f64,
@@ -172,7 +172,7 @@ pub struct FullSettings {
 
 /// GD or Adam on the full model with fresh batches (t = η·steps); the parameters frozen in the
 /// active stage do not move. `on_checkpoint(step, t, θ, engine)` as in [`train_sgd`].
-pub fn train_full<E: From<TrainError>>(
+pub fn train_full<E: From<RichTrainError>>(
     model: &FullModel,
     init: &[f64],
     stages: &[StageMask],
@@ -220,7 +220,7 @@ pub fn train_full<E: From<TrainError>>(
             }
         }
         if theta.iter().any(|v| !v.is_finite() || v.abs() > 1e100) {
-            return Err(TrainError::Diverged {
+            return Err(RichTrainError::Diverged {
                 what: "full-model",
                 step: step + 1,
                 t: settings.eta * (step + 1) as f64,

@@ -7,11 +7,15 @@
 //! [`validate`]d (ranges, cross-field rules) into plain data the experiments consume.
 
 mod musat;
+mod musat_full;
+mod phase;
 mod rich;
 mod sweep;
 mod validate;
 
-pub use musat::{Musat3Spec, RawMusat3};
+pub use musat::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
+pub use musat_full::{CompareSpec, InitKind, Musat19Spec, RawCompare, RawMusat19};
+pub use phase::{PhaseSpec, Slice};
 pub use rich::{
     Estimator, FullInit, FullOptimizer, FullSpec, Layer1Mode, Paradigm, RawRich, RawRichTrain,
     RichEvents, RichSpec, RichTrainSpec, TrainModel,
@@ -52,8 +56,12 @@ pub struct Scenario {
     pub solver: SolverSpec,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub solve: Option<SolveSpec>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phase: Vec<PhaseSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compare: Option<CompareSpec>,
     /// Training alongside the flow (`[train]`, parsed by system kind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train: Option<TrainSpec>,
@@ -71,6 +79,7 @@ pub enum TrainSpec {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SystemSpec {
     Musat3(Musat3Spec),
+    Musat19(Musat19Spec),
     Rich(RichSpec),
 }
 
@@ -78,6 +87,7 @@ impl SystemSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             SystemSpec::Musat3(_) => "musat3",
+            SystemSpec::Musat19(_) => "musat19",
             SystemSpec::Rich(_) => "rich",
         }
     }
@@ -85,8 +95,20 @@ impl SystemSpec {
     /// Default of `solver.horizon` (a multiple of the system's time scale).
     pub fn default_horizon(&self) -> f64 {
         match self {
-            SystemSpec::Musat3(_) => 10.0,
+            SystemSpec::Musat3(_) | SystemSpec::Musat19(_) => 10.0,
             SystemSpec::Rich(_) => rich::DEFAULT_HORIZON,
+        }
+    }
+
+    /// Names of the system's coordinates, in θ order (phase axes, `fixed`, `init`, `freeze`).
+    pub fn coordinate_names(&self) -> Vec<String> {
+        match self {
+            SystemSpec::Musat3(_) => MUSAT3_NAMES.iter().map(|s| s.to_string()).collect(),
+            SystemSpec::Musat19(_) => crate::model::subspace::NAMES19
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            SystemSpec::Rich(r) => r.model().names(),
         }
     }
 }
@@ -142,6 +164,8 @@ struct RawScenario {
     #[serde(default)]
     solver: RawSolver,
     solve: Option<RawSolve>,
+    phase: Option<Vec<phase::RawPhase>>,
+    compare: Option<RawCompare>,
     train: Option<toml::Table>,
 }
 
@@ -258,11 +282,15 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
     }
     if let (Some(path), true) = (
         filled.first(),
-        scenario.solve.is_some() || scenario.train.is_some(),
+        scenario.solve.is_some()
+            || !scenario.phase.is_empty()
+            || scenario.compare.is_some()
+            || scenario.train.is_some(),
     ) {
         return Err(field_err(FieldError::new(
             path.clone(),
-            "required for [solve] (the sweep sets it for its own points only)",
+            "required for [solve], [[phase]], [compare] and [train] (the sweep sets it for its \
+             own points only)",
         )));
     }
     let mut points = Vec::with_capacity(combos.len());
@@ -275,6 +303,8 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
             validate_doc(point_doc, default_name, false).map_err(|e| at_point(e, &values))?;
         point.origin = format!("{origin} [sweep point {index}]");
         point.solve = None;
+        point.phase = Vec::new();
+        point.compare = None;
         point.train = None;
         points.push(SweepPoint {
             index,
@@ -334,10 +364,45 @@ fn validate(
     if let SystemSpec::Rich(r) = &system {
         rich::check_against_solver(r, &solver)?;
     }
+    let raw_phase = raw.phase.unwrap_or_default();
+    let names = system.coordinate_names();
+    let count = raw_phase.len();
+    let phase = raw_phase
+        .into_iter()
+        .enumerate()
+        .map(|(k, p)| p.validate(&names, k, count))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stems = std::collections::BTreeSet::new();
+    for p in &phase {
+        check("phase", stems.insert(p.name.clone()), || {
+            format!(
+                "two [[phase]] entries would both write `{}`; give them distinct `name`s",
+                p.name
+            )
+        })?;
+    }
+    let compare = match (raw.compare, &system) {
+        (None, _) => None,
+        (Some(c), SystemSpec::Musat19(m)) => Some(c.validate(m)?),
+        (Some(_), other) => {
+            return Err(FieldError::new(
+                "compare",
+                format!(
+                    "needs [system] kind = \"musat19\" (the full model is compared with the \
+                     19- and 3-parameter flows), got \"{}\"",
+                    other.kind()
+                ),
+            ));
+        }
+    };
     check(
         "scenario",
-        solve.is_some() || train.is_some() || !require_job,
-        || "nothing to run: add a [solve], [train] or [sweep] section".into(),
+        solve.is_some()
+            || !phase.is_empty()
+            || compare.is_some()
+            || train.is_some()
+            || !require_job,
+        || "nothing to run: add a [solve], [sweep], [[phase]], [compare] or [train] section".into(),
     )?;
     Ok(Scenario {
         name,
@@ -347,7 +412,9 @@ fn validate(
         system,
         solver,
         solve,
+        phase,
         sweep: None,
+        compare,
         train,
     })
 }
@@ -374,7 +441,7 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
         None => {
             return Err(FieldError::new(
                 "system.kind",
-                "required; one of \"musat3\", \"rich\"",
+                "required; one of \"musat3\", \"musat19\", \"rich\"",
             ));
         }
         Some(toml::Value::String(s)) => s,
@@ -390,13 +457,17 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
             let raw: RawMusat3 = deserialize_table(table, "system")?;
             Ok(SystemSpec::Musat3(raw.validate()?))
         }
+        "musat19" => {
+            let raw: RawMusat19 = deserialize_table(table, "system")?;
+            Ok(SystemSpec::Musat19(raw.validate()?))
+        }
         "rich" => {
             let raw: RawRich = deserialize_table(table, "system")?;
             Ok(SystemSpec::Rich(raw.validate()?))
         }
         other => Err(FieldError::new(
             "system.kind",
-            format!("unknown system `{other}`, expected one of \"musat3\", \"rich\""),
+            format!("unknown system `{other}`, expected one of \"musat3\", \"musat19\", \"rich\""),
         )),
     }
 }
