@@ -354,6 +354,7 @@ fn the_shipped_rich_scenarios_validate() {
         "rich-sweep-L",
         "rich-sweep-sigma",
         "rich-full",
+        "rich-phase",
     ]
     .iter()
     .map(|n| {

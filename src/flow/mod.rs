@@ -451,6 +451,10 @@ impl FlowProblem<'_> {
         for (k, stage) in self.stages.iter().enumerate() {
             if matches!(state.stop_at, Some(s) if t0 >= s) {
                 stop = StopReason::EventsFound;
+                if segments.is_empty() {
+                    // Every event held at t = 0: the run is the initial point alone.
+                    segments.push(Segment::constant(k, t0, t0, theta.clone()));
+                }
                 break;
             }
             let t1 = t0 + stage.duration;

@@ -357,3 +357,21 @@ fn leaving_the_domain_is_a_typed_error_at_the_edge() {
         "{err}"
     );
 }
+
+#[test]
+fn events_that_hold_at_the_start_stop_a_run_with_the_initial_point_as_its_solution() {
+    let sys = Quadratic::new(&[1.0], &[0.0]);
+    let sol = FlowProblem::builder(&sys)
+        .init(&[2.0])
+        .t_max(5.0)
+        .event(EventSpec::rises("already", Quantity::Coord(0), 1.0))
+        .stop_after_events(0.5)
+        .build()
+        .unwrap()
+        .solve()
+        .unwrap();
+    assert_eq!(sol.stop, StopReason::EventsFound);
+    assert_eq!(sol.t_end(), 0.0);
+    assert_eq!(sol.event_time("already"), Some(0.0));
+    assert_eq!(sol.state_at(0.0).unwrap(), vec![2.0]);
+}
