@@ -2,6 +2,7 @@
 //! error into a message and an exit code.
 
 use crate::flow::FlowError;
+use crate::model::rich_sgd::RichTrainError;
 use crate::model::train::TrainError;
 use crate::report::ReportError;
 use crate::scenario::ScenarioError;
@@ -23,6 +24,9 @@ pub enum Error {
         point: String,
         source: Box<FlowError>,
     },
+    /// Training alongside the rich flow (SGD or the full transformer) diverged (exit code 1).
+    #[error(transparent)]
+    RichTrain(#[from] RichTrainError),
     /// Writing outputs failed (exit code 1).
     #[error(transparent)]
     Report(#[from] ReportError),

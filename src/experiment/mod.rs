@@ -4,6 +4,8 @@
 pub mod compare;
 pub mod phase;
 pub mod points;
+pub mod rich;
+pub mod rich_train;
 pub mod solve;
 pub mod sweep;
 pub mod system;
@@ -11,7 +13,7 @@ pub mod system;
 use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, Quantity};
 use crate::report::{Manifest, OutputDir, git_revision};
-use crate::scenario::{Scenario, SolverSpec};
+use crate::scenario::{Scenario, SolverSpec, SystemSpec, TrainSpec};
 use std::path::PathBuf;
 use system::Instance;
 
@@ -201,7 +203,15 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
         Err(e) => *failure = Some(e),
     };
     if let (Some(spec), None) = (&scenario.solve, opts.sweep.shard) {
-        record(solve::run(scenario, spec, &opts.out), &mut failure);
+        let r = match &scenario.system {
+            SystemSpec::Rich(_) => rich::solve(scenario, spec, &opts.out),
+            _ => solve::run(scenario, spec, &opts.out),
+        };
+        record(r, &mut failure);
+    }
+    if let (None, Some(TrainSpec::Rich(spec)), None) = (&failure, &scenario.train, opts.sweep.shard)
+    {
+        record(rich_train::run(scenario, spec, &opts.out), &mut failure);
     }
     if opts.sweep.shard.is_none() {
         for spec in &scenario.phase {

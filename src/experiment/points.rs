@@ -53,6 +53,7 @@ pub fn columns(scenario: &Scenario) -> Vec<Column> {
         SystemSpec::Musat3(_) | SystemSpec::Musat19(_) => {
             emergence_columns(&instantiate(&scenario.system))
         }
+        SystemSpec::Rich(_) => super::rich::sweep_columns(),
     }
 }
 
@@ -60,6 +61,7 @@ pub fn columns(scenario: &Scenario) -> Vec<Column> {
 pub fn evaluate(scenario: &Scenario, spec: &SweepSpec) -> Result<PointRows, Error> {
     match &scenario.system {
         SystemSpec::Musat3(_) | SystemSpec::Musat19(_) => emergence_point(scenario, spec),
+        SystemSpec::Rich(_) => super::rich::sweep_point(scenario),
     }
 }
 

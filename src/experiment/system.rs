@@ -39,6 +39,7 @@ pub struct Param {
 /// Build the system described by `spec`.
 pub fn instantiate(spec: &SystemSpec) -> Instance {
     match spec {
+        SystemSpec::Rich(r) => super::rich::instance(r),
         SystemSpec::Musat3(m) => {
             let n = m.n;
             let query = match m.query {

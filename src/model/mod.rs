@@ -1,9 +1,12 @@
 //! Full-parameter models with hand-written f64 backpropagation, their data samplers, and the
-//! training loop. Model modules never import `experiment` or `report`.
+//! training loops. Model modules never import `experiment` or `report`.
 
 pub mod data;
 pub mod disentangled;
+pub mod gaussian;
 mod gemm;
+pub mod rich_full;
+pub mod rich_sgd;
 mod simd;
 pub mod subspace;
 pub mod train;

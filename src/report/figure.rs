@@ -123,6 +123,16 @@ pub struct VLine {
     pub color: RGBColor,
 }
 
+/// A shaded vertical band [x0, x1] (e.g. a phase of training), named in the legend (unless the
+/// label is empty).
+#[derive(Debug, Clone)]
+pub struct Band {
+    pub x0: f64,
+    pub x1: f64,
+    pub label: String,
+    pub color: RGBColor,
+}
+
 /// An arrow of a vector field at (x, y) pointing along (dx, dy) (in data units). Arrows are drawn
 /// with a fixed pixel length (`Panel::arrow_px`): the field's direction, coloured by `color`.
 #[derive(Debug, Clone)]
@@ -226,6 +236,8 @@ pub struct Panel {
     pub y: Axis,
     pub series: Vec<Series>,
     pub vlines: Vec<VLine>,
+    /// Shaded vertical bands drawn behind the series.
+    pub bands: Vec<Band>,
     pub legend: LegendAt,
     /// Short text lines drawn in a box (e.g. fitted slopes).
     pub notes: Vec<String>,
@@ -244,6 +256,7 @@ impl Panel {
             y,
             series: Vec::new(),
             vlines: Vec::new(),
+            bands: Vec::new(),
             legend: LegendAt::UpperLeft,
             notes: Vec::new(),
             arrows: Vec::new(),
@@ -617,6 +630,25 @@ where
     let in_x = |x: f64| x.is_finite() && (!p.x.log || x > 0.0) && x >= xlo && x <= xhi;
     let in_y = |y: f64| y.is_finite() && (!p.y.log || y > 0.0);
     let mut has_legend = false;
+    for b in &p.bands {
+        let (x0, x1) = (b.x0.max(xlo), b.x1.min(xhi));
+        if x0 >= x1 || x0.is_nan() || x1.is_nan() || !in_x(x0) || !in_x(x1) {
+            continue;
+        }
+        let fill = b.color.mix(0.16).filled();
+        let drawn = chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x0, ylo), (x1, yhi)],
+                fill,
+            )))
+            .map_err(|e| err(&e))?;
+        if !b.label.is_empty() {
+            has_legend = true;
+            drawn
+                .label(&b.label)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], fill));
+        }
+    }
     for s in &p.series {
         // Lines are clipped to the plotting box (crossings interpolated); markers outside it are
         // dropped.

@@ -9,12 +9,17 @@
 mod musat;
 mod musat_full;
 mod phase;
+mod rich;
 mod sweep;
 mod validate;
 
 pub use musat::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
 pub use musat_full::{CompareSpec, InitKind, Musat19Spec, RawCompare, RawMusat19};
 pub use phase::{PhaseSpec, Slice};
+pub use rich::{
+    Estimator, FullInit, FullOptimizer, FullSpec, Layer1Mode, Paradigm, RawRich, RawRichTrain,
+    RichEvents, RichSpec, RichTrainSpec, TrainModel,
+};
 pub use sweep::{MAX_POINTS, SweepField, SweepPoint, SweepSpec, SweepValue, expand_values};
 pub use validate::FieldError;
 
@@ -57,6 +62,16 @@ pub struct Scenario {
     pub sweep: Option<SweepSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compare: Option<CompareSpec>,
+    /// Training alongside the flow (`[train]`, parsed by system kind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train: Option<TrainSpec>,
+}
+
+/// `[train]`, tagged by the system's kind.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum TrainSpec {
+    Rich(RichTrainSpec),
 }
 
 /// The reduced system, tagged by `kind`.
@@ -65,6 +80,7 @@ pub struct Scenario {
 pub enum SystemSpec {
     Musat3(Musat3Spec),
     Musat19(Musat19Spec),
+    Rich(RichSpec),
 }
 
 impl SystemSpec {
@@ -72,6 +88,15 @@ impl SystemSpec {
         match self {
             SystemSpec::Musat3(_) => "musat3",
             SystemSpec::Musat19(_) => "musat19",
+            SystemSpec::Rich(_) => "rich",
+        }
+    }
+
+    /// Default of `solver.horizon` (a multiple of the system's time scale).
+    pub fn default_horizon(&self) -> f64 {
+        match self {
+            SystemSpec::Musat3(_) | SystemSpec::Musat19(_) => 10.0,
+            SystemSpec::Rich(_) => rich::DEFAULT_HORIZON,
         }
     }
 
@@ -83,6 +108,7 @@ impl SystemSpec {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            SystemSpec::Rich(r) => r.model().names(),
         }
     }
 }
@@ -96,8 +122,8 @@ pub struct SolverSpec {
     pub atol: f64,
     /// Absolute horizon, if given.
     pub t_max: Option<f64>,
-    /// Horizon as a multiple of the system's time scale (musat3: N²/loss_scale), used when
-    /// `t_max` is not given.
+    /// Horizon as a multiple of the system's time scale (musat3: N²/loss_scale, default 10;
+    /// rich: L/loss_scale, default 40), used when `t_max` is not given.
     pub horizon: f64,
     pub max_steps: u32,
 }
@@ -121,6 +147,9 @@ pub struct SolveSpec {
     pub tail_steps: u32,
     pub samples: usize,
     pub spacing: Spacing,
+    /// Stop `margin` after the last event (always for musat3; for rich only when `margin` is
+    /// given, otherwise the run goes to the horizon).
+    pub stop_after_events: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -137,6 +166,7 @@ struct RawScenario {
     solve: Option<RawSolve>,
     phase: Option<Vec<phase::RawPhase>>,
     compare: Option<RawCompare>,
+    train: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -158,8 +188,7 @@ struct RawSolve {
     margin: Option<f64>,
     tail_steps: Option<u32>,
     samples: Option<usize>,
-    #[serde(default)]
-    spacing: Spacing,
+    spacing: Option<Spacing>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,14 +273,24 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
     };
     let mut scenario =
         validate_doc(base_doc, default_name, false).map_err(|e| at_point(e, &combos[0]))?;
+    if parsed.thresholds_given && matches!(scenario.system, SystemSpec::Rich(_)) {
+        return Err(field_err(FieldError::new(
+            "sweep.thresholds",
+            "not used by kind \"rich\": set system.events.theta_IH (or sweep it as \
+             \"system.events.theta_IH\")",
+        )));
+    }
     if let (Some(path), true) = (
         filled.first(),
-        scenario.solve.is_some() || !scenario.phase.is_empty() || scenario.compare.is_some(),
+        scenario.solve.is_some()
+            || !scenario.phase.is_empty()
+            || scenario.compare.is_some()
+            || scenario.train.is_some(),
     ) {
         return Err(field_err(FieldError::new(
             path.clone(),
-            "required for [solve], [[phase]] and [compare] (the sweep sets it for its own points \
-             only)",
+            "required for [solve], [[phase]], [compare] and [train] (the sweep sets it for its \
+             own points only)",
         )));
     }
     let mut points = Vec::with_capacity(combos.len());
@@ -266,6 +305,7 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
         point.solve = None;
         point.phase = Vec::new();
         point.compare = None;
+        point.train = None;
         points.push(SweepPoint {
             index,
             values,
@@ -318,8 +358,12 @@ fn validate(
         || format!("must be a folder name of letters, digits, '-', '_' or '.', got {name:?}"),
     )?;
     let system = parse_system(raw.system)?;
-    let solver = validate_solver(raw.solver)?;
-    let solve = raw.solve.map(validate_solve).transpose()?;
+    let solver = validate_solver(raw.solver, system.default_horizon())?;
+    let solve = raw.solve.map(|s| validate_solve(s, &system)).transpose()?;
+    let train = raw.train.map(|t| validate_train(t, &system)).transpose()?;
+    if let SystemSpec::Rich(r) = &system {
+        rich::check_against_solver(r, &solver)?;
+    }
     let raw_phase = raw.phase.unwrap_or_default();
     let names = system.coordinate_names();
     let count = raw_phase.len();
@@ -353,8 +397,12 @@ fn validate(
     };
     check(
         "scenario",
-        solve.is_some() || !phase.is_empty() || compare.is_some() || !require_job,
-        || "nothing to run: add a [solve], [sweep], [[phase]] or [compare] section".into(),
+        solve.is_some()
+            || !phase.is_empty()
+            || compare.is_some()
+            || train.is_some()
+            || !require_job,
+        || "nothing to run: add a [solve], [sweep], [[phase]], [compare] or [train] section".into(),
     )?;
     Ok(Scenario {
         name,
@@ -367,7 +415,25 @@ fn validate(
         phase,
         sweep: None,
         compare,
+        train,
     })
+}
+
+/// `[train]` by system kind.
+fn validate_train(table: toml::Table, system: &SystemSpec) -> Result<TrainSpec, FieldError> {
+    match system {
+        SystemSpec::Rich(spec) => {
+            let raw: RawRichTrain = deserialize_table(table, "train")?;
+            Ok(TrainSpec::Rich(raw.validate(spec)?))
+        }
+        other => Err(FieldError::new(
+            "train",
+            format!(
+                "not available for kind \"{}\" (training alongside exists for \"rich\")",
+                other.kind()
+            ),
+        )),
+    }
 }
 
 fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
@@ -375,7 +441,7 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
         None => {
             return Err(FieldError::new(
                 "system.kind",
-                "required; one of \"musat3\", \"musat19\"",
+                "required; one of \"musat3\", \"musat19\", \"rich\"",
             ));
         }
         Some(toml::Value::String(s)) => s,
@@ -395,9 +461,13 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
             let raw: RawMusat19 = deserialize_table(table, "system")?;
             Ok(SystemSpec::Musat19(raw.validate()?))
         }
+        "rich" => {
+            let raw: RawRich = deserialize_table(table, "system")?;
+            Ok(SystemSpec::Rich(raw.validate()?))
+        }
         other => Err(FieldError::new(
             "system.kind",
-            format!("unknown system `{other}`, expected one of \"musat3\", \"musat19\""),
+            format!("unknown system `{other}`, expected one of \"musat3\", \"musat19\", \"rich\""),
         )),
     }
 }
@@ -418,7 +488,7 @@ fn deserialize_table<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn validate_solver(raw: RawSolver) -> Result<SolverSpec, FieldError> {
+fn validate_solver(raw: RawSolver, default_horizon: f64) -> Result<SolverSpec, FieldError> {
     let method = raw.method.unwrap_or_else(|| "dopri5".into());
     check("solver.method", method == "dopri5", || {
         format!("must be \"dopri5\" (the only integrator), got {method:?}")
@@ -437,7 +507,7 @@ fn validate_solver(raw: RawSolver) -> Result<SolverSpec, FieldError> {
         raw.t_max.is_none() || raw.horizon.is_none(),
         || "give either solver.t_max or solver.horizon, not both".into(),
     )?;
-    let horizon = raw.horizon.unwrap_or(10.0);
+    let horizon = raw.horizon.unwrap_or(default_horizon);
     check_positive("solver.horizon", horizon)?;
     let max_steps = raw.max_steps.unwrap_or(1_000_000);
     check("solver.max_steps", max_steps >= 1, || {
@@ -453,7 +523,21 @@ fn validate_solver(raw: RawSolver) -> Result<SolverSpec, FieldError> {
     })
 }
 
-fn validate_solve(raw: RawSolve) -> Result<SolveSpec, FieldError> {
+fn validate_solve(raw: RawSolve, system: &SystemSpec) -> Result<SolveSpec, FieldError> {
+    let rich = matches!(system, SystemSpec::Rich(_));
+    if rich {
+        for (field, given) in [
+            ("solve.thresholds", raw.thresholds.is_some()),
+            ("solve.loss_fraction", raw.loss_fraction.is_some()),
+        ] {
+            check(field, !given, || {
+                "not used by kind \"rich\": its phase events are set in [system.events] \
+                 (g_fraction, theta_IH, theta_lo, theta_hi, ih_loss_fraction, converge)"
+                    .into()
+            })?;
+        }
+    }
+    let stop_after_events = !rich || raw.margin.is_some();
     let thresholds = raw.thresholds.unwrap_or_else(|| vec![0.5]);
     check_thresholds("solve.thresholds", &thresholds)?;
     let loss_fraction = raw.loss_fraction.unwrap_or(0.5);
@@ -476,7 +560,10 @@ fn validate_solve(raw: RawSolve) -> Result<SolveSpec, FieldError> {
         margin,
         tail_steps,
         samples,
-        spacing: raw.spacing,
+        spacing: raw
+            .spacing
+            .unwrap_or(if rich { Spacing::Log } else { Spacing::Linear }),
+        stop_after_events,
     })
 }
 

@@ -3,3 +3,4 @@
 
 pub mod musat19;
 pub mod musat3;
+pub mod rich;
