@@ -24,6 +24,7 @@
 //! sequences on any machine thread count.
 
 use crate::theory::musat3::Query;
+use lanes::{LANES, LaneQr, Lanes};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -393,6 +394,11 @@ pub struct Sampler {
     /// Position frame (D/2 × (N+1), column-major, complex).
     p_re: Vec<f64>,
     p_im: Vec<f64>,
+    /// [`LANES`] content and position frames factored together ([`Sampler::fill`]).
+    lane_qr: LaneQr,
+    lane_c: Vec<Lanes>,
+    lane_re: Vec<Lanes>,
+    lane_im: Vec<Lanes>,
 }
 
 impl Sampler {
@@ -414,6 +420,10 @@ impl Sampler {
             c_re: vec![0.0; d * 2 * n],
             p_re: vec![0.0; d / 2 * (n + 1)],
             p_im: vec![0.0; d / 2 * (n + 1)],
+            lane_qr: LaneQr::default(),
+            lane_c: vec![[0.0; LANES]; d * 2 * n],
+            lane_re: vec![[0.0; LANES]; d / 2 * (n + 1)],
+            lane_im: vec![[0.0; LANES]; d / 2 * (n + 1)],
         }
     }
 
@@ -470,20 +480,10 @@ impl Sampler {
     /// Draw one sequence: `tokens` (T · 2D) and `target` (D). Returns the queried pair q
     /// (1-based).
     pub fn sample(&mut self, tokens: &mut [f64], target: &mut [f64]) -> usize {
-        let DataSpec {
-            n,
-            d,
-            data,
-            query,
-            label_position,
-        } = self.spec;
-        let e = 2 * d;
+        let DataSpec { n, d, data, .. } = self.spec;
         debug_assert_eq!(tokens.len(), self.spec.sequence_len());
         debug_assert_eq!(target.len(), d);
-        let q = match query {
-            Query::Last => n,
-            Query::Uniform => self.rng.random_range(1..=n),
-        };
+        let q = self.draw_query();
         match data {
             DataKind::Orthonormal => {
                 self.content_frame(2 * n);
@@ -502,6 +502,27 @@ impl Sampler {
                 }
             }
         }
+        self.write_sequence(q, tokens, target);
+        q
+    }
+
+    /// The queried pair of the next sequence (1-based): N, or uniform (one draw).
+    fn draw_query(&mut self) -> usize {
+        match self.spec.query {
+            Query::Last => self.spec.n,
+            Query::Uniform => self.rng.random_range(1..=self.spec.n),
+        }
+    }
+
+    /// Lay out one sequence from the frames in `c_re`, `p_re`, `p_im` and the query q.
+    fn write_sequence(&self, q: usize, tokens: &mut [f64], target: &mut [f64]) {
+        let DataSpec {
+            n,
+            d,
+            label_position,
+            ..
+        } = self.spec;
+        let e = 2 * d;
         let h = d / 2;
         for i in 1..=n {
             let item = &mut tokens[(2 * i - 2) * e..(2 * i - 1) * e];
@@ -534,7 +555,6 @@ impl Sampler {
         query_tok[d..d + h].copy_from_slice(&self.p_re[n * h..(n + 1) * h]);
         query_tok[d + h..].copy_from_slice(&self.p_im[n * h..(n + 1) * h]);
         target.copy_from_slice(&self.c_re[(n + q - 1) * d..(n + q) * d]);
-        q
     }
 
     /// Draw `queries.len()` sequences into consecutive slots of `tokens` and `targets`.
@@ -554,10 +574,67 @@ impl Sampler {
         self.fill_body(tokens, targets, queries)
     }
 
+    /// Orthonormal data are drawn [`LANES`] sequences at a time: the Gaussian entries of each
+    /// sequence in turn (the same stream order as [`Sampler::sample`]), then all their frames
+    /// factored together by [`LaneQr`], which returns the same bits as the one-at-a-time QR.
     #[inline(always)]
     fn fill_body(&mut self, tokens: &mut [f64], targets: &mut [f64], queries: &mut [usize]) {
         let len = self.spec.sequence_len();
         let d = self.spec.d;
+        if self.spec.data == DataKind::Orthonormal {
+            let (n, h) = (self.spec.n, d / 2);
+            let (mc, mp) = (2 * n, n + 1);
+            let mut b0 = 0;
+            while b0 < queries.len() {
+                let group = LANES.min(queries.len() - b0);
+                for l in 0..LANES {
+                    if l < group {
+                        queries[b0 + l] = self.draw_query();
+                        for i in 0..d * mc {
+                            self.lane_c[i][l] = self.gaussian();
+                        }
+                        for i in 0..h * mp {
+                            self.lane_re[i][l] = self.gaussian();
+                            self.lane_im[i][l] = self.gaussian();
+                        }
+                    } else {
+                        // unused lanes of the last group: zeros (factored, then discarded)
+                        for v in self.lane_c.iter_mut() {
+                            v[l] = 0.0;
+                        }
+                        for (r, i) in self.lane_re.iter_mut().zip(self.lane_im.iter_mut()) {
+                            r[l] = 0.0;
+                            i[l] = 0.0;
+                        }
+                    }
+                }
+                self.lane_qr.q_real(d, mc, &mut self.lane_c, self.fix);
+                self.lane_qr
+                    .q_complex(h, mp, &mut self.lane_re, &mut self.lane_im, self.fix);
+                for l in 0..group {
+                    for (c, v) in self.c_re.iter_mut().zip(&self.lane_c) {
+                        *c = v[l];
+                    }
+                    for ((r, i), (vr, vi)) in self
+                        .p_re
+                        .iter_mut()
+                        .zip(self.p_im.iter_mut())
+                        .zip(self.lane_re.iter().zip(&self.lane_im))
+                    {
+                        *r = vr[l];
+                        *i = vi[l];
+                    }
+                    let b = b0 + l;
+                    self.write_sequence(
+                        queries[b],
+                        &mut tokens[b * len..(b + 1) * len],
+                        &mut targets[b * d..(b + 1) * d],
+                    );
+                }
+                b0 += group;
+            }
+            return;
+        }
         for (b, q) in queries.iter_mut().enumerate() {
             *q = self.sample(
                 &mut tokens[b * len..(b + 1) * len],
@@ -599,6 +676,8 @@ pub fn canonical_configuration(
     target[n + q - 1] = 1.0;
     (tokens, target)
 }
+
+mod lanes;
 
 #[cfg(test)]
 mod tests;
