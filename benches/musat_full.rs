@@ -3,8 +3,9 @@
 //!
 //! - `gd_step`: one GD step (draw a fresh orthonormal batch, forward, backward, update) at
 //!   D = 12, N = 4, B = 256, on a rayon pool of 1 and of 2 threads;
-//! - `musat19_gradient`: one gradient of the 19-dim flow at N = 16, query last and uniform
-//!   (and one musat3 gradient for scale).
+//! - `musat19_gradient`: one gradient of the 19-dim flow at N = 4 (the compare scenario) and
+//!   N = 16, query last and uniform (and one musat3 gradient for scale);
+//! - `to_alpha3`: the compare scenario's reduced flows solved to their own α₃ emergence.
 
 use ihdyn::flow::GradientFlow;
 use ihdyn::model::data::{DataKind, DataSpec, LabelPosition};
@@ -40,15 +41,15 @@ fn gd_step(bencher: divan::Bencher, threads: usize) {
     });
 }
 
-#[divan::bench(args = ["last", "uniform"])]
-fn musat19_gradient(bencher: divan::Bencher, query: &str) {
+#[divan::bench(args = ["last", "uniform"], consts = [4, 16])]
+fn musat19_gradient<const N: usize>(bencher: divan::Bencher, query: &str) {
     use ihdyn::theory::musat19::Musat19;
     let q = if query == "last" {
         Query::Last
     } else {
         Query::Uniform
     };
-    let sys = Musat19::new(16, q, LabelPosition::Rotated, 1.0);
+    let sys = Musat19::new(N, q, LabelPosition::Rotated, 1.0);
     let theta: Vec<f64> = (0..19).map(|k| 0.1 * (k as f64 - 9.0)).collect();
     let mut g = vec![0.0; 19];
     bencher.bench_local(|| {
@@ -66,5 +67,37 @@ fn musat3_gradient_n16(bencher: divan::Bencher) {
     bencher.bench_local(|| {
         sys.grad(divan::black_box(&[0.7, 1.3, 0.9]), &mut g);
         g[0]
+    });
+}
+
+/// The reduced flows of `scenarios/musat-compare.toml` (N = 4, query last, rtol 1e-10, atol
+/// 1e-12) solved from zero to their own α₃ emergence (threshold 0.5), exactly as the compare
+/// job times them (`wall_seconds_to_T_alpha3` in its manifest).
+#[divan::bench(args = ["ode19", "ode3"])]
+fn to_alpha3(bencher: divan::Bencher, source: &str) {
+    use ihdyn::flow::{EventSpec, FlowProblem, Quantity};
+    use ihdyn::theory::musat3::Musat3;
+    use ihdyn::theory::musat19::Musat19;
+    let (flow, k): (Box<dyn GradientFlow>, usize) = if source == "ode19" {
+        let f = Musat19::new(4, Query::Last, LabelPosition::Rotated, 1.0);
+        (Box::new(f), ihdyn::model::subspace::ALPHA3)
+    } else {
+        (Box::new(Musat3::new(4, Query::Last, 1.0)), 0)
+    };
+    let dim = flow.names().len();
+    let theta0 = vec![0.0; dim];
+    bencher.bench_local(|| {
+        let sol = FlowProblem::builder(flow.as_ref())
+            .init(&theta0)
+            .t_max(60.0)
+            .tolerances(1e-10, 1e-12)
+            .events(vec![EventSpec::rises("alpha3", Quantity::Coord(k), 0.5)])
+            .stop_after_events(0.0)
+            .tail_steps(1)
+            .build()
+            .unwrap()
+            .solve()
+            .unwrap();
+        sol.event_time("alpha3").unwrap()
     });
 }
