@@ -209,22 +209,24 @@ impl Workspace {
     }
 }
 
+/// Σ a_i b_i with four partial sums (element i goes to sum i mod 4), combined as
+/// (s0 + s1) + (s2 + s3), then the remainder added in order. The four sums are the lanes of one
+/// vector register.
 #[inline(always)]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f64; 4];
-    let chunks = n / 4;
-    for c in 0..chunks {
-        let i = 4 * c;
-        acc[0] += a[i] * b[i];
-        acc[1] += a[i + 1] * b[i + 1];
-        acc[2] += a[i + 2] * b[i + 2];
-        acc[3] += a[i + 3] * b[i + 3];
+    let mut ac = a.chunks_exact(4);
+    let mut bc = b.chunks_exact(4);
+    for (x, y) in (&mut ac).zip(&mut bc) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
     }
     let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    for i in 4 * chunks..n {
-        s += a[i] * b[i];
+    for (x, y) in ac.remainder().iter().zip(bc.remainder()) {
+        s += x * y;
     }
     s
 }
