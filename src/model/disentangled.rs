@@ -231,12 +231,69 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     s
 }
 
-/// y ← y + a x.
+/// out_j = [`dot`](p, row j) for the `out.len()` rows of length `len` at stride `ld` in `rows`.
+/// Four rows at a time share the loads of p and run four independent sums; each row's sum has
+/// the order of [`dot`], so the results are the same bits.
 #[inline(always)]
-fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
+fn dots(p: &[f64], rows: &[f64], ld: usize, len: usize, out: &mut [f64]) {
+    let p = &p[..len];
+    let full = len / 4 * 4;
+    let mut blocks = out.chunks_exact_mut(4);
+    let mut j0 = 0;
+    for o in &mut blocks {
+        let r: [&[f64]; 4] = std::array::from_fn(|r| &rows[(j0 + r) * ld..(j0 + r) * ld + len]);
+        let mut acc = [[0.0f64; 4]; 4];
+        for c in (0..full).step_by(4) {
+            let pc = &p[c..c + 4];
+            for (a, row) in acc.iter_mut().zip(&r) {
+                let x = &row[c..c + 4];
+                for l in 0..4 {
+                    a[l] += pc[l] * x[l];
+                }
+            }
+        }
+        for ((o, a), row) in o.iter_mut().zip(&acc).zip(&r) {
+            let mut s = (a[0] + a[1]) + (a[2] + a[3]);
+            for i in full..len {
+                s += p[i] * row[i];
+            }
+            *o = s;
+        }
+        j0 += 4;
     }
+    for (r, o) in blocks.into_remainder().iter_mut().enumerate() {
+        let j = j0 + r;
+        *o = dot(p, &rows[j * ld..j * ld + len]);
+    }
+}
+
+/// out ← Σ_j coef_j · row_j for the rows of length `out.len()` at stride `ld` in `rows`,
+/// summed in j order from 0 (the bits of `out.fill(0)` followed by one axpy per row), with
+/// each block of eight outputs kept in registers across the rows.
+#[inline(always)]
+fn combine(coef: &[f64], rows: &[f64], ld: usize, out: &mut [f64]) {
+    let len = out.len();
+    let mut c0 = 0;
+    let mut blocks = out.chunks_exact_mut(8);
+    for o in &mut blocks {
+        let mut acc = [0.0f64; 8];
+        for (j, &a) in coef.iter().enumerate() {
+            let x = &rows[j * ld + c0..j * ld + c0 + 8];
+            for l in 0..8 {
+                acc[l] += a * x[l];
+            }
+        }
+        o.copy_from_slice(&acc);
+        c0 += 8;
+    }
+    for (i, o) in blocks.into_remainder().iter_mut().enumerate() {
+        let mut acc = 0.0;
+        for (j, &a) in coef.iter().enumerate() {
+            acc += a * rows[j * ld + c0 + i];
+        }
+        *o = acc;
+    }
+    debug_assert!(coef.is_empty() || (coef.len() - 1) * ld + len <= rows.len());
 }
 
 /// Softmax of `s` in place (shifted by the maximum).
@@ -346,19 +403,14 @@ fn chunk_pass_body(
         let h1b = &mut h1[b * t * f..(b + 1) * t * f];
         for k in 0..t {
             h1b[k * f..k * f + e].copy_from_slice(&xb[k * e..(k + 1) * e]);
-            h1b[k * f + e..(k + 1) * f].fill(0.0);
         }
+        h1b[e..f].fill(0.0); // u¹_1 = 0 (token 1 has no key)
         for k in 1..t {
             let pk = &p1[(b * t + k) * e..(b * t + k + 1) * e];
             let s = &mut a1[(b * t + k) * t..(b * t + k) * t + k];
-            for (j, sj) in s.iter_mut().enumerate() {
-                *sj = dot(pk, &xb[j * e..(j + 1) * e]);
-            }
+            dots(pk, xb, e, e, s);
             softmax(s);
-            let u = &mut h1b[k * f + e..(k + 1) * f];
-            for (j, &aj) in s.iter().enumerate() {
-                axpy(u, aj, &xb[j * e..(j + 1) * e]);
-            }
+            combine(s, xb, e, &mut h1b[k * f + e..(k + 1) * f]);
         }
     }
 
@@ -378,17 +430,11 @@ fn chunk_pass_body(
         let h1b = &h1[b * t * f..(b + 1) * t * f];
         let gb = &gq[b * f..(b + 1) * f];
         let s = &mut a2[b * t..b * t + kq];
-        for (j, sj) in s.iter_mut().enumerate() {
-            *sj = dot(gb, &h1b[j * f..(j + 1) * f]);
-        }
+        dots(gb, h1b, f, f, s);
         softmax(s);
         let h2b = &mut h2[b * g..(b + 1) * g];
         h2b[..f].copy_from_slice(&h1b[kq * f..(kq + 1) * f]);
-        let u2 = &mut h2b[f..];
-        u2.fill(0.0);
-        for (j, &aj) in s.iter().enumerate() {
-            axpy(u2, aj, &h1b[j * f..(j + 1) * f]);
-        }
+        combine(s, h1b, f, &mut h2b[f..]);
     }
 
     // ---- readout ŷ = W³ h², error and dL/dŷ.
@@ -441,21 +487,22 @@ fn chunk_pass_body(
         let du2 = &dh2[b * g + f..(b + 1) * g];
         let ab = &a2[b * t..b * t + kq];
         let ds = &mut row[..kq];
+        dots(du2, h1b, f, f, ds);
         let mut mean = 0.0;
-        for (j, dsj) in ds.iter_mut().enumerate() {
-            *dsj = dot(du2, &h1b[j * f..(j + 1) * f]);
-            mean += ab[j] * *dsj;
+        for (a, d) in ab.iter().zip(ds.iter()) {
+            mean += a * d;
         }
-        let vb = &mut v[b * f..(b + 1) * f];
-        vb.fill(0.0);
+        for (d, a) in ds.iter_mut().zip(ab) {
+            *d = a * (*d - mean); // dL/ds²_j
+        }
+        combine(ds, h1b, f, &mut v[b * f..(b + 1) * f]);
         let du1b = &mut du1[b * t * e..(b + 1) * t * e];
+        let (du2u, gbu) = (&du2[e..f], &gb[e..f]);
         for j in 0..kq {
-            let sj = ab[j] * (ds[j] - mean); // dL/ds²_j
-            axpy(vb, sj, &h1b[j * f..(j + 1) * f]);
             // dL/du¹_j = A²_j du²[u¹ part] + ds²_j g_b[u¹ part]
-            let dj = &mut du1b[j * e..(j + 1) * e];
-            for i in 0..e {
-                dj[i] = ab[j] * du2[e + i] + sj * gb[e + i];
+            let (aj, sj) = (ab[j], ds[j]);
+            for ((d, x), y) in du1b[j * e..(j + 1) * e].iter_mut().zip(du2u).zip(gbu) {
+                *d = aj * x + sj * y;
             }
         }
     }
@@ -497,16 +544,15 @@ fn chunk_pass_body(
             let duk = &du1[(b * t + k) * e..(b * t + k + 1) * e];
             let ak = &a1[(b * t + k) * t..(b * t + k) * t + k];
             let ds = &mut row[..k];
+            dots(duk, xb, e, e, ds);
             let mut mean = 0.0;
-            for (j, dsj) in ds.iter_mut().enumerate() {
-                *dsj = dot(duk, &xb[j * e..(j + 1) * e]);
-                mean += ak[j] * *dsj;
+            for (a, d) in ak.iter().zip(ds.iter()) {
+                mean += a * d;
             }
-            let wk = &mut wm[(b * t + k) * e..(b * t + k + 1) * e];
-            wk.fill(0.0);
-            for j in 0..k {
-                axpy(wk, ak[j] * (ds[j] - mean), &xb[j * e..(j + 1) * e]);
+            for (d, a) in ds.iter_mut().zip(ak) {
+                *d = a * (*d - mean);
             }
+            combine(ds, xb, e, &mut wm[(b * t + k) * e..(b * t + k + 1) * e]);
         }
     }
     gemm(
