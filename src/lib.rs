@@ -8,6 +8,7 @@ pub mod cli;
 pub mod error;
 pub mod experiment;
 pub mod flow;
+pub mod model;
 pub mod report;
 pub mod scenario;
 pub mod stats;
