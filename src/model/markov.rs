@@ -126,9 +126,9 @@ impl Kernel {
         &self.rows[context * self.shape.d..(context + 1) * self.shape.d]
     }
 
-    /// π(x | context) for the lifted state `state` (the last r_max tokens, base d, most recent
-    /// least significant).
-    fn row_of_state(&self, state: usize) -> &[f64] {
+    /// π(x | context) for the history `state` (the last r_max or more tokens in base d, most
+    /// recent least significant).
+    pub(crate) fn row_of_state(&self, state: usize) -> &[f64] {
         let d = self.shape.d;
         // the token at offset r from the next position is digit r − 1 (least significant first)
         let ctx = self

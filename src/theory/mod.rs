@@ -2,5 +2,5 @@
 //! Theory modules never import `experiment` or `report`.
 
 pub mod gih;
-// pub mod gih_mi;
+pub mod gih_mi;
 pub mod musat3;
