@@ -2,5 +2,5 @@
 //! never import `experiment` or `report`.
 
 pub mod gih_common;
-// pub mod gih_transformer;
+pub mod gih_transformer;
 pub mod markov;
