@@ -2,7 +2,8 @@
 //! validates every input before anything is written, then calls one experiment per scenario.
 
 use crate::Error;
-use crate::experiment::{RunOptions, run_scenario};
+use crate::experiment::sweep::{Control, Shard};
+use crate::experiment::{RunOptions, merge_shards, run_scenario};
 use crate::report::OutputDir;
 use crate::scenario::{self, Scenario, ScenarioError};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -16,6 +17,10 @@ Examples:
   ihdyn validate scenarios/*.toml              check scenario files without running them
   ihdyn sweep --n 8,64,256 --thresholds 0.5,0.1 --out runs/quick
                                                an N-sweep from flags alone
+  ihdyn run big.toml --shard 2/3 --out runs/part2   one third of a sweep (e.g. a Slurm array task)
+  ihdyn merge runs/part1 runs/part2 runs/part3 --out runs/big
+                                               join the shards into the unsharded outputs
+  ihdyn run big.toml --resume                  finish an interrupted sweep
 
 Exit codes: 0 success, 1 a run failed (divergence, I/O), 2 bad input (flags, scenario, file).";
 
@@ -43,6 +48,8 @@ pub enum Command {
         files: Vec<PathBuf>,
         #[command(flatten)]
         out: OutArgs,
+        #[command(flatten)]
+        control: SweepControlArgs,
     },
     /// Check scenario files without running them
     Validate {
@@ -58,6 +65,33 @@ pub enum Command {
         #[command(flatten)]
         out: OutArgs,
     },
+    /// Join the output folders of a sharded sweep (`--shard i/n`) into the outputs of the
+    /// unsharded run (byte-identical sweep.csv)
+    Merge {
+        /// Shard output folders
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Folder for the merged outputs
+        #[arg(long, value_name = "DIR", required = true)]
+        out: PathBuf,
+    },
+}
+
+/// Sweep control: resume, shard, stop part-way.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SweepControlArgs {
+    /// Skip the sweep points already in the output folder's sweep.points.csv (the folder must
+    /// hold a run of the same scenario)
+    #[arg(long)]
+    pub resume: bool,
+    /// Run only shard i of n of the sweep's points (1 <= i <= n); the other jobs are skipped;
+    /// default folder <output-root>/<name>-shard-<i>-of-<n>
+    #[arg(long, value_name = "i/n", value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
+    /// Stop after this many newly evaluated sweep points (the run is marked partial; finish it
+    /// with --resume)
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_points: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -122,9 +156,9 @@ pub struct SweepArgs {
     /// Loss scale: 1, or 0.5 for the halved loss (doubles every time); > 0
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub loss_scale: f64,
-    /// Fit the power law over rows with N >= this
-    #[arg(long, default_value_t = 16)]
-    pub fit_min_n: usize,
+    /// Fit the power law over rows with N >= this [default: all rows]
+    #[arg(long, value_name = "N")]
+    pub fit_min_n: Option<f64>,
     /// Relative tolerance of the integrator, in (0, 1) [default: 1e-10]
     #[arg(long, allow_negative_numbers = true)]
     pub rtol: Option<f64>,
@@ -133,6 +167,8 @@ pub struct SweepArgs {
     pub name: String,
     #[command(flatten)]
     pub out: OutArgs,
+    #[command(flatten)]
+    pub control: SweepControlArgs,
 }
 
 /// The built-in demo scenario (`ihdyn` with no arguments).
@@ -182,11 +218,13 @@ impl SweepArgs {
             text.push_str(&format!("[solver]\nrtol = {r:?}\n"));
         }
         text.push_str(&format!(
-            "[sweep]\nn = [{}]\nthresholds = [{}]\nfit_min_n = {}\n",
+            "[sweep]\nn = [{}]\nthresholds = [{}]\n",
             list(&self.n),
             floats(&self.thresholds),
-            self.fit_min_n
         ));
+        if let Some(m) = self.fit_min_n {
+            text.push_str(&format!("fit_min_n = {m:?}\n"));
+        }
         scenario::parse_str(&text, "command line", &self.name).map_err(|e| match e {
             ScenarioError::Field { mut error, .. } => {
                 error.field = flag_for_field(&error.field);
@@ -212,8 +250,13 @@ fn flag_for_field(field: &str) -> String {
     flag.to_string()
 }
 
-/// Where each scenario writes. `--out` names the folder of a single scenario.
-fn output_dirs(scenarios: &[Scenario], out: &OutArgs) -> Result<Vec<OutputDir>, Error> {
+/// Where each scenario writes. `--out` names the folder of a single scenario; a shard writes
+/// to `<root>/<name>-shard-<i>-of-<n>` by default.
+fn output_dirs(
+    scenarios: &[Scenario],
+    out: &OutArgs,
+    shard: Option<Shard>,
+) -> Result<Vec<OutputDir>, Error> {
     if let Some(dir) = &out.out {
         if scenarios.len() != 1 {
             return Err(Error::Usage(format!(
@@ -236,17 +279,47 @@ fn output_dirs(scenarios: &[Scenario], out: &OutArgs) -> Result<Vec<OutputDir>, 
     }
     Ok(scenarios
         .iter()
-        .map(|s| OutputDir::new(out.output_root.join(&s.name)))
+        .map(|s| {
+            let name = match shard {
+                Some(sh) => format!("{}-shard-{}-of-{}", s.name, sh.index, sh.count),
+                None => s.name.clone(),
+            };
+            OutputDir::new(out.output_root.join(name))
+        })
         .collect())
 }
 
-fn run_all(scenarios: Vec<Scenario>, out: &OutArgs, quiet: bool) -> Result<(), Error> {
-    let dirs = output_dirs(&scenarios, out)?;
+fn run_all(
+    scenarios: Vec<Scenario>,
+    out: &OutArgs,
+    control: &SweepControlArgs,
+    quiet: bool,
+) -> Result<(), Error> {
+    if control.shard.is_some() || control.max_points.is_some() || control.resume {
+        let without_sweep: Vec<&str> = scenarios
+            .iter()
+            .filter(|s| s.sweep.is_none())
+            .map(|s| s.name.as_str())
+            .collect();
+        if !without_sweep.is_empty() {
+            return Err(Error::Usage(format!(
+                "--resume, --shard and --max-points apply to sweeps; `{}` has no [sweep]",
+                without_sweep.join("`, `")
+            )));
+        }
+    }
+    let dirs = output_dirs(&scenarios, out, control.shard)?;
     let command_line: Vec<String> = std::env::args().collect();
     for (s, dir) in scenarios.iter().zip(dirs) {
         let opts = RunOptions {
             out: dir.clone(),
             progress: !quiet,
+            sweep: Control {
+                resume: control.resume,
+                shard: control.shard,
+                max_points: control.max_points.map(|m| m as usize),
+                progress: !quiet,
+            },
             command_line: command_line.clone(),
         };
         let lines = run_scenario(s, &opts)?;
@@ -268,9 +341,15 @@ fn describe(s: &Scenario) -> String {
         jobs.push("solve".to_string());
     }
     if let Some(sw) = &s.sweep {
+        let fields: Vec<String> = sw
+            .fields
+            .iter()
+            .map(|f| format!("{} ({} values)", f.path, f.values.len()))
+            .collect();
         jobs.push(format!(
-            "sweep over {} N x {} thresholds",
-            sw.n.len(),
+            "sweep of {} points over {} x {} thresholds",
+            sw.n_points,
+            fields.join(" x "),
             sw.thresholds.len()
         ));
     }
@@ -289,12 +368,16 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         out: OutArgs::default(),
     });
     match command {
-        Command::Run { files, out } => {
+        Command::Run {
+            files,
+            out,
+            control,
+        } => {
             let scenarios = files
                 .iter()
                 .map(|f| scenario::load(f))
                 .collect::<Result<Vec<_>, _>>()?;
-            run_all(scenarios, &out, cli.quiet)
+            run_all(scenarios, &out, &control, cli.quiet)
         }
         Command::Validate { files } => {
             let mut last_error = None;
@@ -319,11 +402,28 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Sweep(args) => {
             let s = args.to_scenario()?;
-            run_all(vec![s], &args.out, cli.quiet)
+            run_all(vec![s], &args.out, &args.control, cli.quiet)
         }
         Command::Demo { out } => {
             let s = scenario::parse_str(DEMO_SCENARIO, "built-in demo", "demo")?;
-            run_all(vec![s], &out, cli.quiet)
+            run_all(vec![s], &out, &SweepControlArgs::default(), cli.quiet)
+        }
+        Command::Merge { dirs, out } => {
+            let opts = RunOptions {
+                out: OutputDir::new(&out),
+                progress: false,
+                sweep: Control::default(),
+                command_line: std::env::args().collect(),
+            };
+            let lines = merge_shards(&dirs, &opts)?;
+            if !cli.quiet {
+                println!("== merged {} folders", dirs.len());
+                for l in lines {
+                    println!("{l}");
+                }
+                println!("wrote {}/", out.display());
+            }
+            Ok(())
         }
     }
 }
@@ -341,7 +441,7 @@ mod tests {
     #[test]
     fn demo_scenario_is_valid() {
         let s = scenario::parse_str(DEMO_SCENARIO, "built-in demo", "demo").unwrap();
-        assert_eq!(s.sweep.unwrap().n.len(), 24);
+        assert_eq!(s.sweep.unwrap().n_points, 24);
     }
 
     #[test]

@@ -16,9 +16,12 @@ pub enum Error {
     /// The dynamics failed: divergence, step budget (exit code 1).
     #[error(transparent)]
     Flow(#[from] FlowError),
-    /// One point of a sweep failed.
-    #[error("sweep point N = {n}: {source}")]
-    SweepPoint { n: usize, source: Box<FlowError> },
+    /// One point of a sweep failed (the point's index and values, then the error).
+    #[error("sweep point {point}: {source}")]
+    SweepPoint {
+        point: String,
+        source: Box<FlowError>,
+    },
     /// Writing outputs failed (exit code 1).
     #[error(transparent)]
     Report(#[from] ReportError),

@@ -197,8 +197,9 @@ fn validate_checks_without_running() {
     let r = ihdyn(dir.path(), &["validate", good.to_str().unwrap()], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stdout
-            .contains("musat3-sweep (musat3): sweep over 24 N x 2 thresholds"),
+        r.stdout.contains(
+            "musat3-sweep (musat3): sweep of 24 points over system.n (24 values) x 2 thresholds"
+        ),
         "{}",
         r.stdout
     );

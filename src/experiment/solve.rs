@@ -57,7 +57,7 @@ pub fn trajectory_table(inst: &Instance, sol: &Solution, times: &[f64]) -> Table
 }
 
 pub fn run(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<JobOutput, Error> {
-    let inst = instantiate(&scenario.system, None);
+    let inst = instantiate(&scenario.system);
     let events = standard_events(&inst, &spec.thresholds, spec.loss_fraction);
     let event_colors: Vec<_> = events.iter().map(|e| event_color(e.quantity)).collect();
     let problem = build_problem(
@@ -112,6 +112,7 @@ pub fn run(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<Job
         }),
         files,
         console,
+        partial: false,
     })
 }
 

@@ -21,13 +21,23 @@ pub struct Instance {
     pub label: String,
     /// The same without N (for sweeps over N).
     pub family: String,
+    /// The scenario parameters that identify a sweep point, as CSV columns.
+    pub params: Vec<Param>,
 }
 
-/// Build the system described by `spec`; `n` overrides the spec's N (sweeps).
-pub fn instantiate(spec: &SystemSpec, n: Option<usize>) -> Instance {
+/// A parameter column of sweep outputs: its name, the scenario field it comes from, its value.
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub column: String,
+    pub field: String,
+    pub value: f64,
+}
+
+/// Build the system described by `spec`.
+pub fn instantiate(spec: &SystemSpec) -> Instance {
     match spec {
         SystemSpec::Musat3(m) => {
-            let n = n.or(m.n).expect("validated: N is set for every run");
+            let n = m.n;
             let query = match m.query {
                 crate::theory::musat3::Query::Last => "last",
                 crate::theory::musat3::Query::Uniform => "uniform",
@@ -41,7 +51,7 @@ pub fn instantiate(spec: &SystemSpec, n: Option<usize>) -> Instance {
                 flow: Box::new(Musat3::new(n, m.query, m.loss_scale)),
                 init: m.init.to_vec(),
                 frozen: m.frozen_indices(),
-                time_scale: m.time_scale(n),
+                time_scale: m.time_scale(),
                 emergence: vec![
                     (GAMMA3, "gamma3".into()),
                     (BETA2, "beta2".into()),
@@ -50,6 +60,11 @@ pub fn instantiate(spec: &SystemSpec, n: Option<usize>) -> Instance {
                 peak: Some((ALPHA3, "t_peak_alpha_rate".into())),
                 label: format!("musat3, N = {n}, query {query}{scale}"),
                 family: format!("musat3, query {query}{scale}"),
+                params: vec![Param {
+                    column: "N".into(),
+                    field: "system.n".into(),
+                    value: n as f64,
+                }],
             }
         }
     }

@@ -104,6 +104,51 @@ pub struct VLine {
     pub color: RGBColor,
 }
 
+/// An arrow of a vector field at (x, y) pointing along (dx, dy) (in data units). Arrows are drawn
+/// with a fixed pixel length (`Panel::arrow_px`): the field's direction, coloured by `color`.
+#[derive(Debug, Clone)]
+pub struct Arrow {
+    pub x: f64,
+    pub y: f64,
+    pub dx: f64,
+    pub dy: f64,
+    pub color: RGBColor,
+}
+
+/// A colour scale drawn inside the plot: `label`, and the values at its two ends.
+#[derive(Debug, Clone)]
+pub struct ColorBar {
+    pub label: String,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// A perceptually ordered colour map (viridis, 9 anchors, linear in between); t in [0, 1].
+pub fn colormap(t: f64) -> RGBColor {
+    const ANCHORS: [(u8, u8, u8); 9] = [
+        (68, 1, 84),
+        (71, 44, 122),
+        (59, 81, 139),
+        (44, 113, 142),
+        (33, 144, 141),
+        (39, 173, 129),
+        (92, 200, 99),
+        (170, 220, 50),
+        (253, 231, 37),
+    ];
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let pos = t * (ANCHORS.len() - 1) as f64;
+    let i = (pos.floor() as usize).min(ANCHORS.len() - 2);
+    let f = pos - i as f64;
+    let lerp = |a: u8, b: u8| (a as f64 + f * (b as f64 - a as f64)).round() as u8;
+    let (a, b) = (ANCHORS[i], ANCHORS[i + 1]);
+    RGBColor(lerp(a.0, b.0), lerp(a.1, b.1), lerp(a.2, b.2))
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Axis {
     pub label: String,
@@ -151,6 +196,11 @@ pub struct Panel {
     pub legend: LegendAt,
     /// Short text lines drawn in a box (e.g. fitted slopes).
     pub notes: Vec<String>,
+    /// A vector field, drawn under the series.
+    pub arrows: Vec<Arrow>,
+    /// Pixel length of the arrows.
+    pub arrow_px: f64,
+    pub colorbar: Option<ColorBar>,
 }
 
 impl Panel {
@@ -163,6 +213,9 @@ impl Panel {
             vlines: Vec::new(),
             legend: LegendAt::UpperLeft,
             notes: Vec::new(),
+            arrows: Vec::new(),
+            arrow_px: 18.0,
+            colorbar: None,
         }
     }
 
@@ -280,9 +333,10 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> R
     }
 }
 
-fn tick_label(v: &f64) -> String {
+/// Tick text: `zero_below` (a tiny fraction of the axis span) turns round-off near 0 into "0".
+fn tick_label(v: &f64, zero_below: f64) -> String {
     let a = v.abs();
-    if *v == 0.0 {
+    if *v == 0.0 || a < zero_below {
         "0".into()
     } else if !(1e-3..1e5).contains(&a) {
         let e = a.log10().floor();
@@ -297,6 +351,92 @@ fn tick_label(v: &f64) -> String {
     }
 }
 
+/// Split a polyline into the pieces inside the box [x0, x1] × [y0, y1], with the crossings of
+/// the border interpolated (in log10 space on a log axis); non-finite and, on log axes,
+/// non-positive points break the line.
+pub fn clip_polyline(
+    points: &[(f64, f64)],
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    log_x: bool,
+    log_y: bool,
+) -> Vec<Vec<(f64, f64)>> {
+    let fwd = |v: f64, log: bool| if log { v.log10() } else { v };
+    let back = |v: f64, log: bool| if log { 10f64.powf(v) } else { v };
+    let valid = |(x, y): (f64, f64)| {
+        x.is_finite() && y.is_finite() && (!log_x || x > 0.0) && (!log_y || y > 0.0)
+    };
+    let (bx0, bx1, by0, by1) = (
+        fwd(x0, log_x),
+        fwd(x1, log_x),
+        fwd(y0, log_y),
+        fwd(y1, log_y),
+    );
+    let mut pieces: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut current: Vec<(f64, f64)> = Vec::new();
+    let flush = |current: &mut Vec<(f64, f64)>, pieces: &mut Vec<Vec<(f64, f64)>>| {
+        if current.len() >= 2 {
+            pieces.push(std::mem::take(current));
+        } else {
+            current.clear();
+        }
+    };
+    for w in points.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if !valid(a) || !valid(b) {
+            flush(&mut current, &mut pieces);
+            continue;
+        }
+        let (ax, ay, bx, by) = (
+            fwd(a.0, log_x),
+            fwd(a.1, log_y),
+            fwd(b.0, log_x),
+            fwd(b.1, log_y),
+        );
+        // Liang–Barsky clipping of the segment a→b.
+        let (dx, dy) = (bx - ax, by - ay);
+        let (mut t0, mut t1) = (0.0f64, 1.0f64);
+        let mut visible = true;
+        for (pk, qk) in [
+            (-dx, ax - bx0),
+            (dx, bx1 - ax),
+            (-dy, ay - by0),
+            (dy, by1 - ay),
+        ] {
+            if pk == 0.0 {
+                if qk < 0.0 {
+                    visible = false;
+                    break;
+                }
+            } else {
+                let r = qk / pk;
+                if pk < 0.0 {
+                    t0 = t0.max(r);
+                } else {
+                    t1 = t1.min(r);
+                }
+            }
+        }
+        if !visible || t0 >= t1 {
+            flush(&mut current, &mut pieces);
+            continue;
+        }
+        let p = |t: f64| (back(ax + t * dx, log_x), back(ay + t * dy, log_y));
+        let start = if t0 > 0.0 { p(t0) } else { a };
+        let end = if t1 < 1.0 { p(t1) } else { b };
+        if t0 > 0.0 || current.is_empty() {
+            flush(&mut current, &mut pieces);
+            current.push(start);
+        }
+        current.push(end);
+        if t1 < 1.0 {
+            flush(&mut current, &mut pieces);
+        }
+    }
+    flush(&mut current, &mut pieces);
+    pieces
+}
+
 fn draw_with<DB, X, Y>(area: &DrawingArea<DB, Shift>, p: &Panel, xr: X, yr: Y) -> Result<(), String>
 where
     DB: DrawingBackend,
@@ -306,6 +446,20 @@ where
     Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     let err = |e: &dyn std::fmt::Display| e.to_string();
+    let (ylo, yhi) = p.range(&p.y, false);
+    let (xlo, xhi) = p.range(&p.x, true);
+    let x_zero = if p.x.log {
+        0.0
+    } else {
+        1e-9 * xlo.abs().max(xhi.abs())
+    };
+    let y_zero = if p.y.log {
+        0.0
+    } else {
+        1e-9 * ylo.abs().max(yhi.abs())
+    };
+    let x_fmt = move |v: &f64| tick_label(v, x_zero);
+    let y_fmt = move |v: &f64| tick_label(v, y_zero);
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, ("sans-serif", 24).into_font())
         .margin(12)
@@ -319,25 +473,71 @@ where
         .y_desc(&p.y.label)
         .axis_desc_style(("sans-serif", 21))
         .label_style(("sans-serif", 17))
-        .x_label_formatter(&tick_label)
-        .y_label_formatter(&tick_label)
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
         .light_line_style(RGBColor(235, 235, 235))
         .bold_line_style(RGBColor(210, 210, 210))
         .draw()
         .map_err(|e| err(&e))?;
-    let (ylo, yhi) = p.range(&p.y, false);
-    let (xlo, xhi) = p.range(&p.x, true);
+    if !p.arrows.is_empty() {
+        let plot = chart.plotting_area();
+        let base = plot.strip_coord_spec();
+        let (ox, oy) = plot.get_base_pixel();
+        for a in &p.arrows {
+            let (px, py) = plot.map_coordinate(&(a.x, a.y));
+            // Direction in pixels: map a small step along (dx, dy).
+            let norm = (a.dx * a.dx + a.dy * a.dy).sqrt();
+            if !(norm > 0.0 && norm.is_finite()) {
+                continue;
+            }
+            let h = 1e-3 * ((xhi - xlo).abs() + (yhi - ylo).abs()) / norm;
+            let (qx, qy) = plot.map_coordinate(&(a.x + h * a.dx, a.y + h * a.dy));
+            let (ux, uy) = ((qx - px) as f64, (qy - py) as f64);
+            let len = (ux * ux + uy * uy).sqrt();
+            if len == 0.0 {
+                continue;
+            }
+            let (ux, uy) = (ux / len, uy / len);
+            let half = 0.5 * p.arrow_px;
+            let (cx, cy) = ((px - ox) as f64, (py - oy) as f64);
+            let tail = ((cx - half * ux) as i32, (cy - half * uy) as i32);
+            let tip = ((cx + half * ux) as i32, (cy + half * uy) as i32);
+            let head = 0.35 * p.arrow_px;
+            let wing = |s: f64| {
+                let (c, sn) = (0.5f64.cos(), s * 0.5f64.sin());
+                let (wx, wy) = (-(ux * c - uy * sn), -(ux * sn + uy * c));
+                (
+                    (tip.0 as f64 + head * wx) as i32,
+                    (tip.1 as f64 + head * wy) as i32,
+                )
+            };
+            let style = ShapeStyle::from(&a.color).stroke_width(2);
+            base.draw(&PathElement::new(vec![tail, tip], style))
+                .map_err(|e| err(&e))?;
+            base.draw(&PathElement::new(vec![wing(1.0), tip, wing(-1.0)], style))
+                .map_err(|e| err(&e))?;
+        }
+    }
     let in_x = |x: f64| x.is_finite() && (!p.x.log || x > 0.0) && x >= xlo && x <= xhi;
     let in_y = |y: f64| y.is_finite() && (!p.y.log || y > 0.0);
     let mut has_legend = false;
     for s in &p.series {
-        let pts: Vec<(f64, f64)> = s
-            .points
-            .iter()
-            .copied()
-            .filter(|&(x, y)| in_x(x) && in_y(y))
-            .map(|(x, y)| (x, y.clamp(ylo, yhi)))
-            .collect();
+        // Lines are clipped to the plotting box (crossings interpolated); markers outside it are
+        // dropped.
+        let pieces: Vec<Vec<(f64, f64)>> = match s.style {
+            Style::Markers(_) => vec![
+                s.points
+                    .iter()
+                    .copied()
+                    .filter(|&(x, y)| in_x(x) && in_y(y) && y >= ylo && y <= yhi)
+                    .collect(),
+            ],
+            _ => clip_polyline(&s.points, (xlo, xhi), (ylo, yhi), p.x.log, p.y.log),
+        };
+        let Some(first) = pieces.first() else {
+            continue;
+        };
+        let pts = first.clone();
         let color = s.color;
         let style = ShapeStyle::from(&color).stroke_width(s.width);
         let anno =
@@ -427,6 +627,40 @@ where
             .draw()
             .map_err(|e| err(&e))?;
     }
+    if let Some(cb) = &p.colorbar {
+        let plot = chart.plotting_area();
+        let (w, _) = plot.dim_in_pixel();
+        let base = plot.strip_coord_spec();
+        let (bw, bh, steps) = (16, 160, 32);
+        let x0 = w as i32 - bw - 70;
+        let y0 = 12;
+        base.draw(&Rectangle::new(
+            [(x0 - 8, y0 - 8), (x0 + bw + 66, y0 + bh + 30)],
+            ShapeStyle::from(&WHITE.mix(0.9)).filled(),
+        ))
+        .map_err(|e| err(&e))?;
+        for i in 0..steps {
+            let t = 1.0 - (i as f64 + 0.5) / steps as f64;
+            let ya = y0 + i * bh / steps;
+            let yb = y0 + (i + 1) * bh / steps;
+            base.draw(&Rectangle::new(
+                [(x0, ya), (x0 + bw, yb)],
+                colormap(t).filled(),
+            ))
+            .map_err(|e| err(&e))?;
+        }
+        let font = ("sans-serif", 15).into_font();
+        for (v, yy) in [(cb.hi, y0 - 6), (cb.lo, y0 + bh - 10)] {
+            base.draw(&Text::new(
+                format!("{v:.2}"),
+                (x0 + bw + 6, yy),
+                font.clone(),
+            ))
+            .map_err(|e| err(&e))?;
+        }
+        base.draw(&Text::new(cb.label.clone(), (x0 - 4, y0 + bh + 8), font))
+            .map_err(|e| err(&e))?;
+    }
     if !p.notes.is_empty() {
         let plot = chart.plotting_area();
         let (w, h) = plot.dim_in_pixel();
@@ -456,4 +690,51 @@ where
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polylines_are_clipped_at_the_box_with_exact_crossings() {
+        // y = x from −1 to 3 through the box [0, 2]²: one piece from (0, 0) to (2, 2).
+        let line: Vec<(f64, f64)> = (0..=4).map(|i| (i as f64 - 1.0, i as f64 - 1.0)).collect();
+        let pieces = clip_polyline(&line, (0.0, 2.0), (0.0, 2.0), false, false);
+        assert_eq!(pieces, vec![vec![(0.0, 0.0), (1.0, 1.0), (2.0, 2.0)]]);
+        // Leaving and re-entering makes two pieces; crossings at y = 1 on the segment
+        // (0.5, 0.5)→(1.5, 1.5) are at x = 1.
+        let zig = vec![(0.5, 0.5), (1.5, 1.5), (2.5, 0.5), (3.5, 0.5)];
+        let pieces = clip_polyline(&zig, (0.0, 4.0), (0.0, 1.0), false, false);
+        assert_eq!(pieces.len(), 2);
+        assert_eq!(pieces[0], vec![(0.5, 0.5), (1.0, 1.0)]);
+        assert_eq!(pieces[1], vec![(2.0, 1.0), (2.5, 0.5), (3.5, 0.5)]);
+        // On a log axis the crossing is interpolated in log10: the segment (1, 1)→(100, 100) in
+        // log-log leaves the box [1, 10]² at (10, 10).
+        let pieces = clip_polyline(
+            &[(1.0, 1.0), (100.0, 100.0)],
+            (1.0, 10.0),
+            (1.0, 10.0),
+            true,
+            true,
+        );
+        let end = pieces[0][1];
+        assert!((end.0 - 10.0).abs() < 1e-12 && (end.1 - 10.0).abs() < 1e-12);
+        // Non-positive points on a log axis break the line.
+        let pieces = clip_polyline(
+            &[(1.0, 2.0), (2.0, 0.0), (3.0, 2.0), (4.0, 3.0)],
+            (1.0, 4.0),
+            (1.0, 4.0),
+            false,
+            true,
+        );
+        assert_eq!(pieces, vec![vec![(3.0, 2.0), (4.0, 3.0)]]);
+    }
+
+    #[test]
+    fn colormap_runs_from_dark_to_light() {
+        let lum = |c: RGBColor| 0.2126 * c.0 as f64 + 0.7152 * c.1 as f64 + 0.0722 * c.2 as f64;
+        let l: Vec<f64> = (0..=10).map(|i| lum(colormap(i as f64 / 10.0))).collect();
+        assert!(l.windows(2).all(|w| w[1] > w[0]), "{l:?}");
+    }
 }

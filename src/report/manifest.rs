@@ -13,7 +13,8 @@ pub struct Manifest {
     pub tool: &'static str,
     pub version: &'static str,
     pub git_revision: Option<&'static str>,
-    /// `complete`, or `failed` when a job stopped with an error (see `error`).
+    /// `running` while the jobs run; then `complete`, `partial` (a sweep stopped by
+    /// `--max-points`; finish it with `--resume`), or `failed` (see `error`).
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -23,6 +24,8 @@ pub struct Manifest {
     pub scenario: serde_json::Value,
     /// The scenario file as written, when it came from a file.
     pub scenario_text: Option<String>,
+    /// `i/n` for a sharded sweep (`--shard`).
+    pub sweep_shard: Option<String>,
     pub threads: usize,
     pub started_unix_seconds: u64,
     pub wall_seconds: f64,

@@ -46,6 +46,42 @@ pub fn fmt_f64(x: f64) -> String {
     }
 }
 
+impl Cell {
+    /// The CSV text of this cell.
+    pub fn to_text(&self) -> String {
+        match self {
+            Cell::Num(v) => fmt_f64(*v),
+            Cell::Int(v) => v.to_string(),
+            Cell::Text(s) => s.clone(),
+            Cell::Empty => String::new(),
+        }
+    }
+}
+
+/// CSV bytes of a header and rows of already formatted cells.
+pub fn csv_bytes<S: AsRef<[u8]>>(header: &[S], rows: &[Vec<String>]) -> std::io::Result<Vec<u8>> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    w.write_record(header)?;
+    for row in rows {
+        w.write_record(row)?;
+    }
+    w.into_inner().map_err(|e| e.into_error())
+}
+
+/// CSV bytes of rows without a header (rows may differ in length).
+pub fn csv_lines(rows: &[Vec<String>]) -> std::io::Result<Vec<u8>> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .flexible(true)
+        .from_writer(Vec::new());
+    for row in rows {
+        w.write_record(row)?;
+    }
+    w.into_inner().map_err(|e| e.into_error())
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     pub header: Vec<String>,
@@ -66,19 +102,12 @@ impl Table {
     }
 
     pub fn to_csv_bytes(&self) -> std::io::Result<Vec<u8>> {
-        let mut w = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(Vec::new());
-        w.write_record(&self.header)?;
-        for row in &self.rows {
-            w.write_record(row.iter().map(|c| match c {
-                Cell::Num(v) => fmt_f64(*v),
-                Cell::Int(v) => v.to_string(),
-                Cell::Text(s) => s.clone(),
-                Cell::Empty => String::new(),
-            }))?;
-        }
-        w.into_inner().map_err(|e| e.into_error())
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| r.iter().map(Cell::to_text).collect())
+            .collect();
+        csv_bytes(&self.header, &rows)
     }
 }
 

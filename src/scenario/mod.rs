@@ -7,9 +7,13 @@
 //! [`validate`]d (ranges, cross-field rules) into plain data the experiments consume.
 
 mod musat;
+mod phase;
+mod sweep;
 mod validate;
 
-pub use musat::{Musat3Spec, RawMusat3};
+pub use musat::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
+pub use phase::{PhaseSpec, Slice};
+pub use sweep::{MAX_POINTS, SweepField, SweepPoint, SweepSpec, SweepValue, expand_values};
 pub use validate::FieldError;
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +49,8 @@ pub struct Scenario {
     pub solver: SolverSpec,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub solve: Option<SolveSpec>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phase: Vec<PhaseSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepSpec>,
 }
@@ -60,6 +66,13 @@ impl SystemSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             SystemSpec::Musat3(_) => "musat3",
+        }
+    }
+
+    /// Names of the system's coordinates, in θ order (phase axes, `fixed`, `init`, `freeze`).
+    pub fn coordinate_names(&self) -> Vec<String> {
+        match self {
+            SystemSpec::Musat3(_) => MUSAT3_NAMES.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -100,15 +113,6 @@ pub struct SolveSpec {
     pub spacing: Spacing,
 }
 
-/// A sweep over N (`[sweep]`).
-#[derive(Debug, Clone, Serialize)]
-pub struct SweepSpec {
-    /// The distinct N values, ascending.
-    pub n: Vec<usize>,
-    pub thresholds: Vec<f64>,
-    pub fit_min_n: usize,
-}
-
 // ---------------------------------------------------------------------------------------------
 // Raw schema
 
@@ -121,7 +125,7 @@ struct RawScenario {
     #[serde(default)]
     solver: RawSolver,
     solve: Option<RawSolve>,
-    sweep: Option<RawSweep>,
+    phase: Option<Vec<phase::RawPhase>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -147,60 +151,6 @@ struct RawSolve {
     spacing: Spacing,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSweep {
-    n: NSpec,
-    thresholds: Option<Vec<f64>>,
-    fit_min_n: Option<usize>,
-}
-
-/// `n = [8, 64, 256]` or `n = { from = 4, to = 4096, points = 24, spacing = "geometric" }`.
-#[derive(Debug, Clone)]
-pub enum NSpec {
-    List(Vec<i64>),
-    Range(NRange),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NRange {
-    from: i64,
-    to: i64,
-    points: i64,
-    #[serde(default)]
-    spacing: NSpacing,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum NSpacing {
-    #[default]
-    Geometric,
-    Linear,
-}
-
-impl<'de> Deserialize<'de> for NSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = NSpec;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a list of integers or a table {from, to, points, spacing}")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<NSpec, A::Error> {
-                Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(a))
-                    .map(NSpec::List)
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<NSpec, A::Error> {
-                Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(a))
-                    .map(NSpec::Range)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Loading
 
@@ -220,30 +170,130 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 /// Parse and validate scenario text. `origin` names the source in messages; `default_name` is
 /// used when the document has no `name`.
 pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenario, ScenarioError> {
-    let de = toml::Deserializer::parse(text).map_err(|e| ScenarioError::Syntax {
+    let field_err = |error: FieldError| ScenarioError::Field {
+        origin: origin.to_string(),
+        error,
+    };
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| ScenarioError::Syntax {
         origin: origin.to_string(),
         message: e.to_string().trim().replace('\n', " "),
     })?;
-    let raw: RawScenario = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        ScenarioError::Field {
-            origin: origin.to_string(),
-            error: FieldError::new(
-                if path == "." { "scenario".into() } else { path },
-                e.inner().message(),
-            ),
+    let raw_sweep = match doc.remove("sweep") {
+        None => None,
+        Some(toml::Value::Table(t)) => Some(
+            deserialize_table::<sweep::RawSweep>(t, "sweep")
+                .and_then(sweep::RawSweep::parse)
+                .map_err(field_err)?,
+        ),
+        Some(other) => {
+            return Err(field_err(FieldError::new(
+                "sweep",
+                format!("expected a table, got {}", other.type_str()),
+            )));
         }
-    })?;
-    let mut scenario = validate(raw, default_name).map_err(|error| ScenarioError::Field {
-        origin: origin.to_string(),
-        error,
-    })?;
+    };
+    let Some(parsed) = raw_sweep else {
+        let mut scenario = validate_doc(doc, default_name, true).map_err(field_err)?;
+        scenario.origin = origin.to_string();
+        scenario.text = text.to_string();
+        return Ok(scenario);
+    };
+    // The jobs other than the sweep see the document as written; a swept field it lacks is
+    // filled from the first point for validation only, and then no other job may use it.
+    let combos = sweep::product(&parsed.fields);
+    let mut base_doc = doc.clone();
+    let mut filled = Vec::new();
+    for (f, v) in parsed.fields.iter().zip(&combos[0]) {
+        if !sweep::has_path(&base_doc, &f.path) {
+            sweep::set_path(&mut base_doc, &f.path, v.to_toml()).map_err(field_err)?;
+            filled.push(f.path.clone());
+        }
+    }
+    // An error on a swept field names the sweep entry and the value.
+    let at_point = |mut e: FieldError, values: &[SweepValue]| {
+        if let Some((f, v)) = parsed
+            .fields
+            .iter()
+            .zip(values)
+            .find(|(f, _)| e.field == f.path || e.field.starts_with(&format!("{}.", f.path)))
+        {
+            e.field = if f.path == "system.n" && e.field == "system.n" {
+                "sweep.n".to_string()
+            } else {
+                format!("sweep.fields.{}", e.field)
+            };
+            e.message = format!(
+                "{} (at the sweep value {} = {})",
+                e.message,
+                f.column(),
+                v.as_f64()
+            );
+        }
+        field_err(e)
+    };
+    let mut scenario =
+        validate_doc(base_doc, default_name, false).map_err(|e| at_point(e, &combos[0]))?;
+    if let (Some(path), true) = (
+        filled.first(),
+        scenario.solve.is_some() || !scenario.phase.is_empty(),
+    ) {
+        return Err(field_err(FieldError::new(
+            path.clone(),
+            "required for [solve] and [[phase]] (the sweep sets it for its own points only)",
+        )));
+    }
+    let mut points = Vec::with_capacity(combos.len());
+    for (index, values) in combos.into_iter().enumerate() {
+        let mut point_doc = doc.clone();
+        for (f, v) in parsed.fields.iter().zip(&values) {
+            sweep::set_path(&mut point_doc, &f.path, v.to_toml()).map_err(field_err)?;
+        }
+        let mut point =
+            validate_doc(point_doc, default_name, false).map_err(|e| at_point(e, &values))?;
+        point.origin = format!("{origin} [sweep point {index}]");
+        point.solve = None;
+        point.phase = Vec::new();
+        points.push(SweepPoint {
+            index,
+            values,
+            scenario: Box::new(point),
+        });
+    }
+    scenario.sweep = Some(SweepSpec {
+        fields: parsed.fields,
+        n_points: points.len(),
+        thresholds: parsed.thresholds,
+        fit_min_n: parsed.fit_min_n,
+        x: parsed.x,
+        points,
+    });
     scenario.origin = origin.to_string();
     scenario.text = text.to_string();
     Ok(scenario)
 }
 
-fn validate(raw: RawScenario, default_name: &str) -> Result<Scenario, FieldError> {
+/// Validate a document without `[sweep]`. `require_job`: it must have something to run.
+fn validate_doc(
+    doc: toml::Table,
+    default_name: &str,
+    require_job: bool,
+) -> Result<Scenario, FieldError> {
+    let raw: RawScenario =
+        serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
+            let path = e.path().to_string();
+            FieldError::new(
+                if path == "." { "scenario".into() } else { path },
+                e.inner().message(),
+            )
+        })?;
+    validate(raw, default_name, require_job)
+}
+
+fn validate(
+    raw: RawScenario,
+    default_name: &str,
+    require_job: bool,
+) -> Result<Scenario, FieldError> {
     let name = raw.name.unwrap_or_else(|| default_name.to_string());
     check(
         "name",
@@ -257,17 +307,28 @@ fn validate(raw: RawScenario, default_name: &str) -> Result<Scenario, FieldError
     let system = parse_system(raw.system)?;
     let solver = validate_solver(raw.solver)?;
     let solve = raw.solve.map(validate_solve).transpose()?;
-    let sweep = raw.sweep.map(validate_sweep).transpose()?;
-    check("scenario", solve.is_some() || sweep.is_some(), || {
-        "nothing to run: add a [solve] or a [sweep] section".into()
-    })?;
-    match &system {
-        SystemSpec::Musat3(m) => {
-            if solve.is_some() && m.n.is_none() {
-                return Err(FieldError::new("system.n", "required for [solve] (N >= 2)"));
-            }
-        }
+    let raw_phase = raw.phase.unwrap_or_default();
+    let names = system.coordinate_names();
+    let count = raw_phase.len();
+    let phase = raw_phase
+        .into_iter()
+        .enumerate()
+        .map(|(k, p)| p.validate(&names, k, count))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stems = std::collections::BTreeSet::new();
+    for p in &phase {
+        check("phase", stems.insert(p.name.clone()), || {
+            format!(
+                "two [[phase]] entries would both write `{}`; give them distinct `name`s",
+                p.name
+            )
+        })?;
     }
+    check(
+        "scenario",
+        solve.is_some() || !phase.is_empty() || !require_job,
+        || "nothing to run: add a [solve], [sweep] or [[phase]] section".into(),
+    )?;
     Ok(Scenario {
         name,
         origin: String::new(),
@@ -276,7 +337,8 @@ fn validate(raw: RawScenario, default_name: &str) -> Result<Scenario, FieldError
         system,
         solver,
         solve,
-        sweep,
+        phase,
+        sweep: None,
     })
 }
 
@@ -388,77 +450,6 @@ fn validate_solve(raw: RawSolve) -> Result<SolveSpec, FieldError> {
 
 /// Largest N accepted anywhere (the uniform-query flow costs O(N) per gradient).
 pub const MAX_N: i64 = 10_000_000;
-
-fn check_n(field: &str, n: i64) -> Result<(), FieldError> {
-    check(field, n >= 2, || format!("must be >= 2, got {n}"))?;
-    check(field, n <= MAX_N, || format!("must be <= {MAX_N}, got {n}"))
-}
-
-/// Expand an N specification into distinct ascending integers.
-pub fn expand_n(spec: &NSpec, field: &str) -> Result<Vec<usize>, FieldError> {
-    let mut values: Vec<usize> = match spec {
-        NSpec::List(list) => {
-            check(field, !list.is_empty(), || "must not be empty".into())?;
-            for &n in list {
-                check_n(field, n)?;
-            }
-            list.iter().map(|&n| n as usize).collect()
-        }
-        NSpec::Range(r) => {
-            check_n(&format!("{field}.from"), r.from)?;
-            check_n(&format!("{field}.to"), r.to)?;
-            check(&format!("{field}.to"), r.to >= r.from, || {
-                format!("must be >= from ({}), got {}", r.from, r.to)
-            })?;
-            check(&format!("{field}.points"), r.points >= 1, || {
-                format!("must be >= 1, got {}", r.points)
-            })?;
-            check(&format!("{field}.points"), r.points <= 100_000, || {
-                format!("must be <= 100000, got {}", r.points)
-            })?;
-            check(
-                &format!("{field}.points"),
-                r.points > 1 || r.from == r.to,
-                || "a single point needs from = to".into(),
-            )?;
-            let (a, b, k) = (r.from as f64, r.to as f64, r.points);
-            (0..k)
-                .map(|i| {
-                    let s = if k == 1 {
-                        0.0
-                    } else {
-                        i as f64 / (k - 1) as f64
-                    };
-                    let x = match r.spacing {
-                        NSpacing::Geometric => (a.ln() + s * (b.ln() - a.ln())).exp(),
-                        NSpacing::Linear => a + s * (b - a),
-                    };
-                    x.round().clamp(a, b) as usize
-                })
-                .collect()
-        }
-    };
-    values.sort_unstable();
-    values.dedup();
-    Ok(values)
-}
-
-fn validate_sweep(raw: RawSweep) -> Result<SweepSpec, FieldError> {
-    let n = expand_n(&raw.n, "sweep.n")?;
-    let mut thresholds = raw.thresholds.unwrap_or_else(|| vec![0.5]);
-    check("sweep.thresholds", !thresholds.is_empty(), || {
-        "must list at least one threshold".into()
-    })?;
-    check_thresholds("sweep.thresholds", &thresholds)?;
-    thresholds.sort_by(f64::total_cmp);
-    thresholds.dedup();
-    let fit_min_n = raw.fit_min_n.unwrap_or(16);
-    Ok(SweepSpec {
-        n,
-        thresholds,
-        fit_min_n,
-    })
-}
 
 #[cfg(test)]
 mod tests;

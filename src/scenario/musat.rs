@@ -22,8 +22,8 @@ pub struct RawMusat3 {
 /// Validated musat3 settings.
 #[derive(Debug, Clone, Serialize)]
 pub struct Musat3Spec {
-    /// Number of item–label pairs (required for `[solve]`; a sweep sets it per point).
-    pub n: Option<usize>,
+    /// Number of item–label pairs (a sweep over `system.n` sets it per point).
+    pub n: usize,
     pub query: Query,
     /// 1 (default) or ½ (halves every gradient, doubles every time); any value > 0 is accepted.
     pub loss_scale: f64,
@@ -43,19 +43,23 @@ impl Musat3Spec {
     }
 
     /// The natural time scale N²/loss_scale that `solver.horizon` multiplies.
-    pub fn time_scale(&self, n: usize) -> f64 {
-        (n as f64).powi(2) / self.loss_scale
+    pub fn time_scale(&self) -> f64 {
+        (self.n as f64).powi(2) / self.loss_scale
     }
 }
 
 impl RawMusat3 {
     pub fn validate(self) -> Result<Musat3Spec, FieldError> {
-        if let Some(n) = self.n {
-            check("system.n", n >= 2, || format!("must be >= 2, got {n}"))?;
-            check("system.n", n <= super::MAX_N, || {
-                format!("must be <= {}, got {n}", super::MAX_N)
-            })?;
-        }
+        let Some(n) = self.n else {
+            return Err(FieldError::new(
+                "system.n",
+                "required (N >= 2 item-label pairs)",
+            ));
+        };
+        check("system.n", n >= 2, || format!("must be >= 2, got {n}"))?;
+        check("system.n", n <= super::MAX_N, || {
+            format!("must be <= {}, got {n}", super::MAX_N)
+        })?;
         let loss_scale = self.loss_scale.unwrap_or(1.0);
         check_positive("system.loss_scale", loss_scale)?;
         let mut init = [0.0; 3];
@@ -89,7 +93,7 @@ impl RawMusat3 {
             || "freezing all three coordinates leaves nothing to integrate".into(),
         )?;
         Ok(Musat3Spec {
-            n: self.n.map(|n| n as usize),
+            n: n as usize,
             query: self.query,
             loss_scale,
             init,

@@ -14,26 +14,95 @@ fn parses_a_full_document_with_defaults() {
     .unwrap();
     assert_eq!(s.name, "stem");
     let SystemSpec::Musat3(m) = &s.system;
-    assert_eq!(m.n, Some(8));
+    assert_eq!(m.n, 8, "the document's N, not the sweep's");
     assert_eq!(s.solver.rtol, 1e-10);
     let sweep = s.sweep.unwrap();
-    assert_eq!(sweep.n.len(), 24);
-    assert_eq!(sweep.n[0], 4);
-    assert_eq!(*sweep.n.last().unwrap(), 4096);
+    assert_eq!(sweep.n_points, 24);
+    assert_eq!(sweep.fields[0].path, "system.n");
+    let ns: Vec<usize> = sweep
+        .points
+        .iter()
+        .map(|p| {
+            let SystemSpec::Musat3(m) = &p.scenario.system;
+            m.n
+        })
+        .collect();
+    assert_eq!(ns[0], 4);
+    assert_eq!(*ns.last().unwrap(), 4096);
+    assert!(ns.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(sweep.thresholds, vec![0.1, 0.5]);
     assert_eq!(s.solve.unwrap().thresholds, vec![0.5]);
 }
 
 #[test]
-fn geometric_n_is_rounded_to_distinct_integers() {
-    let spec = NSpec::Range(NRange {
-        from: 2,
-        to: 10,
-        points: 30,
-        spacing: NSpacing::Geometric,
-    });
-    let n = expand_n(&spec, "sweep.n").unwrap();
-    assert_eq!(n, (2..=10).collect::<Vec<_>>());
+fn geometric_integer_ranges_are_rounded_to_distinct_integers() {
+    let v: toml::Value = toml::from_str::<toml::Table>("r = { from = 2, to = 10, points = 30 }")
+        .unwrap()["r"]
+        .clone();
+    let n: Vec<f64> = expand_values(&v, "sweep.n")
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64())
+        .collect();
+    assert_eq!(n, (2..=10).map(|i| i as f64).collect::<Vec<_>>());
+    let v: toml::Value =
+        toml::from_str::<toml::Table>("r = { from = 1e-4, to = 1e-1, points = 4 }").unwrap()["r"]
+            .clone();
+    let x: Vec<f64> = expand_values(&v, "f")
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64())
+        .collect();
+    assert_eq!(x.len(), 4);
+    assert_eq!(x[0], 1e-4);
+    assert_eq!(x[3], 1e-1);
+    assert!((x[1] - 1e-3).abs() < 1e-15 && (x[2] - 1e-2).abs() < 1e-14);
+}
+
+#[test]
+fn fields_sweeps_form_a_product_of_validated_points() {
+    let s = parse_str(
+        "[system]\nkind = \"musat3\"\n[sweep]\nn = [4, 8]\n[sweep.fields]\n\"system.loss_scale\" = [1.0, 0.5]\nsolver.rtol = [1e-8]\n",
+        "t.toml",
+        "t",
+    )
+    .unwrap();
+    let sw = s.sweep.unwrap();
+    let paths: Vec<&str> = sw.fields.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["solver.rtol", "system.loss_scale", "system.n"]);
+    assert_eq!(sw.n_points, 4);
+    let p = &sw.points[3];
+    let SystemSpec::Musat3(m) = &p.scenario.system;
+    assert_eq!((m.loss_scale, m.n), (1.0, 8));
+    assert_eq!(p.scenario.solver.rtol, 1e-8);
+    let e = err(
+        "[system]\nkind = \"musat3\"\n[sweep]\nn = [4]\n[sweep.fields]\n\"system.loss_scale\" = [1.0, -2.0]\n",
+    );
+    assert_eq!(
+        e,
+        "t.toml: sweep.fields.system.loss_scale: must be > 0 and finite, got -2 (at the sweep value loss_scale = -2)"
+    );
+    let e = err(
+        "[system]\nkind = \"musat3\"\n[sweep]\nn = [4]\n[sweep.fields]\n\"system.speed\" = [1.0]\n",
+    );
+    assert!(
+        e.starts_with("t.toml: sweep.fields.system.speed: unknown field `speed`"),
+        "{e}"
+    );
+    let e = err("[system]\nkind = \"musat3\"\n[sweep]\n[sweep.fields]\n\"system.n\" = []\n");
+    assert_eq!(e, "t.toml: sweep.fields.system.n: must not be empty");
+    let e = err(
+        "[system]\nkind = \"musat3\"\n[sweep]\nn = [4]\n[sweep.fields]\n\"solve.margin\" = [1.0]\n",
+    );
+    assert!(
+        e.contains("only fields under `system.` or `solver.` can be swept"),
+        "{e}"
+    );
+    let e = err("[system]\nkind = \"musat3\"\n[solve]\n[sweep]\nn = [4]\n");
+    assert_eq!(
+        e,
+        "t.toml: system.n: required for [solve] and [[phase]] (the sweep sets it for its own points only)"
+    );
 }
 
 #[test]
@@ -47,7 +116,7 @@ fn every_bad_field_is_named_with_its_range() {
         err(&format!(
             "{base}[sweep]\nn = {{ from = 1, to = 8, points = 3 }}\n"
         )),
-        "t.toml: sweep.n.from: must be >= 2, got 1"
+        "t.toml: sweep.n: must be >= 2, got 1"
     );
     assert_eq!(
         err(&format!("{base}n = 1\n[solve]\n")),
@@ -89,11 +158,11 @@ fn every_bad_field_is_named_with_its_range() {
     );
     assert_eq!(
         err(&format!("{base}n = 4\n")),
-        "t.toml: scenario: nothing to run: add a [solve] or a [sweep] section"
+        "t.toml: scenario: nothing to run: add a [solve], [sweep] or [[phase]] section"
     );
     assert_eq!(
         err(&format!("{base}[solve]\n")),
-        "t.toml: system.n: required for [solve] (N >= 2)"
+        "t.toml: system.n: required (N >= 2 item-label pairs)"
     );
     assert!(
         err(&format!("{base}n = 4\nquery = \"middle\"\n[solve]\n"))

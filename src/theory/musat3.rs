@@ -177,3 +177,60 @@ impl GradientFlow for Musat3 {
 
 #[cfg(test)]
 mod tests;
+
+/// The exact α₃–β₂ relation of the query-`last` flow (theory/musat.md §7.3): along every
+/// trajectory dα/dβ = β(1 − a(α)) with a(α) = e^α/(e^α + 2N − 2), whatever γ is. Returns the
+/// curve α(β) through (β₀, α₀), sampled at `samples` points of β in [β₀, β_max] (Dopri5,
+/// rtol 1e-10, evaluated on its continuous output).
+pub fn alpha_beta_invariant(
+    n: usize,
+    start: (f64, f64),
+    beta_max: f64,
+    samples: usize,
+) -> Vec<(f64, f64)> {
+    use ode_solvers::continuous_output_model::ContinuousOutputModel;
+    use ode_solvers::{Dopri5, OutputType, System, Vector1};
+    struct Slope {
+        n: usize,
+    }
+    impl System<f64, Vector1<f64>> for Slope {
+        fn system(&self, beta: f64, y: &Vector1<f64>, dy: &mut Vector1<f64>) {
+            dy[0] = beta * own_item_weight(y[0], self.n).1;
+        }
+    }
+    let (b0, a0) = start;
+    if beta_max <= b0 || samples < 2 {
+        return vec![start];
+    }
+    let mut model = ContinuousOutputModel::default();
+    let mut solver = Dopri5::from_param(
+        Slope { n },
+        b0,
+        beta_max,
+        beta_max - b0,
+        Vector1::new(a0),
+        1e-10,
+        1e-12,
+        0.9,
+        0.04,
+        0.2,
+        10.0,
+        beta_max - b0,
+        0.0,
+        1_000_000,
+        u32::MAX,
+        OutputType::Continuous,
+    );
+    if solver
+        .integrate_with_continuous_output_model(&mut model)
+        .is_err()
+    {
+        return vec![start];
+    }
+    (0..samples)
+        .filter_map(|i| {
+            let b = b0 + (beta_max - b0) * i as f64 / (samples - 1) as f64;
+            model.evaluate(b).map(|a| (b, a[0]))
+        })
+        .collect()
+}
