@@ -353,6 +353,19 @@ fn describe(s: &Scenario) -> String {
             sw.thresholds.len()
         ));
     }
+    if let Some(g) = &s.gih {
+        let names: Vec<&str> = g.stages.iter().map(|st| st.name.as_str()).collect();
+        jobs.push(format!(
+            "gih with {} stage(s) [{}]{}",
+            g.stages.len(),
+            names.join(", "),
+            if g.full.is_some() {
+                " + full model"
+            } else {
+                ""
+            }
+        ));
+    }
     format!("{} ({}): {}", s.name, s.system.kind(), jobs.join(", "))
 }
 

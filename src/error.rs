@@ -22,6 +22,12 @@ pub enum Error {
         point: String,
         source: Box<FlowError>,
     },
+    /// Training the full model failed: divergence (exit code 1).
+    #[error("full model: {0}")]
+    Model(#[from] crate::model::gih_transformer::ModelError),
+    /// The χ² mutual information could not be computed (exit code 1).
+    #[error(transparent)]
+    Mi(#[from] crate::theory::gih_mi::MiError),
     /// Writing outputs failed (exit code 1).
     #[error(transparent)]
     Report(#[from] ReportError),

@@ -51,6 +51,7 @@ pub struct PointRows {
 pub fn columns(scenario: &Scenario) -> Vec<Column> {
     match &scenario.system {
         SystemSpec::Musat3(_) => emergence_columns(&instantiate(&scenario.system)),
+        SystemSpec::Gih(_) => super::gih::point_columns(scenario),
     }
 }
 
@@ -58,6 +59,7 @@ pub fn columns(scenario: &Scenario) -> Vec<Column> {
 pub fn evaluate(scenario: &Scenario, spec: &SweepSpec) -> Result<PointRows, Error> {
     match &scenario.system {
         SystemSpec::Musat3(_) => emergence_point(scenario, spec),
+        SystemSpec::Gih(_) => super::gih::point(scenario, spec),
     }
 }
 

@@ -67,5 +67,37 @@ pub fn instantiate(spec: &SystemSpec) -> Instance {
                 }],
             }
         }
+        SystemSpec::Gih(g) => {
+            // The joint flow of (c, w, a) on the scenario's training sample (theory/chen.md).
+            let (train, _) = super::gih::data(g);
+            let flow = crate::theory::gih::GihFlow::new(super::gih::model(g), &train);
+            let lay = *flow.layout();
+            let init = super::gih::init(g).theta(&g.shape(), &lay);
+            // stage I's time scale 1/(κ a₀) = ‖c₀‖²/(4 |a₀|)
+            let c2 = lay.n_subsets as f64 * g.c0 * g.c0;
+            let time_scale = if g.a0 != 0.0 {
+                c2 / (4.0 * g.a0.abs())
+            } else {
+                1.0
+            };
+            Instance {
+                flow: Box::new(flow),
+                init,
+                frozen: Vec::new(),
+                time_scale,
+                emergence: vec![(lay.a(), "a".into())],
+                peak: None,
+                label: super::gih::label(g),
+                family: format!(
+                    "gih TF(M={}, H={}, d={}, D={}), pa = {:?}, α = {}",
+                    g.window, g.heads, g.d, g.degree, g.pa, g.alpha
+                ),
+                params: vec![Param {
+                    column: "L".into(),
+                    field: "system.L".into(),
+                    value: g.length as f64,
+                }],
+            }
+        }
     }
 }

@@ -149,8 +149,31 @@ impl Kernel {
         if n <= 64 {
             self.stationary_by_squaring(n)
         } else {
-            self.stationary_by_iteration(n)
+            let (mu, converged, change) = self.iterate_lazy(n, 1_000_000);
+            if converged {
+                Ok(mu)
+            } else {
+                Err(MarkovError::NotConverged {
+                    iterations: 1_000_000,
+                    change,
+                })
+            }
         }
+    }
+
+    /// The law the first tokens of a `stationary`-start sequence are drawn from: the exact
+    /// stationary law when the lifted chain has at most 64 states (repeated squaring, which
+    /// always settles), otherwise power iteration on the lazy chain from the uniform law until it
+    /// changes by less than 1e-15 or for at most 10⁴ steps (then it is the law after that
+    /// burn-in).
+    pub fn start_law(&self) -> Vec<f64> {
+        let n = self.shape.d.pow(self.shape.r_max() as u32);
+        if n <= 64
+            && let Ok(mu) = self.stationary_by_squaring(n)
+        {
+            return mu;
+        }
+        self.iterate_lazy(n, 10_000).0
     }
 
     pub(crate) fn stationary_by_squaring(&self, n: usize) -> Result<Vec<f64>, MarkovError> {
@@ -199,11 +222,11 @@ impl Kernel {
         })
     }
 
-    pub(crate) fn stationary_by_iteration(&self, n: usize) -> Result<Vec<f64>, MarkovError> {
+    /// Power iteration of the lazy chain from the uniform law: (law, converged, last L1 change).
+    pub(crate) fn iterate_lazy(&self, n: usize, max_iter: usize) -> (Vec<f64>, bool, f64) {
         let d = self.shape.d;
         let mut mu = vec![1.0 / n as f64; n];
         let mut next = vec![0.0; n];
-        let max_iter = 1_000_000;
         let mut change = f64::INFINITY;
         for it in 0..max_iter {
             next.iter_mut().zip(&mu).for_each(|(a, &b)| *a = 0.5 * b);
@@ -222,13 +245,10 @@ impl Kernel {
             change = mu.iter().zip(&next).map(|(a, b)| (a - b).abs()).sum();
             std::mem::swap(&mut mu, &mut next);
             if change < 1e-15 && it > 10 {
-                return Ok(mu);
+                return (mu, true, change);
             }
         }
-        Err(MarkovError::NotConverged {
-            iterations: max_iter,
-            change,
-        })
+        (mu, false, change)
     }
 
     /// Draw the next token given the tokens so far (the position is `tokens.len()`).
@@ -426,38 +446,43 @@ pub struct DataSpec {
     pub seed: u64,
 }
 
-/// Generate `n_sequences` sequences (sequence i from stream i of the seed, in parallel).
-pub fn generate(spec: &DataSpec) -> Result<Sequences, MarkovError> {
+/// Generate `n_sequences` sequences (sequence i from stream i of the seed, in parallel). A
+/// `stationary` start draws from [`Kernel::start_law`].
+pub fn generate(spec: &DataSpec) -> Sequences {
     let shape = spec.prior.shape();
     let w = spec.length + 1;
     let fixed_mu = match (&spec.prior, spec.start) {
-        (KernelPrior::Fixed(k), Start::Stationary) => Some(k.stationary()?),
+        (KernelPrior::Fixed(k), Start::Stationary) => Some(k.start_law()),
         _ => None,
     };
-    let rows: Vec<Result<Vec<u8>, MarkovError>> = (0..spec.n_sequences)
+    let rows: Vec<Vec<u8>> = (0..spec.n_sequences)
         .into_par_iter()
         .map(|i| {
             let mut rng = item_rng(spec.seed, i as u64);
             let kernel = spec.prior.draw(&mut rng);
+            let own;
             let mu = match (&fixed_mu, spec.start) {
-                (Some(m), _) => Some(m.clone()),
-                (None, Start::Stationary) => Some(kernel.stationary()?),
+                (Some(m), _) => Some(m.as_slice()),
+                (None, Start::Stationary) => {
+                    own = kernel.start_law();
+                    Some(own.as_slice())
+                }
                 (None, Start::Uniform) => None,
             };
             let mut out = Vec::with_capacity(w);
-            kernel.sample_sequence(w, spec.start, mu.as_deref(), &mut rng, &mut out);
-            Ok(out)
+            kernel.sample_sequence(w, spec.start, mu, &mut rng, &mut out);
+            out
         })
         .collect();
     let mut tokens = Vec::with_capacity(spec.n_sequences * w);
     for r in rows {
-        tokens.extend(r?);
+        tokens.extend(r);
     }
-    Ok(Sequences {
+    Sequences {
         d: shape.d,
         length: spec.length,
         tokens,
-    })
+    }
 }
 
 /// The authors' protocol: one generated set, the first `round(train_fraction · n)` sequences

@@ -186,6 +186,22 @@ pub enum LegendAt {
     LowerRight,
 }
 
+/// A grid of values drawn as coloured cells (e.g. attention weights per head and offset), with
+/// a colour bar. `values[r][c]` is the cell in row r (drawn top to bottom) and column c; a NaN
+/// cell has no value and is drawn light grey.
+#[derive(Debug, Clone)]
+pub struct Heatmap {
+    pub values: Vec<Vec<f64>>,
+    pub row_labels: Vec<String>,
+    pub col_labels: Vec<String>,
+    /// The colour scale's range (values outside are clamped).
+    pub range: (f64, f64),
+    /// Print each value in its cell.
+    pub annotate: bool,
+    /// The colour bar's label.
+    pub scale_label: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Panel {
     pub title: String,
@@ -201,6 +217,8 @@ pub struct Panel {
     /// Pixel length of the arrows.
     pub arrow_px: f64,
     pub colorbar: Option<ColorBar>,
+    /// When set, the panel is this heatmap (the axes give the axis labels; series are unused).
+    pub heatmap: Option<Heatmap>,
 }
 
 impl Panel {
@@ -216,6 +234,15 @@ impl Panel {
             arrows: Vec::new(),
             arrow_px: 18.0,
             colorbar: None,
+            heatmap: None,
+        }
+    }
+
+    /// A heatmap panel; `x` and `y` name the column and row axes.
+    pub fn heatmap(title: impl Into<String>, x: Axis, y: Axis, heatmap: Heatmap) -> Self {
+        Panel {
+            heatmap: Some(heatmap),
+            ..Panel::new(title, x, y)
         }
     }
 
@@ -323,6 +350,9 @@ fn draw_figure<DB: DrawingBackend>(
 }
 
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> Result<(), String> {
+    if let Some(h) = &p.heatmap {
+        return draw_heatmap(area, p, h);
+    }
     let (x0, x1) = p.range(&p.x, true);
     let (y0, y1) = p.range(&p.y, false);
     match (p.x.log, p.y.log) {
@@ -689,6 +719,119 @@ where
             .map_err(|e| err(&e))?;
         }
     }
+    Ok(())
+}
+
+fn draw_heatmap<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    p: &Panel,
+    h: &Heatmap,
+) -> Result<(), String> {
+    use plotters::coord::ranged1d::SegmentValue;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let rows = h.values.len().max(1);
+    let cols = h.values.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let (w, _) = area.dim_in_pixel();
+    let (main, bar) = area.split_horizontally(w.saturating_sub(120));
+    let (lo, hi) = h.range;
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let mut chart = ChartBuilder::on(&main)
+        .caption(&p.title, ("sans-serif", 24).into_font())
+        .margin(12)
+        .x_label_area_size(58)
+        .y_label_area_size(86)
+        .build_cartesian_2d(
+            (0..cols - 1).into_segmented(),
+            (0..rows - 1).into_segmented(),
+        )
+        .map_err(|e| err(&e))?;
+    let row_label = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(r) if *r < rows => {
+            h.row_labels.get(rows - 1 - r).cloned().unwrap_or_default()
+        }
+        _ => String::new(),
+    };
+    let col_label = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(c) if *c < cols => h.col_labels.get(*c).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(&p.x.label)
+        .y_desc(&p.y.label)
+        .axis_desc_style(("sans-serif", 21))
+        .label_style(("sans-serif", 17))
+        .x_labels(cols)
+        .y_labels(rows)
+        .x_label_formatter(&col_label)
+        .y_label_formatter(&row_label)
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (r, row) in h.values.iter().enumerate() {
+        let y = rows - 1 - r; // first row on top
+        for (c, &v) in row.iter().enumerate() {
+            let fill = if v.is_finite() {
+                colormap((v - lo) / span)
+            } else {
+                RGBColor(225, 225, 225)
+            };
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [
+                        (SegmentValue::Exact(c), SegmentValue::Exact(y + 1)),
+                        (SegmentValue::Exact(c + 1), SegmentValue::Exact(y)),
+                    ],
+                    fill.filled(),
+                )))
+                .map_err(|e| err(&e))?;
+            if h.annotate && v.is_finite() {
+                let light = (v - lo) / span > 0.55;
+                let color = if light { BLACK } else { WHITE };
+                let style = ("sans-serif", 20).into_font().color(&color).pos(
+                    plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Center,
+                        plotters::style::text_anchor::VPos::Center,
+                    ),
+                );
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!("{v:.3}"),
+                        (SegmentValue::CenterOf(c), SegmentValue::CenterOf(y)),
+                        style,
+                    )))
+                    .map_err(|e| err(&e))?;
+            }
+        }
+    }
+    // colour bar
+    let mut cb = ChartBuilder::on(&bar)
+        .margin_top(50)
+        .margin_bottom(70)
+        .margin_right(8)
+        .y_label_area_size(62)
+        .build_cartesian_2d(0f64..1f64, lo..lo + span)
+        .map_err(|e| err(&e))?;
+    cb.configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_desc(&h.scale_label)
+        .axis_desc_style(("sans-serif", 17))
+        .label_style(("sans-serif", 15))
+        .y_labels(6)
+        .y_label_formatter(&|v: &f64| tick_label(v, 1e-9 * span))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let steps = 64;
+    cb.draw_series((0..steps).map(|i| {
+        let a = lo + span * i as f64 / steps as f64;
+        let b = lo + span * (i + 1) as f64 / steps as f64;
+        Rectangle::new(
+            [(0.0, a), (1.0, b)],
+            colormap((i as f64 + 0.5) / steps as f64).filled(),
+        )
+    }))
+    .map_err(|e| err(&e))?;
     Ok(())
 }
 

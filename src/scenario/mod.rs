@@ -6,11 +6,13 @@
 //! deserialized (serde reports unknown fields and wrong types with their path), then
 //! [`validate`]d (ranges, cross-field rules) into plain data the experiments consume.
 
+mod gih;
 mod musat;
 mod phase;
 mod sweep;
 mod validate;
 
+pub use gih::{FullSpec, GihJobSpec, GihSpec, LossName, MiJobSpec, RawGih, RawGihJob, StageSpec};
 pub use musat::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
 pub use phase::{PhaseSpec, Slice};
 pub use sweep::{MAX_POINTS, SweepField, SweepPoint, SweepSpec, SweepValue, expand_values};
@@ -53,6 +55,9 @@ pub struct Scenario {
     pub phase: Vec<PhaseSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepSpec>,
+    /// The Chen et al. job (`[gih]`, system kind `gih`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gih: Option<GihJobSpec>,
 }
 
 /// The reduced system, tagged by `kind`.
@@ -60,12 +65,15 @@ pub struct Scenario {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SystemSpec {
     Musat3(Musat3Spec),
+    /// Chen et al.'s generalized induction head (theory/chen.md).
+    Gih(GihSpec),
 }
 
 impl SystemSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             SystemSpec::Musat3(_) => "musat3",
+            SystemSpec::Gih(_) => "gih",
         }
     }
 
@@ -73,6 +81,15 @@ impl SystemSpec {
     pub fn coordinate_names(&self) -> Vec<String> {
         match self {
             SystemSpec::Musat3(_) => MUSAT3_NAMES.iter().map(|s| s.to_string()).collect(),
+            SystemSpec::Gih(g) => {
+                let subsets = crate::model::gih_common::Subsets::new(g.heads, g.degree);
+                crate::model::gih_common::Layout {
+                    n_subsets: subsets.len(),
+                    heads: g.heads,
+                    window: g.window,
+                }
+                .names(&subsets)
+            }
         }
     }
 }
@@ -126,6 +143,7 @@ struct RawScenario {
     solver: RawSolver,
     solve: Option<RawSolve>,
     phase: Option<Vec<phase::RawPhase>>,
+    gih: Option<RawGihJob>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -324,10 +342,26 @@ fn validate(
             )
         })?;
     }
+    let gih = match (&system, raw.gih) {
+        (_, None) => None,
+        (SystemSpec::Gih(g), Some(job)) => Some(job.validate(g)?),
+        (other, Some(_)) => {
+            return Err(FieldError::new(
+                "gih",
+                format!(
+                    "the [gih] job needs [system] kind = \"gih\", got kind = \"{}\"",
+                    other.kind()
+                ),
+            ));
+        }
+    };
     check(
         "scenario",
-        solve.is_some() || !phase.is_empty() || !require_job,
-        || "nothing to run: add a [solve], [sweep] or [[phase]] section".into(),
+        solve.is_some() || !phase.is_empty() || gih.is_some() || !require_job,
+        || {
+            "nothing to run: add a [solve], [sweep], [[phase]] or (kind = \"gih\") [gih] section"
+                .into()
+        },
     )?;
     Ok(Scenario {
         name,
@@ -339,6 +373,7 @@ fn validate(
         solve,
         phase,
         sweep: None,
+        gih,
     })
 }
 
@@ -347,7 +382,7 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
         None => {
             return Err(FieldError::new(
                 "system.kind",
-                "required; one of \"musat3\"",
+                "required; one of \"musat3\", \"gih\"",
             ));
         }
         Some(toml::Value::String(s)) => s,
@@ -363,9 +398,13 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
             let raw: RawMusat3 = deserialize_table(table, "system")?;
             Ok(SystemSpec::Musat3(raw.validate()?))
         }
+        "gih" => {
+            let raw: RawGih = deserialize_table(table, "system")?;
+            Ok(SystemSpec::Gih(raw.validate()?))
+        }
         other => Err(FieldError::new(
             "system.kind",
-            format!("unknown system `{other}`, expected one of \"musat3\""),
+            format!("unknown system `{other}`, expected one of \"musat3\", \"gih\""),
         )),
     }
 }

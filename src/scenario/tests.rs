@@ -13,7 +13,9 @@ fn parses_a_full_document_with_defaults() {
     )
     .unwrap();
     assert_eq!(s.name, "stem");
-    let SystemSpec::Musat3(m) = &s.system;
+    let SystemSpec::Musat3(m) = &s.system else {
+        panic!("a musat3 system")
+    };
     assert_eq!(m.n, 8, "the document's N, not the sweep's");
     assert_eq!(s.solver.rtol, 1e-10);
     let sweep = s.sweep.unwrap();

@@ -70,8 +70,7 @@ fn buckets_count_every_position_once() {
         start: Start::Uniform,
         n_sequences: 40,
         seed: 9,
-    })
-    .unwrap();
+    });
     for include_self in [false, true] {
         let b = Buckets::build(&data, 3, include_self);
         assert_eq!(b.n_sequences(), 40);

@@ -15,7 +15,6 @@ fn data(length: usize, n: usize, seed: u64) -> Sequences {
         n_sequences: n,
         seed,
     })
-    .unwrap()
 }
 
 fn shape(heads: usize, window: usize, degree: usize, rpe: RpeWindow) -> TfShape {

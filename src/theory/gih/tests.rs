@@ -15,7 +15,6 @@ fn data(d: usize, parents: &[usize], length: usize, n: usize, seed: u64) -> Sequ
         n_sequences: n,
         seed,
     })
-    .unwrap()
 }
 
 fn model(

@@ -191,8 +191,7 @@ fn stage_one_flow_selects_the_information_set() {
         start: Start::Stationary,
         n_sequences: 300,
         seed: 3,
-    })
-    .unwrap();
+    });
     let model = GihModel {
         shape: TfShape {
             d: 3,
