@@ -845,9 +845,10 @@ pub fn run(
 // ---------------------------------------------------------------------------------------------
 // Sweep points
 
-/// The columns of a sweep point over a gih scenario: L, then the information set and its Ĩ, the
-/// final training and validation losses of the reduced flow, p_{S*} and a at the end, and the
-/// times at which p_{S*} reached 0.9 and stage II was done.
+/// The columns of a sweep point over a gih scenario: L, the information set S* (a key: times are
+/// fitted per S*, since the events differ when S* does), its Ĩ, the final training and
+/// validation losses of the reduced flow, p_{S*} and a at the end, and the times at which
+/// p_{S*} reached 0.9 and stage II was done.
 pub fn point_columns(_scenario: &Scenario) -> Vec<Column> {
     vec![
         Column::new(
@@ -856,7 +857,7 @@ pub fn point_columns(_scenario: &Scenario) -> Vec<Column> {
                 field: "system.L".into(),
             },
         ),
-        Column::new("S_star", Role::Value),
+        Column::new("S_star", Role::Key),
         Column::new("mi_S_star", Role::Value),
         Column::new("loss", Role::Value),
         Column::new("val_loss", Role::Value),
