@@ -356,11 +356,16 @@ fn describe(s: &Scenario) -> String {
     if let Some(g) = &s.gih {
         let names: Vec<&str> = g.stages.iter().map(|st| st.name.as_str()).collect();
         jobs.push(format!(
-            "gih with {} stage(s) [{}]{}",
+            "gih with {} stage(s) [{}]{}{}",
             g.stages.len(),
             names.join(", "),
             if g.full.is_some() {
                 " + full model"
+            } else {
+                ""
+            },
+            if s.sweep.is_some() {
+                " (per sweep point)"
             } else {
                 ""
             }

@@ -1053,6 +1053,7 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
                     });
                 }
             }
+            p.legend = LegendAt::Best;
             panels.push(p);
         }
         out.push((
@@ -1121,6 +1122,7 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
                     });
                 }
             }
+            p.legend = LegendAt::Best;
             panels.push(p);
         }
         out.push((
@@ -1160,15 +1162,19 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
                 });
             }
         }
-        p.legend = LegendAt::UpperRight;
+        p.legend = LegendAt::Best;
         panels.push(p);
     }
     let n = panels.len();
     let grid_cols = n.min(3);
+    let title = if grid_cols > 1 {
+        format!("Loss per stage — {}", label(s))
+    } else {
+        "Loss (change since the start of the run)".to_string()
+    };
     out.push((
         "loss".to_string(),
-        Figure::grid(n.div_ceil(grid_cols), grid_cols, panels)
-            .titled(format!("Loss per stage — {}", label(s))),
+        Figure::grid(n.div_ceil(grid_cols), grid_cols, panels).titled(title),
     ));
     out
 }

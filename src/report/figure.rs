@@ -184,6 +184,8 @@ pub enum LegendAt {
     UpperRight,
     LowerLeft,
     LowerRight,
+    /// The corner whose region (the outer 45% × 40% of the plot) holds the fewest data points.
+    Best,
 }
 
 /// A grid of values drawn as coloured cells (e.g. attention weights per head and offset), with
@@ -236,6 +238,46 @@ impl Panel {
             colorbar: None,
             heatmap: None,
         }
+    }
+
+    /// The corner (upper left, upper right, lower left, lower right, in that order of preference
+    /// on ties) whose outer 45% × 40% of the plot holds the fewest series points, in axis
+    /// coordinates (log10 on log axes).
+    pub fn emptiest_corner(&self) -> LegendAt {
+        let (x0, x1) = self.range(&self.x, true);
+        let (y0, y1) = self.range(&self.y, false);
+        let norm = |v: f64, lo: f64, hi: f64, log: bool| {
+            let (v, lo, hi) = if log {
+                (v.log10(), lo.log10(), hi.log10())
+            } else {
+                (v, lo, hi)
+            };
+            (v - lo) / (hi - lo)
+        };
+        let corners = [
+            (LegendAt::UpperLeft, false, true),
+            (LegendAt::UpperRight, true, true),
+            (LegendAt::LowerLeft, false, false),
+            (LegendAt::LowerRight, true, false),
+        ];
+        let mut counts = [0usize; 4];
+        for s in &self.series {
+            for &(x, y) in &s.points {
+                let (u, v) = (norm(x, x0, x1, self.x.log), norm(y, y0, y1, self.y.log));
+                if !(u.is_finite() && v.is_finite()) {
+                    continue;
+                }
+                for (k, &(_, right, upper)) in corners.iter().enumerate() {
+                    let in_x = if right { u >= 0.55 } else { u <= 0.45 };
+                    let in_y = if upper { v >= 0.6 } else { v <= 0.4 };
+                    if in_x && in_y {
+                        counts[k] += 1;
+                    }
+                }
+            }
+        }
+        let best = (0..4).fold(0, |b, k| if counts[k] < counts[b] { k } else { b });
+        corners[best].0
     }
 
     /// A heatmap panel; `x` and `y` name the column and row axes.
@@ -647,6 +689,12 @@ where
             LegendAt::UpperRight => SeriesLabelPosition::UpperRight,
             LegendAt::LowerLeft => SeriesLabelPosition::LowerLeft,
             LegendAt::LowerRight => SeriesLabelPosition::LowerRight,
+            LegendAt::Best => match p.emptiest_corner() {
+                LegendAt::UpperRight => SeriesLabelPosition::UpperRight,
+                LegendAt::LowerLeft => SeriesLabelPosition::LowerLeft,
+                LegendAt::LowerRight => SeriesLabelPosition::LowerRight,
+                _ => SeriesLabelPosition::UpperLeft,
+            },
         };
         chart
             .configure_series_labels()
@@ -872,6 +920,39 @@ mod tests {
             true,
         );
         assert_eq!(pieces, vec![vec![(3.0, 2.0), (4.0, 3.0)]]);
+    }
+
+    #[test]
+    fn the_best_legend_corner_is_the_emptiest() {
+        let mut p = Panel::new("t", Axis::linear("x"), Axis::linear("y"));
+        // a curve falling from the upper left to the lower right leaves the other two corners
+        // free; the upper right wins the tie by order of preference
+        p.series.push(Series::line(
+            "down",
+            (0..=100).map(|i| (i as f64, 100.0 - i as f64)).collect(),
+            color(0),
+        ));
+        assert_eq!(p.emptiest_corner(), LegendAt::UpperRight);
+        // a flat line at the top and a short low segment on the left: only the lower right is free
+        p.series[0].points = (0..=100).map(|i| (i as f64, 1.0)).collect();
+        p.series.push(Series::line(
+            "low-left",
+            vec![(0.0, -5.0), (10.0, -5.0)],
+            color(1),
+        ));
+        assert_eq!(p.emptiest_corner(), LegendAt::LowerRight);
+        // on a log x axis the normalisation is in log10
+        let mut q = Panel::new("t", Axis::log("x"), Axis::linear("y"));
+        q.series.push(Series::line(
+            "early",
+            (0..=50)
+                .map(|i| (10f64.powf(i as f64 / 50.0), 1.0))
+                .collect(),
+            color(0),
+        ));
+        q.series
+            .push(Series::line("late", vec![(1e3, 0.0), (1e4, 0.0)], color(1)));
+        assert_eq!(q.emptiest_corner(), LegendAt::UpperRight);
     }
 
     #[test]

@@ -355,6 +355,9 @@ fn validate(
             ));
         }
     };
+    check("gih", gih.is_none() || solve.is_none(), || {
+        "[solve] and [gih] would both write trajectory.csv and events.csv; use one of them".into()
+    })?;
     check(
         "scenario",
         solve.is_some() || !phase.is_empty() || gih.is_some() || !require_job,

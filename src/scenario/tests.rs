@@ -25,7 +25,9 @@ fn parses_a_full_document_with_defaults() {
         .points
         .iter()
         .map(|p| {
-            let SystemSpec::Musat3(m) = &p.scenario.system;
+            let SystemSpec::Musat3(m) = &p.scenario.system else {
+                panic!("a musat3 point")
+            };
             m.n
         })
         .collect();
@@ -74,7 +76,9 @@ fn fields_sweeps_form_a_product_of_validated_points() {
     assert_eq!(paths, ["solver.rtol", "system.loss_scale", "system.n"]);
     assert_eq!(sw.n_points, 4);
     let p = &sw.points[3];
-    let SystemSpec::Musat3(m) = &p.scenario.system;
+    let SystemSpec::Musat3(m) = &p.scenario.system else {
+        panic!("a musat3 point")
+    };
     assert_eq!((m.loss_scale, m.n), (1.0, 8));
     assert_eq!(p.scenario.solver.rtol, 1e-8);
     let e = err(
