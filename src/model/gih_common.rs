@@ -609,8 +609,8 @@ fn sequence(
         s.e[b] = e;
         z += bk.bucket_total[b0 + b] * e;
         let counts = &bk.bucket_counts[(b0 + b) * d..(b0 + b + 1) * d];
-        for k in 0..d {
-            s.yhat[k] += counts[k] * e;
+        for (yk, &n) in s.yhat.iter_mut().zip(counts) {
+            *yk += n * e;
         }
     }
     for v in s.yhat.iter_mut() {
@@ -643,16 +643,13 @@ fn sequence(
     let mean_coef: f64 = s.yhat.iter().zip(&s.coef).map(|(p, c)| p * c).sum();
     for b in 0..nb {
         let counts = &bk.bucket_counts[(b0 + b) * d..(b0 + b + 1) * d];
-        let mut dot = 0.0;
-        for k in 0..d {
-            dot += counts[k] * s.coef[k];
-        }
+        let dot: f64 = counts.iter().zip(&s.coef).map(|(n, c)| n * c).sum();
         let beta = s.e[b] / z * (dot - bk.bucket_total[b0 + b] * mean_coef);
         out.da -= beta * s.k[b];
         let dk = -a * beta; // ∂ℓ/∂K_b
         let gg = &s.big_g[b * ns..(b + 1) * ns];
-        for k in 0..ns {
-            out.dp[k] += dk * gg[k];
+        for (dp, &gk) in out.dp.iter_mut().zip(gg) {
+            *dp += dk * gk;
         }
         let g = &s.g[b * heads..(b + 1) * heads];
         let f = bk.bucket_feature[b0 + b] as usize;

@@ -592,7 +592,7 @@ pub fn train_gd(
             .iter()
             .enumerate()
             .fold((0, 0.0f64), |(bi, bv), (i, &v)| {
-                if !(v.abs() <= bv) {
+                if v.abs() > bv || v.is_nan() {
                     (i, v.abs())
                 } else {
                     (bi, bv)
@@ -633,7 +633,7 @@ pub fn train_gd(
             }
             step += 1;
             t = t_start + st.lr * (s + 1) as f64;
-            if theta.iter().any(|v| !(v.abs() <= bound)) {
+            if theta.iter().any(|v| v.abs() > bound || v.is_nan()) {
                 return Err(diverged(
                     step,
                     t,

@@ -230,8 +230,7 @@ impl Kernel {
         let mut change = f64::INFINITY;
         for it in 0..max_iter {
             next.iter_mut().zip(&mu).for_each(|(a, &b)| *a = 0.5 * b);
-            for s in 0..n {
-                let m = mu[s];
+            for (s, &m) in mu.iter().enumerate() {
                 if m == 0.0 {
                     continue;
                 }

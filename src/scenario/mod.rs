@@ -361,10 +361,7 @@ fn validate(
     check(
         "scenario",
         solve.is_some() || !phase.is_empty() || gih.is_some() || !require_job,
-        || {
-            "nothing to run: add a [solve], [sweep], [[phase]] or (kind = \"gih\") [gih] section"
-                .into()
-        },
+        || "nothing to run: add a [solve], [sweep], [[phase]] or [gih] section".into(),
     )?;
     Ok(Scenario {
         name,

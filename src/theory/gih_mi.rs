@@ -126,7 +126,8 @@ pub fn chi2_mi(prior: &KernelPrior, spec: &MiSpec) -> Result<MiEstimate, MiError
         KernelPrior::Dirichlet { .. } => spec.draws,
     };
     // per draw: (estimate per subset, variance of that estimate from history sampling)
-    let per_draw: Vec<Result<(Vec<f64>, Vec<f64>), MiError>> = (0..draws)
+    type Draw = Result<(Vec<f64>, Vec<f64>), MiError>;
+    let per_draw: Vec<Draw> = (0..draws)
         .into_par_iter()
         .map(|i| {
             let mut rng = item_rng(spec.seed, i as u64);
@@ -150,8 +151,8 @@ pub fn chi2_mi(prior: &KernelPrior, spec: &MiSpec) -> Result<MiEstimate, MiError
         for k in 0..ns {
             sum[k] += v[k];
             sum_sq[k] += v[k] * v[k];
-            var_within[k] = w[k];
         }
+        var_within.copy_from_slice(&w);
     }
     let n = draws as f64;
     let mi: Vec<f64> = sum.iter().map(|s| s / n).collect();
