@@ -1000,6 +1000,29 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
     };
     let model_key = |i: usize| if i == 0 { "reduced" } else { "full" };
     let since = |name: &str| Axis::log(format!("time since the start of stage {name} (log scale)"));
+    // Side-by-side panels share the time range: from the latest first sample of the models (GD
+    // checkpoints start one step in) to the end of the stage.
+    let shared = |k: usize| -> Axis {
+        let (name, t0, t1) = &r.stages[k];
+        let axis = since(name);
+        if cols < 2 {
+            return axis;
+        }
+        let lo = models
+            .iter()
+            .filter_map(|(_, table)| {
+                series(table, name, "a", *t0)
+                    .into_iter()
+                    .map(|p| p.0)
+                    .find(|&t| t > 0.0)
+            })
+            .fold(0.0f64, f64::max);
+        if lo > 0.0 && lo < t1 - t0 {
+            axis.with_range(lo, t1 - t0)
+        } else {
+            axis
+        }
+    };
     // 1. selection: p_S during the first stage that trains c, with the replicator closed form
     if let Some(&k) = stages_with(Block::C).first() {
         let (name, t0, t1) = &r.stages[k];
@@ -1007,7 +1030,7 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
         for (i, (title, table)) in models.iter().enumerate() {
             let mut p = Panel::new(
                 format!("{title}: p_S in stage {name}"),
-                since(name),
+                shared(k),
                 Axis::linear("p_S = c_S² / ‖c‖²").with_range(0.0, 1.02),
             );
             for sidx in 0..r.mi.subsets.len() {
@@ -1049,7 +1072,7 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
                     p.vlines.push(VLine {
                         x: t - t0,
                         label: format!("{} at {}", e.name, short(t - t0)),
-                        color: color(7),
+                        color: color(6),
                     });
                 }
             }
@@ -1102,7 +1125,7 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
         for (i, (title, table)) in models.iter().enumerate() {
             let mut p = Panel::new(
                 format!("{title}: a in stage {name}"),
-                since(name),
+                shared(k),
                 Axis::linear("classifier scalar a"),
             );
             let pts: Vec<(f64, f64)> = series(table, name, "a", *t0)

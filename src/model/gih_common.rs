@@ -212,11 +212,16 @@ impl Layout {
     }
 }
 
-/// p_S = c_S² / Σ_T c_T² (§2).
+/// Simplex weights below this are set to 0: they are below f64 resolution next to the
+/// others (which sum to 1), and subnormal numbers would slow every product they enter.
+pub const P_FLOOR: f64 = 1e-300;
+
+/// p_S = c_S² / Σ_T c_T² (§2), with weights below [`P_FLOOR`] set to 0.
 pub fn simplex_weights(c: &[f64], p: &mut [f64]) {
     let n2: f64 = c.iter().map(|v| v * v).sum();
     for (pk, ck) in p.iter_mut().zip(c) {
-        *pk = ck * ck / n2;
+        let v = ck * ck / n2;
+        *pk = if v < P_FLOOR { 0.0 } else { v };
     }
 }
 
