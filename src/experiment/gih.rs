@@ -760,9 +760,9 @@ pub fn run(
         r.n_val
     )];
     console.push(format!(
-        "  modified chi^2 MI ({} kernel draws, {:?}): S* = {} (gap {:.4})",
+        "  modified chi^2 MI ({} kernel draws, {} per kernel): S* = {} (gap {:.4})",
         r.mi.draws,
-        r.mi.method,
+        r.mi.method.name(),
         r.mi.best_label(),
         r.mi.gap
     ));

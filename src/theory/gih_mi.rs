@@ -72,6 +72,17 @@ pub struct MiEstimate {
     pub gap: f64,
 }
 
+impl MiMethod {
+    /// The scenario spelling: `auto`, `exact`, `monte_carlo`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MiMethod::Auto => "auto",
+            MiMethod::Exact => "exact",
+            MiMethod::MonteCarlo => "monte_carlo",
+        }
+    }
+}
+
 impl MiEstimate {
     pub fn best_label(&self) -> String {
         self.subsets.label(self.best)
@@ -287,6 +298,9 @@ pub fn sampled_mi(
             0.0
         };
         for (k, members) in subsets.members.iter().enumerate() {
+            if members.is_empty() {
+                continue; // Ĩ(∅) = 0 exactly (its estimate would be pure noise)
+            }
             let same_z = members.iter().all(|&h| w1[m - 2 - h] == w2[m - 2 - h]);
             let f = if same_z { match_e - 1.0 } else { 0.0 };
             sum[k] += f;
