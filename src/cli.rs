@@ -346,11 +346,35 @@ fn describe(s: &Scenario) -> String {
             .iter()
             .map(|f| format!("{} ({} values)", f.path, f.values.len()))
             .collect();
+        // Kind rich has no threshold key (its T_IH level is system.events.theta_IH).
+        let thresholds = match &s.system {
+            crate::scenario::SystemSpec::Rich(_) => String::new(),
+            _ => format!(" x {} thresholds", sw.thresholds.len()),
+        };
         jobs.push(format!(
-            "sweep of {} points over {} x {} thresholds",
+            "sweep of {} points over {}{thresholds}",
             sw.n_points,
             fields.join(" x "),
-            sw.thresholds.len()
+        ));
+    }
+    if let Some(crate::scenario::TrainSpec::Rich(t)) = &s.train {
+        let models: Vec<String> = t
+            .models
+            .iter()
+            .map(|m| format!("{m:?}").to_lowercase())
+            .collect();
+        jobs.push(format!("train ({})", models.join(" + ")));
+    }
+    if let Some(c) = &s.compare {
+        jobs.push(format!(
+            "compare (full model D = {}, B = {:?}, {} steps)",
+            c.d, c.batch, c.steps
+        ));
+    }
+    for p in &s.phase {
+        jobs.push(format!(
+            "{} ({} vs {}, {}x{} grid)",
+            p.name, p.y_name, p.x_name, p.grid[0], p.grid[1]
         ));
     }
     if let Some(g) = &s.gih {

@@ -12,6 +12,7 @@
 
 use super::JobOutput;
 use super::points::{Column, PointRows, Role};
+use super::system::{Instance, Param};
 use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Stage};
 use crate::model::gih_common::{Layout, simplex_weights};
@@ -59,6 +60,39 @@ pub fn init(s: &GihSpec) -> GihInit {
         a0: s.a0,
         w_plus: s.w_plus,
         w_minus: s.w_minus,
+    }
+}
+
+/// The joint flow of (c, w, a) on the scenario's training sample, for the generic jobs
+/// (`[solve]`, `[[phase]]`); its time scale is stage I's, 1/(κ a₀) = ‖c₀‖²/(4 |a₀|).
+pub fn instance(g: &GihSpec) -> Instance {
+    let (train, _) = data(g);
+    let flow = GihFlow::new(model(g), &train);
+    let lay = *flow.layout();
+    let init = init(g).theta(&g.shape(), &lay);
+    let c2 = lay.n_subsets as f64 * g.c0 * g.c0;
+    let time_scale = if g.a0 != 0.0 {
+        c2 / (4.0 * g.a0.abs())
+    } else {
+        1.0
+    };
+    Instance {
+        flow: Box::new(flow),
+        init,
+        frozen: Vec::new(),
+        time_scale,
+        emergence: vec![(lay.a(), "a".into())],
+        peak: None,
+        label: label(g),
+        family: format!(
+            "gih TF(M={}, H={}, d={}, D={}), pa = {:?}, α = {}",
+            g.window, g.heads, g.d, g.degree, g.pa, g.alpha
+        ),
+        params: vec![Param {
+            column: "L".into(),
+            field: "system.L".into(),
+            value: g.length as f64,
+        }],
     }
 }
 

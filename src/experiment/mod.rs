@@ -1,9 +1,12 @@
 //! Jobs that combine the layers: a scenario's `[solve]` and `[sweep]` sections run here, write
 //! their outputs through `report`, and the run ends with `manifest.json`.
 
+pub mod compare;
 pub mod gih;
 pub mod phase;
 pub mod points;
+pub mod rich;
+pub mod rich_train;
 pub mod solve;
 pub mod sweep;
 pub mod system;
@@ -11,7 +14,7 @@ pub mod system;
 use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, Quantity};
 use crate::report::{Manifest, OutputDir, git_revision};
-use crate::scenario::{Scenario, SolverSpec};
+use crate::scenario::{Scenario, SolverSpec, SystemSpec, TrainSpec};
 use std::path::PathBuf;
 use system::Instance;
 
@@ -201,7 +204,15 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
         Err(e) => *failure = Some(e),
     };
     if let (Some(spec), None) = (&scenario.solve, opts.sweep.shard) {
-        record(solve::run(scenario, spec, &opts.out), &mut failure);
+        let r = match &scenario.system {
+            SystemSpec::Rich(_) => rich::solve(scenario, spec, &opts.out),
+            _ => solve::run(scenario, spec, &opts.out),
+        };
+        record(r, &mut failure);
+    }
+    if let (None, Some(TrainSpec::Rich(spec)), None) = (&failure, &scenario.train, opts.sweep.shard)
+    {
+        record(rich_train::run(scenario, spec, &opts.out), &mut failure);
     }
     if opts.sweep.shard.is_none() {
         for spec in &scenario.phase {
@@ -225,11 +236,30 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
             &mut failure,
         );
     }
+    // A compare run whose GD diverged keeps its job entry and rows: the run is `partial`, the
+    // error is reported, and the exit code is 1.
+    let mut stopped = None;
+    if let (None, Some(spec), None) = (&failure, &scenario.compare, opts.sweep.shard) {
+        let r = match compare::run(scenario, spec, &opts.out, opts.progress) {
+            Err(Error::Partial { manifest, source }) => {
+                stopped = Some(*source);
+                Ok(JobOutput {
+                    manifest: *manifest,
+                    files: vec![],
+                    console: vec![],
+                    partial: true,
+                })
+            }
+            r => r,
+        };
+        record(r, &mut failure);
+    }
     let status = match (&failure, partial) {
         (Some(_), _) => "failed",
         (None, true) => "partial",
         (None, false) => "complete",
     };
+    let failure = failure.or(stopped);
     let error = failure.as_ref().map(|e| e.to_string());
     opts.out.write_json(
         "manifest.json",

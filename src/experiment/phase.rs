@@ -5,7 +5,7 @@
 use super::system::{Instance, instantiate};
 use super::{JobOutput, horizon, standard_events};
 use crate::Error;
-use crate::flow::{FlowProblem, Solution};
+use crate::flow::{FlowProblem, Quantity, Solution, Trigger};
 use crate::report::figure::{
     Arrow, Axis, ColorBar, Figure, LegendAt, Marker, Panel, Series, color, colormap,
 };
@@ -120,13 +120,22 @@ fn solve_from(
     let t_max = spec
         .t_max
         .unwrap_or_else(|| horizon(inst, &scenario.solver));
+    // The loss event is relative to this trajectory's own start (not the system's initial
+    // point): a start below half the initial loss would otherwise stop at once.
+    let mut events = standard_events(inst, &[0.5], 0.5);
+    let l0 = inst.flow.loss(init);
+    for e in &mut events {
+        if let (Quantity::Loss, Trigger::Falls(_)) = (e.quantity, e.trigger) {
+            e.trigger = Trigger::Falls(0.5 * l0);
+        }
+    }
     let problem = FlowProblem::builder(inst.flow.as_ref())
         .init(init)
         .freeze(frozen)
         .t_max(t_max)
         .tolerances(scenario.solver.rtol, scenario.solver.atol)
         .max_steps(scenario.solver.max_steps)
-        .events(standard_events(inst, &[0.5], 0.5))
+        .events(events)
         .stop_after_events(0.5)
         .tail_steps(5000)
         .build()?;

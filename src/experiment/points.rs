@@ -2,7 +2,7 @@
 //! its rows.
 //!
 //! A system plugs into the generic sweep with two arms, in [`columns`] and [`evaluate`]. Systems
-//! whose [`Instance`] lists emergence coordinates (musat3, and any flow with the same events)
+//! whose [`Instance`] lists emergence coordinates (musat3, musat19, and any flow with the same events)
 //! share [`emergence_columns`] / [`emergence_point`].
 
 use super::system::{Instance, instantiate};
@@ -50,7 +50,10 @@ pub struct PointRows {
 /// The columns every point of a sweep over this scenario's system reports.
 pub fn columns(scenario: &Scenario) -> Vec<Column> {
     match &scenario.system {
-        SystemSpec::Musat3(_) => emergence_columns(&instantiate(&scenario.system)),
+        SystemSpec::Musat3(_) | SystemSpec::Musat19(_) => {
+            emergence_columns(&instantiate(&scenario.system))
+        }
+        SystemSpec::Rich(_) => super::rich::sweep_columns(),
         SystemSpec::Gih(_) => super::gih::point_columns(scenario),
     }
 }
@@ -58,7 +61,8 @@ pub fn columns(scenario: &Scenario) -> Vec<Column> {
 /// Evaluate one point scenario.
 pub fn evaluate(scenario: &Scenario, spec: &SweepSpec) -> Result<PointRows, Error> {
     match &scenario.system {
-        SystemSpec::Musat3(_) => emergence_point(scenario, spec),
+        SystemSpec::Musat3(_) | SystemSpec::Musat19(_) => emergence_point(scenario, spec),
+        SystemSpec::Rich(_) => super::rich::sweep_point(scenario),
         SystemSpec::Gih(_) => super::gih::point(scenario, spec),
     }
 }

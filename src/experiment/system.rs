@@ -3,8 +3,11 @@
 //! (and in which order they are reported), and whose rate peak marks the blow-up.
 
 use crate::flow::GradientFlow;
+use crate::model::data::LabelPosition;
+use crate::model::subspace;
 use crate::scenario::SystemSpec;
 use crate::theory::musat3::{ALPHA3, BETA2, GAMMA3, Musat3};
+use crate::theory::musat19::Musat19;
 
 /// A reduced system ready to solve.
 pub struct Instance {
@@ -36,6 +39,8 @@ pub struct Param {
 /// Build the system described by `spec`.
 pub fn instantiate(spec: &SystemSpec) -> Instance {
     match spec {
+        SystemSpec::Rich(r) => super::rich::instance(r),
+        SystemSpec::Gih(g) => super::gih::instance(g),
         SystemSpec::Musat3(m) => {
             let n = m.n;
             let query = match m.query {
@@ -67,35 +72,39 @@ pub fn instantiate(spec: &SystemSpec) -> Instance {
                 }],
             }
         }
-        SystemSpec::Gih(g) => {
-            // The joint flow of (c, w, a) on the scenario's training sample (theory/chen.md).
-            let (train, _) = super::gih::data(g);
-            let flow = crate::theory::gih::GihFlow::new(super::gih::model(g), &train);
-            let lay = *flow.layout();
-            let init = super::gih::init(g).theta(&g.shape(), &lay);
-            // stage I's time scale 1/(κ a₀) = ‖c₀‖²/(4 |a₀|)
-            let c2 = lay.n_subsets as f64 * g.c0 * g.c0;
-            let time_scale = if g.a0 != 0.0 {
-                c2 / (4.0 * g.a0.abs())
+        SystemSpec::Musat19(m) => {
+            let n = m.n;
+            let query = match m.query {
+                crate::theory::musat3::Query::Last => "last",
+                crate::theory::musat3::Query::Uniform => "uniform",
+            };
+            let scale = if m.loss_scale == 1.0 {
+                String::new()
             } else {
-                1.0
+                format!(", loss scale {}", m.loss_scale)
+            };
+            let cue = match m.label_position {
+                LabelPosition::Rotated => "",
+                LabelPosition::Same => ", label position same",
+                LabelPosition::None => ", label position none",
             };
             Instance {
-                flow: Box::new(flow),
-                init,
-                frozen: Vec::new(),
-                time_scale,
-                emergence: vec![(lay.a(), "a".into())],
-                peak: None,
-                label: super::gih::label(g),
-                family: format!(
-                    "gih TF(M={}, H={}, d={}, D={}), pa = {:?}, α = {}",
-                    g.window, g.heads, g.d, g.degree, g.pa, g.alpha
-                ),
+                flow: Box::new(Musat19::new(n, m.query, m.label_position, m.loss_scale)),
+                init: m.init.clone(),
+                frozen: m.frozen_indices(),
+                time_scale: m.time_scale(),
+                emergence: vec![
+                    (subspace::GAMMA3, "gamma3".into()),
+                    (subspace::BETA2, "beta2".into()),
+                    (subspace::ALPHA3, "alpha3".into()),
+                ],
+                peak: Some((subspace::ALPHA3, "t_peak_alpha_rate".into())),
+                label: format!("musat19, N = {n}, query {query}{scale}{cue}"),
+                family: format!("musat19, query {query}{scale}{cue}"),
                 params: vec![Param {
-                    column: "L".into(),
-                    field: "system.L".into(),
-                    value: g.length as f64,
+                    column: "N".into(),
+                    field: "system.n".into(),
+                    value: n as f64,
                 }],
             }
         }

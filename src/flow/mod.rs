@@ -46,6 +46,13 @@ pub trait GradientFlow: Sync {
     }
     /// Values of the observables at θ, written into `out` (length `observable_names().len()`).
     fn observables(&self, _theta: &[f64], _out: &mut [f64]) {}
+    /// Why θ lies outside the region where the loss is defined (e.g. where a closed form is
+    /// valid), or `None` inside it (the default: everywhere). The integrator rejects a step
+    /// whose stages leave the region and retries a shorter one; an initial point outside it, or
+    /// a run that cannot continue inside it, is a [`FlowError::OutsideDomain`].
+    fn domain_error(&self, _theta: &[f64]) -> Option<String> {
+        None
+    }
 }
 
 /// Errors of the flow layer. Divergence is an error carrying the time and state.
@@ -60,6 +67,17 @@ pub enum FlowError {
         format_state(names, theta)
     )]
     Diverged {
+        t: f64,
+        reason: String,
+        names: Vec<String>,
+        theta: Vec<f64>,
+    },
+    /// The state left the system's domain ([`GradientFlow::domain_error`]), or started outside.
+    #[error(
+        "the flow left the domain of its loss at t = {t}: {reason}; state: {}",
+        format_state(names, theta)
+    )]
+    OutsideDomain {
         t: f64,
         reason: String,
         names: Vec<String>,
@@ -249,6 +267,14 @@ impl<'a> FlowProblemBuilder<'a> {
                 format!("{} must be finite, got {}", self.system.names()[i], init[i]),
             ));
         }
+        if let Some(reason) = self.system.domain_error(&init) {
+            return Err(FlowError::OutsideDomain {
+                t: 0.0,
+                reason: format!("the initial point is outside: {reason}"),
+                names: self.system.names().to_vec(),
+                theta: init,
+            });
+        }
         if !(self.rtol > 0.0 && self.rtol < 1.0) {
             return Err(invalid(
                 "rtol",
@@ -362,6 +388,9 @@ struct Rhs<'a, 'b> {
     eval: RefCell<Vec<f64>>,
     mask: Vec<f64>,
     grad_calls: &'b Cell<u64>,
+    /// The last stage point outside the system's domain (reason), if any; such a stage makes
+    /// the step non-finite, so the solver rejects it and retries a shorter one.
+    outside: &'b RefCell<Option<String>>,
     state: &'b mut StepState<'a>,
     bound: f64,
     margin: Option<f64>,
@@ -372,16 +401,28 @@ impl System<f64, DVector<f64>> for Rhs<'_, '_> {
     fn system(&self, _t: f64, y: &DVector<f64>, dy: &mut DVector<f64>) {
         self.grad_calls.set(self.grad_calls.get() + 1);
         let out = dy.as_mut_slice();
-        if self.map.is_identity() {
-            self.system.grad(y.as_slice(), out);
-            for (d, m) in out.iter_mut().zip(&self.mask) {
-                *d *= -m;
-            }
+        // A stage outside the domain is marked non-finite. Later stages of the same step are
+        // evaluated at states built from it; they must stay non-finite too, because Dormand–
+        // Prince's error estimate does not use the second stage itself (its weight is zero),
+        // and only a non-finite error estimate makes the solver reject the step.
+        if y.iter().any(|v| !v.is_finite()) {
+            out.fill(f64::NAN);
             return;
         }
-        let mut theta = self.eval.borrow_mut();
-        self.map.to_eval(y.as_slice(), &mut theta);
-        self.system.grad(&theta, out);
+        // θ from the solver's state (ln|θ_k| for log coordinates).
+        let mut guard = self.eval.borrow_mut();
+        let theta: &[f64] = if self.map.is_identity() {
+            y.as_slice()
+        } else {
+            self.map.to_eval(y.as_slice(), &mut guard);
+            &guard
+        };
+        if let Some(reason) = self.system.domain_error(theta) {
+            out.fill(f64::NAN);
+            *self.outside.borrow_mut() = Some(reason);
+            return;
+        }
+        self.system.grad(theta, out);
         for k in 0..out.len() {
             out[k] *= -self.mask[k];
             if self.map.signs[k] != 0.0 {
@@ -469,6 +510,10 @@ impl FlowProblem<'_> {
         for (k, stage) in self.stages.iter().enumerate() {
             if matches!(state.stop_at, Some(s) if t0 >= s) {
                 stop = StopReason::EventsFound;
+                if segments.is_empty() {
+                    // Every event held at t = 0: the run is the initial point alone.
+                    segments.push(Segment::constant(k, t0, t0, theta.clone()));
+                }
                 break;
             }
             let t1 = t0 + stage.duration;
@@ -488,12 +533,14 @@ impl FlowProblem<'_> {
                 continue;
             }
             state.t_prev = t0;
+            let outside = RefCell::new(None);
             let rhs = Rhs {
                 system: self.system,
                 map: &self.map,
                 eval: RefCell::new(vec![0.0; dim]),
                 mask,
                 grad_calls: &grad_calls,
+                outside: &outside,
                 state: &mut state,
                 bound: self.bound,
                 margin: self.margin,
@@ -529,6 +576,21 @@ impl FlowProblem<'_> {
                 names: self.system.names().to_vec(),
                 theta,
             };
+            // A failed stage whose rejected steps left the domain is reported as leaving it.
+            if result.is_err()
+                && let Some(reason) = outside.borrow_mut().take()
+            {
+                let (tg, th) = std::mem::take(&mut state.last_good);
+                return Err(FlowError::OutsideDomain {
+                    t: tg,
+                    reason: format!(
+                        "{reason} (the solver could not continue inside the domain; last \
+                         accepted state follows)"
+                    ),
+                    names: self.system.names().to_vec(),
+                    theta: th,
+                });
+            }
             match result {
                 Ok(s) => stats.add(s.accepted_steps, s.rejected_steps, s.num_eval),
                 Err(IntegrationError::MaxNumStepReached { x, .. }) => {

@@ -392,3 +392,89 @@ fn log_coordinates_remove_the_stiffness_of_decay() {
         "{e}"
     );
 }
+
+/// θ̇ = 1 (L = −θ), defined only for θ < 1: the trajectory θ = θ₀ + t reaches the edge of the
+/// domain at t = 1 − θ₀.
+struct Walled {
+    names: Vec<String>,
+}
+
+impl GradientFlow for Walled {
+    fn names(&self) -> &[String] {
+        &self.names
+    }
+    fn loss(&self, th: &[f64]) -> f64 {
+        -th[0]
+    }
+    fn grad(&self, _th: &[f64], out: &mut [f64]) {
+        out[0] = -1.0;
+    }
+    fn domain_error(&self, th: &[f64]) -> Option<String> {
+        (th[0] >= 1.0).then(|| format!("x0 = {} >= 1", th[0]))
+    }
+}
+
+#[test]
+fn leaving_the_domain_is_a_typed_error_at_the_edge() {
+    let sys = Walled {
+        names: vec!["x0".into()],
+    };
+    let err = FlowProblem::builder(&sys)
+        .init(&[0.25])
+        .t_max(5.0)
+        .build()
+        .unwrap()
+        .solve()
+        .err()
+        .expect("the run cannot pass the edge");
+    match &err {
+        FlowError::OutsideDomain {
+            t, theta, reason, ..
+        } => {
+            // The last accepted state sits just below the edge, at t just below 0.75.
+            assert!((t - 0.75).abs() < 1e-6, "t = {t}");
+            assert!(theta[0] < 1.0 && theta[0] > 1.0 - 1e-6, "{theta:?}");
+            assert!(reason.contains(">= 1"), "{reason}");
+        }
+        other => panic!("expected OutsideDomain, got {other}"),
+    }
+    assert!(err.to_string().contains("left the domain"), "{err}");
+    // Inside the domain the same flow runs normally.
+    let sol = FlowProblem::builder(&sys)
+        .init(&[0.25])
+        .t_max(0.5)
+        .build()
+        .unwrap()
+        .solve()
+        .unwrap();
+    assert!((sol.state_at(0.5).unwrap()[0] - 0.75).abs() < 1e-12);
+    // An initial point outside is refused by the builder.
+    let err = FlowProblem::builder(&sys)
+        .init(&[1.5])
+        .t_max(1.0)
+        .build()
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, FlowError::OutsideDomain { t, .. } if t == 0.0),
+        "{err}"
+    );
+}
+
+#[test]
+fn events_that_hold_at_the_start_stop_a_run_with_the_initial_point_as_its_solution() {
+    let sys = Quadratic::new(&[1.0], &[0.0]);
+    let sol = FlowProblem::builder(&sys)
+        .init(&[2.0])
+        .t_max(5.0)
+        .event(EventSpec::rises("already", Quantity::Coord(0), 1.0))
+        .stop_after_events(0.5)
+        .build()
+        .unwrap()
+        .solve()
+        .unwrap();
+    assert_eq!(sol.stop, StopReason::EventsFound);
+    assert_eq!(sol.t_end(), 0.0);
+    assert_eq!(sol.event_time("already"), Some(0.0));
+    assert_eq!(sol.state_at(0.0).unwrap(), vec![2.0]);
+}

@@ -1,6 +1,15 @@
-//! Full-parameter models with hand-written f64 gradients, and their data samplers. Model modules
-//! never import `experiment` or `report`.
+//! Full-parameter models with hand-written f64 backpropagation, their data samplers, and the
+//! training loops. Model modules never import `experiment` or `report`.
 
+pub mod data;
+pub mod disentangled;
+pub mod gaussian;
+mod gemm;
 pub mod gih_common;
 pub mod gih_transformer;
 pub mod markov;
+pub mod rich_full;
+pub mod rich_sgd;
+mod simd;
+pub mod subspace;
+pub mod train;

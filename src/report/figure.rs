@@ -51,6 +51,8 @@ pub enum Style {
     Line,
     Dashed,
     Markers(Marker),
+    /// Vertical bars from y = 0 to each point, `width` wide in x data units.
+    Bars(f64),
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +92,23 @@ impl Series {
             ..Series::line(label, points, color)
         }
     }
+    /// Bars from 0 to each y, centred on each x, `width` wide (x data units).
+    pub fn bars(
+        label: impl Into<String>,
+        points: Vec<(f64, f64)>,
+        color: RGBColor,
+        width: f64,
+    ) -> Self {
+        Series {
+            style: Style::Bars(width),
+            ..Series::line(label, points, color)
+        }
+    }
+    /// A thinner stroke (1 px), e.g. for guide lines.
+    pub fn thin(mut self) -> Self {
+        self.width = 1;
+        self
+    }
     pub fn unlabelled(mut self) -> Self {
         self.label = None;
         self
@@ -100,6 +119,16 @@ impl Series {
 #[derive(Debug, Clone)]
 pub struct VLine {
     pub x: f64,
+    pub label: String,
+    pub color: RGBColor,
+}
+
+/// A shaded vertical band [x0, x1] (e.g. a phase of training), named in the legend (unless the
+/// label is empty).
+#[derive(Debug, Clone)]
+pub struct Band {
+    pub x0: f64,
+    pub x1: f64,
     pub label: String,
     pub color: RGBColor,
 }
@@ -155,6 +184,8 @@ pub struct Axis {
     pub log: bool,
     /// Fixed range; otherwise the data range with a small pad.
     pub range: Option<(f64, f64)>,
+    /// Named categories at x = 0, 1, 2, ... (a linear axis labelled by name, e.g. for bars).
+    pub categories: Option<Vec<String>>,
 }
 
 impl Axis {
@@ -163,6 +194,7 @@ impl Axis {
             label: label.into(),
             log: false,
             range: None,
+            categories: None,
         }
     }
     pub fn log(label: impl Into<String>) -> Self {
@@ -170,6 +202,17 @@ impl Axis {
             label: label.into(),
             log: true,
             range: None,
+            categories: None,
+        }
+    }
+    /// A category axis: `names[i]` labels x = i; the range is [−0.6, len − 0.4].
+    pub fn categories(label: impl Into<String>, names: Vec<String>) -> Self {
+        let len = names.len() as f64;
+        Axis {
+            label: label.into(),
+            log: false,
+            range: Some((-0.6, len - 0.4)),
+            categories: Some(names),
         }
     }
     pub fn with_range(mut self, lo: f64, hi: f64) -> Self {
@@ -211,6 +254,8 @@ pub struct Panel {
     pub y: Axis,
     pub series: Vec<Series>,
     pub vlines: Vec<VLine>,
+    /// Shaded vertical bands drawn behind the series.
+    pub bands: Vec<Band>,
     pub legend: LegendAt,
     /// Short text lines drawn in a box (e.g. fitted slopes).
     pub notes: Vec<String>,
@@ -231,6 +276,7 @@ impl Panel {
             y,
             series: Vec::new(),
             vlines: Vec::new(),
+            bands: Vec::new(),
             legend: LegendAt::UpperLeft,
             notes: Vec::new(),
             arrows: Vec::new(),
@@ -297,6 +343,17 @@ impl Panel {
         let ok = |v: f64| v.is_finite() && (!axis.log || v > 0.0);
         let mut lo = f64::INFINITY;
         let mut hi = f64::NEG_INFINITY;
+        if !pick_x
+            && !axis.log
+            && self
+                .series
+                .iter()
+                .any(|s| matches!(s.style, Style::Bars(_)))
+        {
+            // bars start at 0
+            lo = 0.0;
+            hi = 0.0;
+        }
         for s in &self.series {
             for &(x, y) in &s.points {
                 let v = if pick_x { x } else { y };
@@ -397,16 +454,55 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> R
     }
     let (x0, x1) = p.range(&p.x, true);
     let (y0, y1) = p.range(&p.y, false);
+    let xl = || (x0..x1).log_scale().with_key_points(log_ticks(x0, x1));
+    let yl = || (y0..y1).log_scale().with_key_points(log_ticks(y0, y1));
     match (p.x.log, p.y.log) {
         (false, false) => draw_with(area, p, x0..x1, y0..y1),
-        (true, false) => draw_with(area, p, (x0..x1).log_scale(), y0..y1),
-        (false, true) => draw_with(area, p, x0..x1, (y0..y1).log_scale()),
-        (true, true) => draw_with(area, p, (x0..x1).log_scale(), (y0..y1).log_scale()),
+        (true, false) => draw_with(area, p, xl(), y0..y1),
+        (false, true) => draw_with(area, p, x0..x1, yl()),
+        (true, true) => draw_with(area, p, xl(), yl()),
     }
+}
+
+/// Tick positions of a log axis on [lo, hi]: 1-2-5 steps per decade for short ranges, decades
+/// (or every k-th decade) for long ones, so that every part of the range is labelled (plotters'
+/// own choice leaves the lowest partial decade bare).
+pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return vec![];
+    }
+    let (a, b) = (lo.log10(), hi.log10());
+    let span = b - a;
+    let mantissas: &[f64] = if span <= 0.6 {
+        &[1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    } else if span <= 1.2 {
+        &[1.0, 2.0, 3.0, 5.0, 7.0]
+    } else if span <= 3.5 {
+        &[1.0, 2.0, 5.0]
+    } else {
+        &[1.0]
+    };
+    let every = (span / 8.0).ceil().max(1.0) as i64;
+    let mut ticks = Vec::new();
+    for e in (a.floor() as i64)..=(b.ceil() as i64) {
+        if e.rem_euclid(every) != 0 {
+            continue;
+        }
+        for &m in mantissas {
+            // decimal text parses to the correctly rounded value (powi would not)
+            let v: f64 = format!("{m}e{e}").parse().expect("a decimal number");
+            if v >= lo && v <= hi {
+                ticks.push(v);
+            }
+        }
+    }
+    ticks
 }
 
 /// Tick text: `zero_below` (a tiny fraction of the axis span) turns round-off near 0 into "0".
 fn tick_label(v: &f64, zero_below: f64) -> String {
+    // round away representation noise of computed tick positions (e.g. 0.30000000000000004)
+    let v = &format!("{v:.10e}").parse::<f64>().unwrap_or(*v);
     let a = v.abs();
     if *v == 0.0 || a < zero_below {
         "0".into()
@@ -530,7 +626,19 @@ where
     } else {
         1e-9 * ylo.abs().max(yhi.abs())
     };
-    let x_fmt = move |v: &f64| tick_label(v, x_zero);
+    let categories = p.x.categories.clone();
+    let x_fmt = move |v: &f64| match &categories {
+        Some(names) => {
+            let i = v.round();
+            if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+                names[i as usize].clone()
+            } else {
+                String::new()
+            }
+        }
+        None => tick_label(v, x_zero),
+    };
+    let x_labels = p.x.categories.as_ref().map_or(10, |c| c.len() + 2);
     let y_fmt = move |v: &f64| tick_label(v, y_zero);
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, ("sans-serif", 24).into_font())
@@ -546,6 +654,7 @@ where
         .axis_desc_style(("sans-serif", 21))
         .label_style(("sans-serif", 17))
         .x_label_formatter(&x_fmt)
+        .x_labels(x_labels)
         .y_label_formatter(&y_fmt)
         .light_line_style(RGBColor(235, 235, 235))
         .bold_line_style(RGBColor(210, 210, 210))
@@ -593,11 +702,30 @@ where
     let in_x = |x: f64| x.is_finite() && (!p.x.log || x > 0.0) && x >= xlo && x <= xhi;
     let in_y = |y: f64| y.is_finite() && (!p.y.log || y > 0.0);
     let mut has_legend = false;
+    for b in &p.bands {
+        let (x0, x1) = (b.x0.max(xlo), b.x1.min(xhi));
+        if x0 >= x1 || x0.is_nan() || x1.is_nan() || !in_x(x0) || !in_x(x1) {
+            continue;
+        }
+        let fill = b.color.mix(0.16).filled();
+        let drawn = chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x0, ylo), (x1, yhi)],
+                fill,
+            )))
+            .map_err(|e| err(&e))?;
+        if !b.label.is_empty() {
+            has_legend = true;
+            drawn
+                .label(&b.label)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], fill));
+        }
+    }
     for s in &p.series {
         // Lines are clipped to the plotting box (crossings interpolated); markers outside it are
         // dropped.
         let pieces: Vec<Vec<(f64, f64)>> = match s.style {
-            Style::Markers(_) => vec![
+            Style::Markers(_) | Style::Bars(_) => vec![
                 s.points
                     .iter()
                     .copied()
@@ -614,6 +742,13 @@ where
         let style = ShapeStyle::from(&color).stroke_width(s.width);
         let anno =
             match s.style {
+                Style::Bars(w) => {
+                    let fill = ShapeStyle::from(&color).filled();
+                    let base = if p.y.log { ylo } else { 0.0f64.clamp(ylo, yhi) };
+                    chart.draw_series(pts.into_iter().map(|(x, y)| {
+                        Rectangle::new([(x - w / 2.0, base), (x + w / 2.0, y)], fill)
+                    }))
+                }
                 Style::Line => chart.draw_series(LineSeries::new(pts, style)),
                 Style::Dashed => chart.draw_series(DashedLineSeries::new(pts, 10, 6, style)),
                 Style::Markers(m) => {
@@ -646,7 +781,7 @@ where
                         Style::Markers(Marker::Triangle) => {
                             TriangleMarker::new(c, 6, fill).into_dyn()
                         }
-                        Style::Markers(Marker::Square) => {
+                        Style::Markers(Marker::Square) | Style::Bars(_) => {
                             Rectangle::new([(x + 6, y - 4), (x + 14, y + 4)], fill).into_dyn()
                         }
                         Style::Markers(Marker::Cross) => {
@@ -960,5 +1095,23 @@ mod tests {
         let lum = |c: RGBColor| 0.2126 * c.0 as f64 + 0.7152 * c.1 as f64 + 0.0722 * c.2 as f64;
         let l: Vec<f64> = (0..=10).map(|i| lum(colormap(i as f64 / 10.0))).collect();
         assert!(l.windows(2).all(|w| w[1] > w[0]), "{l:?}");
+    }
+}
+
+#[cfg(test)]
+mod log_tick_tests {
+    use super::*;
+
+    #[test]
+    fn log_ticks_label_every_part_of_the_range() {
+        assert_eq!(log_ticks(0.015, 1.2), vec![0.02, 0.05, 0.1, 0.2, 0.5, 1.0]);
+        assert_eq!(log_ticks(1.0, 1e8).len(), 9);
+        assert_eq!(log_ticks(1.0, 1e9).len(), 5); // every other decade beyond 8 decades
+        assert_eq!(
+            log_ticks(1e-30, 1.0),
+            vec![1e-28, 1e-24, 1e-20, 1e-16, 1e-12, 1e-8, 1e-4, 1.0]
+        );
+        let short = log_ticks(0.35, 0.9);
+        assert!(short.len() >= 4 && short.iter().all(|&v| (0.35..=0.9).contains(&v)));
     }
 }

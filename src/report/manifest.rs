@@ -14,7 +14,8 @@ pub struct Manifest {
     pub version: &'static str,
     pub git_revision: Option<&'static str>,
     /// `running` while the jobs run; then `complete`, `partial` (a sweep stopped by
-    /// `--max-points`; finish it with `--resume`), or `failed` (see `error`).
+    /// `--max-points`, finish it with `--resume`; or a compare run whose GD diverged, see
+    /// `error`), or `failed` (see `error`).
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -348,7 +348,7 @@ pub struct MiJobSpec {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct FullSpec {
+pub struct GihFullSpec {
     pub layer_norm: bool,
     pub self_attention: bool,
     pub proj_init: f64,
@@ -369,7 +369,7 @@ pub struct GihJobSpec {
     /// Integrate the c_S in log coordinates (exact; removes the stiffness of decayed c_S).
     pub log_c: bool,
     pub mi: MiJobSpec,
-    pub full: Option<FullSpec>,
+    pub full: Option<GihFullSpec>,
 }
 
 impl RawGihJob {
@@ -460,7 +460,7 @@ impl RawGihJob {
                 check("gih.full.samples", (2..=100_000).contains(&fs), || {
                     format!("must be in 2..=100000, got {fs}")
                 })?;
-                Some(FullSpec {
+                Some(GihFullSpec {
                     layer_norm: f.layer_norm.unwrap_or(true),
                     self_attention: f.self_attention.unwrap_or(true),
                     proj_init,

@@ -8,13 +8,22 @@
 
 mod gih;
 mod musat;
+mod musat_full;
 mod phase;
+mod rich;
 mod sweep;
 mod validate;
 
-pub use gih::{FullSpec, GihJobSpec, GihSpec, LossName, MiJobSpec, RawGih, RawGihJob, StageSpec};
+pub use gih::{
+    GihFullSpec, GihJobSpec, GihSpec, LossName, MiJobSpec, RawGih, RawGihJob, StageSpec,
+};
 pub use musat::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
+pub use musat_full::{CompareSpec, InitKind, Musat19Spec, RawCompare, RawMusat19};
 pub use phase::{PhaseSpec, Slice};
+pub use rich::{
+    Estimator, FullInit, FullOptimizer, FullSpec, Layer1Mode, Paradigm, RawRich, RawRichTrain,
+    RichEvents, RichSpec, RichTrainSpec, TrainModel,
+};
 pub use sweep::{MAX_POINTS, SweepField, SweepPoint, SweepSpec, SweepValue, expand_values};
 pub use validate::FieldError;
 
@@ -58,6 +67,18 @@ pub struct Scenario {
     /// The Chen et al. job (`[gih]`, system kind `gih`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gih: Option<GihJobSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compare: Option<CompareSpec>,
+    /// Training alongside the flow (`[train]`, parsed by system kind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train: Option<TrainSpec>,
+}
+
+/// `[train]`, tagged by the system's kind.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum TrainSpec {
+    Rich(RichTrainSpec),
 }
 
 /// The reduced system, tagged by `kind`.
@@ -65,6 +86,8 @@ pub struct Scenario {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SystemSpec {
     Musat3(Musat3Spec),
+    Musat19(Musat19Spec),
+    Rich(RichSpec),
     /// Chen et al.'s generalized induction head (theory/chen.md).
     Gih(GihSpec),
 }
@@ -73,7 +96,17 @@ impl SystemSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             SystemSpec::Musat3(_) => "musat3",
+            SystemSpec::Musat19(_) => "musat19",
+            SystemSpec::Rich(_) => "rich",
             SystemSpec::Gih(_) => "gih",
+        }
+    }
+
+    /// Default of `solver.horizon` (a multiple of the system's time scale).
+    pub fn default_horizon(&self) -> f64 {
+        match self {
+            SystemSpec::Musat3(_) | SystemSpec::Musat19(_) | SystemSpec::Gih(_) => 10.0,
+            SystemSpec::Rich(_) => rich::DEFAULT_HORIZON,
         }
     }
 
@@ -81,6 +114,11 @@ impl SystemSpec {
     pub fn coordinate_names(&self) -> Vec<String> {
         match self {
             SystemSpec::Musat3(_) => MUSAT3_NAMES.iter().map(|s| s.to_string()).collect(),
+            SystemSpec::Musat19(_) => crate::model::subspace::NAMES19
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            SystemSpec::Rich(r) => r.model().names(),
             SystemSpec::Gih(g) => {
                 let subsets = crate::model::gih_common::Subsets::new(g.heads, g.degree);
                 crate::model::gih_common::Layout {
@@ -103,8 +141,8 @@ pub struct SolverSpec {
     pub atol: f64,
     /// Absolute horizon, if given.
     pub t_max: Option<f64>,
-    /// Horizon as a multiple of the system's time scale (musat3: N²/loss_scale), used when
-    /// `t_max` is not given.
+    /// Horizon as a multiple of the system's time scale (musat3: N²/loss_scale, default 10;
+    /// rich: L/loss_scale, default 40), used when `t_max` is not given.
     pub horizon: f64,
     pub max_steps: u32,
 }
@@ -128,6 +166,9 @@ pub struct SolveSpec {
     pub tail_steps: u32,
     pub samples: usize,
     pub spacing: Spacing,
+    /// Stop `margin` after the last event (always for musat3; for rich only when `margin` is
+    /// given, otherwise the run goes to the horizon).
+    pub stop_after_events: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -144,6 +185,8 @@ struct RawScenario {
     solve: Option<RawSolve>,
     phase: Option<Vec<phase::RawPhase>>,
     gih: Option<RawGihJob>,
+    compare: Option<RawCompare>,
+    train: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -165,8 +208,7 @@ struct RawSolve {
     margin: Option<f64>,
     tail_steps: Option<u32>,
     samples: Option<usize>,
-    #[serde(default)]
-    spacing: Spacing,
+    spacing: Option<Spacing>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -251,13 +293,24 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
     };
     let mut scenario =
         validate_doc(base_doc, default_name, false).map_err(|e| at_point(e, &combos[0]))?;
+    if parsed.thresholds_given && matches!(scenario.system, SystemSpec::Rich(_)) {
+        return Err(field_err(FieldError::new(
+            "sweep.thresholds",
+            "not used by kind \"rich\": set system.events.theta_IH (or sweep it as \
+             \"system.events.theta_IH\")",
+        )));
+    }
     if let (Some(path), true) = (
         filled.first(),
-        scenario.solve.is_some() || !scenario.phase.is_empty(),
+        scenario.solve.is_some()
+            || !scenario.phase.is_empty()
+            || scenario.compare.is_some()
+            || scenario.train.is_some(),
     ) {
         return Err(field_err(FieldError::new(
             path.clone(),
-            "required for [solve] and [[phase]] (the sweep sets it for its own points only)",
+            "required for [solve], [[phase]], [compare] and [train] (the sweep sets it for its \
+             own points only)",
         )));
     }
     let mut points = Vec::with_capacity(combos.len());
@@ -271,6 +324,8 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
         point.origin = format!("{origin} [sweep point {index}]");
         point.solve = None;
         point.phase = Vec::new();
+        point.compare = None;
+        point.train = None;
         points.push(SweepPoint {
             index,
             values,
@@ -323,8 +378,12 @@ fn validate(
         || format!("must be a folder name of letters, digits, '-', '_' or '.', got {name:?}"),
     )?;
     let system = parse_system(raw.system)?;
-    let solver = validate_solver(raw.solver)?;
-    let solve = raw.solve.map(validate_solve).transpose()?;
+    let solver = validate_solver(raw.solver, system.default_horizon())?;
+    let solve = raw.solve.map(|s| validate_solve(s, &system)).transpose()?;
+    let train = raw.train.map(|t| validate_train(t, &system)).transpose()?;
+    if let SystemSpec::Rich(r) = &system {
+        rich::check_against_solver(r, &solver)?;
+    }
     let raw_phase = raw.phase.unwrap_or_default();
     let names = system.coordinate_names();
     let count = raw_phase.len();
@@ -355,13 +414,35 @@ fn validate(
             ));
         }
     };
+    let compare = match (raw.compare, &system) {
+        (None, _) => None,
+        (Some(c), SystemSpec::Musat19(m)) => Some(c.validate(m)?),
+        (Some(_), other) => {
+            return Err(FieldError::new(
+                "compare",
+                format!(
+                    "needs [system] kind = \"musat19\" (the full model is compared with the \
+                     19- and 3-parameter flows), got \"{}\"",
+                    other.kind()
+                ),
+            ));
+        }
+    };
     check("gih", gih.is_none() || solve.is_none(), || {
         "[solve] and [gih] would both write trajectory.csv and events.csv; use one of them".into()
     })?;
     check(
         "scenario",
-        solve.is_some() || !phase.is_empty() || gih.is_some() || !require_job,
-        || "nothing to run: add a [solve], [sweep], [[phase]] or [gih] section".into(),
+        solve.is_some()
+            || !phase.is_empty()
+            || compare.is_some()
+            || train.is_some()
+            || gih.is_some()
+            || !require_job,
+        || {
+            "nothing to run: add a [solve], [sweep], [[phase]], [compare], [train] or [gih] section"
+                .into()
+        },
     )?;
     Ok(Scenario {
         name,
@@ -373,8 +454,27 @@ fn validate(
         solve,
         phase,
         sweep: None,
+        compare,
+        train,
         gih,
     })
+}
+
+/// `[train]` by system kind.
+fn validate_train(table: toml::Table, system: &SystemSpec) -> Result<TrainSpec, FieldError> {
+    match system {
+        SystemSpec::Rich(spec) => {
+            let raw: RawRichTrain = deserialize_table(table, "train")?;
+            Ok(TrainSpec::Rich(raw.validate(spec)?))
+        }
+        other => Err(FieldError::new(
+            "train",
+            format!(
+                "not available for kind \"{}\" (training alongside exists for \"rich\")",
+                other.kind()
+            ),
+        )),
+    }
 }
 
 fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
@@ -382,7 +482,7 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
         None => {
             return Err(FieldError::new(
                 "system.kind",
-                "required; one of \"musat3\", \"gih\"",
+                "required; one of \"musat3\", \"musat19\", \"rich\", \"gih\"",
             ));
         }
         Some(toml::Value::String(s)) => s,
@@ -398,13 +498,23 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
             let raw: RawMusat3 = deserialize_table(table, "system")?;
             Ok(SystemSpec::Musat3(raw.validate()?))
         }
+        "musat19" => {
+            let raw: RawMusat19 = deserialize_table(table, "system")?;
+            Ok(SystemSpec::Musat19(raw.validate()?))
+        }
+        "rich" => {
+            let raw: RawRich = deserialize_table(table, "system")?;
+            Ok(SystemSpec::Rich(raw.validate()?))
+        }
         "gih" => {
             let raw: RawGih = deserialize_table(table, "system")?;
             Ok(SystemSpec::Gih(raw.validate()?))
         }
         other => Err(FieldError::new(
             "system.kind",
-            format!("unknown system `{other}`, expected one of \"musat3\", \"gih\""),
+            format!(
+                "unknown system `{other}`, expected one of \"musat3\", \"musat19\", \"rich\", \"gih\""
+            ),
         )),
     }
 }
@@ -425,7 +535,7 @@ fn deserialize_table<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn validate_solver(raw: RawSolver) -> Result<SolverSpec, FieldError> {
+fn validate_solver(raw: RawSolver, default_horizon: f64) -> Result<SolverSpec, FieldError> {
     let method = raw.method.unwrap_or_else(|| "dopri5".into());
     check("solver.method", method == "dopri5", || {
         format!("must be \"dopri5\" (the only integrator), got {method:?}")
@@ -444,7 +554,7 @@ fn validate_solver(raw: RawSolver) -> Result<SolverSpec, FieldError> {
         raw.t_max.is_none() || raw.horizon.is_none(),
         || "give either solver.t_max or solver.horizon, not both".into(),
     )?;
-    let horizon = raw.horizon.unwrap_or(10.0);
+    let horizon = raw.horizon.unwrap_or(default_horizon);
     check_positive("solver.horizon", horizon)?;
     let max_steps = raw.max_steps.unwrap_or(1_000_000);
     check("solver.max_steps", max_steps >= 1, || {
@@ -460,7 +570,21 @@ fn validate_solver(raw: RawSolver) -> Result<SolverSpec, FieldError> {
     })
 }
 
-fn validate_solve(raw: RawSolve) -> Result<SolveSpec, FieldError> {
+fn validate_solve(raw: RawSolve, system: &SystemSpec) -> Result<SolveSpec, FieldError> {
+    let rich = matches!(system, SystemSpec::Rich(_));
+    if rich {
+        for (field, given) in [
+            ("solve.thresholds", raw.thresholds.is_some()),
+            ("solve.loss_fraction", raw.loss_fraction.is_some()),
+        ] {
+            check(field, !given, || {
+                "not used by kind \"rich\": its phase events are set in [system.events] \
+                 (g_fraction, theta_IH, theta_lo, theta_hi, ih_loss_fraction, converge)"
+                    .into()
+            })?;
+        }
+    }
+    let stop_after_events = !rich || raw.margin.is_some();
     let thresholds = raw.thresholds.unwrap_or_else(|| vec![0.5]);
     check_thresholds("solve.thresholds", &thresholds)?;
     let loss_fraction = raw.loss_fraction.unwrap_or(0.5);
@@ -483,7 +607,10 @@ fn validate_solve(raw: RawSolve) -> Result<SolveSpec, FieldError> {
         margin,
         tail_steps,
         samples,
-        spacing: raw.spacing,
+        spacing: raw
+            .spacing
+            .unwrap_or(if rich { Spacing::Log } else { Spacing::Linear }),
+        stop_after_events,
     })
 }
 

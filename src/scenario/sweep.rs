@@ -98,6 +98,8 @@ pub const MAX_POINTS: usize = 1_000_000;
 pub(super) struct ParsedSweep {
     pub fields: Vec<SweepField>,
     pub thresholds: Vec<f64>,
+    /// Whether `sweep.thresholds` was written (systems without threshold events refuse it).
+    pub thresholds_given: bool,
     pub fit_min_n: Option<f64>,
     pub x: usize,
 }
@@ -147,6 +149,7 @@ impl RawSweep {
                 "the product of the fields has {count} points; at most {MAX_POINTS} are accepted"
             )
         })?;
+        let thresholds_given = self.thresholds.is_some();
         let mut thresholds = self.thresholds.unwrap_or_else(|| vec![0.5]);
         check("sweep.thresholds", !thresholds.is_empty(), || {
             "must list at least one threshold".into()
@@ -186,6 +189,7 @@ impl RawSweep {
         Ok(ParsedSweep {
             fields,
             thresholds,
+            thresholds_given,
             fit_min_n: self.fit_min_n,
             x,
         })

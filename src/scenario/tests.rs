@@ -14,7 +14,7 @@ fn parses_a_full_document_with_defaults() {
     .unwrap();
     assert_eq!(s.name, "stem");
     let SystemSpec::Musat3(m) = &s.system else {
-        panic!("a musat3 system")
+        panic!("musat3 expected")
     };
     assert_eq!(m.n, 8, "the document's N, not the sweep's");
     assert_eq!(s.solver.rtol, 1e-10);
@@ -26,7 +26,7 @@ fn parses_a_full_document_with_defaults() {
         .iter()
         .map(|p| {
             let SystemSpec::Musat3(m) = &p.scenario.system else {
-                panic!("a musat3 point")
+                panic!("musat3 expected")
             };
             m.n
         })
@@ -77,7 +77,7 @@ fn fields_sweeps_form_a_product_of_validated_points() {
     assert_eq!(sw.n_points, 4);
     let p = &sw.points[3];
     let SystemSpec::Musat3(m) = &p.scenario.system else {
-        panic!("a musat3 point")
+        panic!("musat3 expected")
     };
     assert_eq!((m.loss_scale, m.n), (1.0, 8));
     assert_eq!(p.scenario.solver.rtol, 1e-8);
@@ -107,7 +107,8 @@ fn fields_sweeps_form_a_product_of_validated_points() {
     let e = err("[system]\nkind = \"musat3\"\n[solve]\n[sweep]\nn = [4]\n");
     assert_eq!(
         e,
-        "t.toml: system.n: required for [solve] and [[phase]] (the sweep sets it for its own points only)"
+        "t.toml: system.n: required for [solve], [[phase]], [compare] and [train] (the sweep sets \
+         it for its own points only)"
     );
 }
 
@@ -164,7 +165,7 @@ fn every_bad_field_is_named_with_its_range() {
     );
     assert_eq!(
         err(&format!("{base}n = 4\n")),
-        "t.toml: scenario: nothing to run: add a [solve], [sweep], [[phase]] or [gih] section"
+        "t.toml: scenario: nothing to run: add a [solve], [sweep], [[phase]], [compare], [train] or [gih] section"
     );
     assert_eq!(
         err(&format!("{base}[solve]\n")),

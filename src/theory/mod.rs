@@ -3,4 +3,6 @@
 
 pub mod gih;
 pub mod gih_mi;
+pub mod musat19;
 pub mod musat3;
+pub mod rich;

@@ -1,0 +1,70 @@
+//! Benchmarks of the full Musat model and the 19-dim flow (run by hand:
+//! `cargo bench --bench musat_full`).
+//!
+//! - `gd_step`: one GD step (draw a fresh orthonormal batch, forward, backward, update) at
+//!   D = 12, N = 4, B = 256, on a rayon pool of 1 and of 2 threads;
+//! - `musat19_gradient`: one gradient of the 19-dim flow at N = 16, query last and uniform
+//!   (and one musat3 gradient for scale).
+
+use ihdyn::flow::GradientFlow;
+use ihdyn::model::data::{DataKind, DataSpec, LabelPosition};
+use ihdyn::model::disentangled::{Params, Refresh, Trainer};
+use ihdyn::theory::musat3::Query;
+
+fn main() {
+    divan::main();
+}
+
+#[divan::bench(args = [1, 2], sample_count = 200)]
+fn gd_step(bencher: divan::Bencher, threads: usize) {
+    let spec = DataSpec {
+        n: 4,
+        d: 12,
+        data: DataKind::Orthonormal,
+        query: Query::Last,
+        label_position: LabelPosition::Rotated,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let mut trainer = Trainer::new(spec, 256, 1.0, Refresh::Step, 1);
+    let mut params = Params::gaussian(12, 0.05, 2);
+    // `install` costs microseconds; a step takes about a millisecond.
+    bencher.bench_local(|| {
+        pool.install(|| {
+            let loss = trainer.evaluate(&params);
+            trainer.apply(&mut params, 0.01);
+            loss
+        })
+    });
+}
+
+#[divan::bench(args = ["last", "uniform"])]
+fn musat19_gradient(bencher: divan::Bencher, query: &str) {
+    use ihdyn::theory::musat19::Musat19;
+    let q = if query == "last" {
+        Query::Last
+    } else {
+        Query::Uniform
+    };
+    let sys = Musat19::new(16, q, LabelPosition::Rotated, 1.0);
+    let theta: Vec<f64> = (0..19).map(|k| 0.1 * (k as f64 - 9.0)).collect();
+    let mut g = vec![0.0; 19];
+    bencher.bench_local(|| {
+        sys.grad(divan::black_box(&theta), &mut g);
+        g[0]
+    });
+}
+
+/// One musat3 gradient at N = 16 for scale.
+#[divan::bench]
+fn musat3_gradient_n16(bencher: divan::Bencher) {
+    use ihdyn::theory::musat3::Musat3;
+    let sys = Musat3::new(16, Query::Last, 1.0);
+    let mut g = [0.0; 3];
+    bencher.bench_local(|| {
+        sys.grad(divan::black_box(&[0.7, 1.3, 0.9]), &mut g);
+        g[0]
+    });
+}

@@ -1,0 +1,150 @@
+use super::*;
+use crate::model::data::{DataKind, LabelPosition};
+use crate::theory::musat3::Query;
+
+fn spec(n: usize, d: usize, data: DataKind) -> DataSpec {
+    DataSpec {
+        n,
+        d,
+        data,
+        query: Query::Uniform,
+        label_position: LabelPosition::Rotated,
+    }
+}
+
+/// The forward pass of theory/musat.md §4 written out naively for one sequence: every row of
+/// both layers, explicit matrices, no batching.
+fn naive_output(p: &Params, tokens: &[f64], n: usize, d: usize) -> Vec<f64> {
+    let t = 2 * n + 1;
+    let e = 2 * d;
+    let h0: Vec<Vec<f64>> = (0..t)
+        .map(|k| tokens[k * e..(k + 1) * e].to_vec())
+        .collect();
+    let bil = |w: &[f64], dim: usize, a: &[f64], b: &[f64]| {
+        let mut s = 0.0;
+        for i in 0..dim {
+            for j in 0..dim {
+                s += a[i] * w[i * dim + j] * b[j];
+            }
+        }
+        s
+    };
+    let attend = |w: &[f64], dim: usize, h: &[Vec<f64>]| -> Vec<Vec<f64>> {
+        (0..h.len())
+            .map(|k| {
+                if k == 0 {
+                    return vec![0.0; dim];
+                }
+                let s: Vec<f64> = (0..k).map(|j| bil(w, dim, &h[k], &h[j])).collect();
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
+                let mut u = vec![0.0; dim];
+                for j in 0..k {
+                    let a = (s[j] - m).exp() / z;
+                    for i in 0..dim {
+                        u[i] += a * h[j][i];
+                    }
+                }
+                u
+            })
+            .collect()
+    };
+    let u1 = attend(&p.w1, e, &h0);
+    let h1: Vec<Vec<f64>> = (0..t)
+        .map(|k| [h0[k].clone(), u1[k].clone()].concat())
+        .collect();
+    let u2 = attend(&p.w2, 2 * e, &h1);
+    let h2 = [h1[t - 1].clone(), u2[t - 1].clone()].concat();
+    (0..d)
+        .map(|i| (0..8 * d).map(|j| p.w3[i * 8 * d + j] * h2[j]).sum())
+        .collect()
+}
+
+#[test]
+fn batched_loss_equals_the_naive_forward_pass() {
+    let (n, d, size) = (3, 8, 37); // three chunks, the last one partial
+    let s = spec(n, d, DataKind::Orthonormal);
+    let batch = Batch::sample(&mut Sampler::new(s, 1, 0), size);
+    let p = Params::gaussian(d, 0.4, 2);
+    let mut model = Model::new(Dims { n, d }, size, 0.5);
+    let got = model.loss(&p, &batch);
+    let mut want = 0.0;
+    for b in 0..size {
+        let seq = s.sequence_len();
+        let out = naive_output(&p, &batch.tokens[b * seq..(b + 1) * seq], n, d);
+        for (o, y) in out.iter().zip(&batch.targets[b * d..(b + 1) * d]) {
+            want += (o - y).powi(2);
+        }
+    }
+    want *= 0.5 / size as f64;
+    assert!((got - want).abs() < 1e-12 * want, "{got} vs {want}");
+}
+
+#[test]
+fn gradient_matches_central_differences_in_every_block() {
+    for (data, std) in [(DataKind::Isotropic, 0.8), (DataKind::Orthonormal, 0.5)] {
+        let (n, d, size) = (2, 6, 19);
+        let s = spec(n, d, data);
+        let batch = Batch::sample(&mut Sampler::new(s, 5, 0), size);
+        let p = Params::gaussian(d, std, 6);
+        let mut model = Model::new(Dims { n, d }, size, 1.0);
+        let mut g = Params::zeros(d);
+        model.loss_and_grad(&p, &batch, &mut g);
+        let h = 1e-6;
+        for block in 0..3 {
+            let len = p.blocks()[block].len();
+            for i in 0..len {
+                let mut plus = p.clone();
+                plus.blocks_mut()[block][i] += h;
+                let mut minus = p.clone();
+                minus.blocks_mut()[block][i] -= h;
+                let fd = (model.loss(&plus, &batch) - model.loss(&minus, &batch)) / (2.0 * h);
+                let an = g.blocks()[block][i];
+                assert!(
+                    (an - fd).abs() < 1e-7 + 1e-6 * fd.abs(),
+                    "{data:?} W{} entry {i}: analytic {an}, finite difference {fd}",
+                    block + 1
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn results_are_bit_identical_on_one_and_two_threads() {
+    let (n, d) = (4, 12);
+    let s = spec(n, d, DataKind::Orthonormal);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut trainer = Trainer::new(s, 70, 1.0, Refresh::Step, 11);
+            let mut p = Params::gaussian(d, 0.1, 3);
+            let mut losses = Vec::new();
+            for _ in 0..3 {
+                losses.push(trainer.evaluate(&p).to_bits());
+                trainer.apply(&mut p, 2.0);
+            }
+            (losses, p)
+        })
+    };
+    let (l1, p1) = run(1);
+    let (l2, p2) = run(2);
+    assert_eq!(l1, l2);
+    assert_eq!(p1, p2);
+}
+
+#[test]
+fn fixed_refresh_reuses_the_batch_and_step_refresh_draws_anew() {
+    let s = spec(2, 6, DataKind::Orthonormal);
+    let p = Params::gaussian(6, 0.3, 1);
+    let mut fixed = Trainer::new(s, 5, 1.0, Refresh::Fixed, 2);
+    let mut fresh = Trainer::new(s, 5, 1.0, Refresh::Step, 2);
+    let (a, b) = (fixed.evaluate(&p), fixed.evaluate(&p));
+    assert_eq!(a, b);
+    let (c, e) = (fresh.evaluate(&p), fresh.evaluate(&p));
+    assert_eq!(a, c, "same seed, same first batch");
+    assert_ne!(c, e);
+}

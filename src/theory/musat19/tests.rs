@@ -1,0 +1,250 @@
+use super::*;
+use crate::flow::{EventSpec, FlowProblem, Quantity};
+use crate::model::data::{DataKind, DataSpec, Sampler};
+use crate::model::disentangled::{Batch, Dims, Model, Params};
+use crate::model::subspace::{ALPHA3, BETA2, GAMMA3, inner_products, structured};
+use crate::theory::musat3::Musat3;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn random_theta(rng: &mut ChaCha8Rng, size: f64) -> Vec<f64> {
+    (0..19).map(|_| rng.random_range(-size..size)).collect()
+}
+
+/// Loss and ⟨∇_W L, B_k⟩ of the dense full model at W(θ) on a batch.
+fn dense_projected(theta: &[f64], batch: &Batch, scale: f64) -> (f64, [f64; 19]) {
+    let dims = Dims {
+        n: batch.spec.n,
+        d: batch.spec.d,
+    };
+    let mut model = Model::new(dims, batch.size(), scale);
+    let mut g = Params::zeros(dims.d);
+    let loss = model.loss_and_grad(&structured(theta, dims.d), batch, &mut g);
+    (loss, inner_products(&g))
+}
+
+fn assert_close(a: f64, b: f64, tol: f64, what: &str) {
+    assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{what}: {a} vs {b}");
+}
+
+#[test]
+fn gradient_matches_central_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for &n in &[1usize, 2, 5] {
+        for query in [Query::Last, Query::Uniform] {
+            for cue in [
+                LabelPosition::Rotated,
+                LabelPosition::Same,
+                LabelPosition::None,
+            ] {
+                let sys = Musat19::new(n, query, cue, 1.0);
+                for _ in 0..3 {
+                    let th = random_theta(&mut rng, 1.5);
+                    let mut g = vec![0.0; 19];
+                    sys.grad(&th, &mut g);
+                    for k in 0..19 {
+                        let h = 1e-6;
+                        let (mut p, mut m) = (th.clone(), th.clone());
+                        p[k] += h;
+                        m[k] -= h;
+                        let fd = (sys.loss(&p) - sys.loss(&m)) / (2.0 * h);
+                        assert!(
+                            (g[k] - fd).abs() < 1e-7 * (1.0 + fd.abs()),
+                            "N={n} {query:?} {cue:?} {}: {} vs fd {fd}",
+                            NAMES19[k],
+                            g[k]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn structured_evaluation_equals_the_dense_model_on_any_data() {
+    // Random dense sequences (not orthonormal, every token entry nonzero): the structured
+    // pass must equal the dense model's loss and projected gradient at W(θ).
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let (n, d, size) = (3, 6, 5);
+    let spec = DataSpec {
+        n,
+        d,
+        data: DataKind::Isotropic,
+        query: Query::Uniform,
+        label_position: LabelPosition::Rotated,
+    };
+    let batch = Batch::sample(&mut Sampler::new(spec, 3, 0), size);
+    let seq = spec.sequence_len();
+    let seqs: Vec<(Vec<f64>, Vec<f64>)> = (0..size)
+        .map(|b| {
+            (
+                batch.tokens[b * seq..(b + 1) * seq].to_vec(),
+                batch.targets[b * d..(b + 1) * d].to_vec(),
+            )
+        })
+        .collect();
+    let sys = Musat19::from_sequences(n, d, &seqs, 0.5);
+    for _ in 0..5 {
+        let th = random_theta(&mut rng, 2.0);
+        let (loss, g) = dense_projected(&th, &batch, 0.5);
+        let mut got = vec![0.0; 19];
+        sys.grad(&th, &mut got);
+        assert_close(sys.loss(&th), loss, 1e-12, "loss");
+        for k in 0..19 {
+            assert_close(got[k], g[k], 1e-11, NAMES19[k]);
+        }
+    }
+}
+
+#[test]
+fn every_haar_sample_gives_the_canonical_loss_and_gradient() {
+    // The orbit argument of theory/musat.md §3: at any structured W(θ), each orthonormal sample
+    // (here D = 12 > 2N + 2 = 10, random Haar frames, query last) has the loss and projected
+    // gradient of the canonical configuration with D = 2N + 2.
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (n, d) = (4, 12);
+    for cue in [LabelPosition::Rotated, LabelPosition::Same] {
+        let spec = DataSpec {
+            n,
+            d,
+            data: DataKind::Orthonormal,
+            query: Query::Last,
+            label_position: cue,
+        };
+        let mut sampler = Sampler::new(spec, 9, 0);
+        let sys = Musat19::new(n, Query::Last, cue, 1.0);
+        for _ in 0..4 {
+            let th = random_theta(&mut rng, 1.5);
+            let batch = Batch::sample(&mut sampler, 1);
+            let (loss, g) = dense_projected(&th, &batch, 1.0);
+            let mut got = vec![0.0; 19];
+            sys.grad(&th, &mut got);
+            assert_close(sys.loss(&th), loss, 1e-10, "loss");
+            for k in 0..19 {
+                assert_close(got[k], g[k], 1e-10, NAMES19[k]);
+            }
+        }
+    }
+}
+
+/// θ with only α₃, β₂, γ₃ set.
+fn three(th3: &[f64]) -> Vec<f64> {
+    let mut th = vec![0.0; 19];
+    th[ALPHA3] = th3[0];
+    th[BETA2] = th3[1];
+    th[GAMMA3] = th3[2];
+    th
+}
+
+#[test]
+fn full_model_at_a_three_parameter_point_equals_the_musat3_closed_form() {
+    // Dense 28D² model, random Haar data (D = 12, N = 4, query last), W with only α₃, β₂, γ₃:
+    // loss and the projected gradient on those three coordinates equal §7.1.
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let (n, d) = (4, 12);
+    let spec = DataSpec {
+        n,
+        d,
+        data: DataKind::Orthonormal,
+        query: Query::Last,
+        label_position: LabelPosition::Rotated,
+    };
+    let batch = Batch::sample(&mut Sampler::new(spec, 4, 0), 40);
+    let m3 = Musat3::new(n, Query::Last, 1.0);
+    for _ in 0..10 {
+        let th3 = [
+            rng.random_range(-2.0..4.0),
+            rng.random_range(-2.0..6.0),
+            rng.random_range(-0.5..1.5),
+        ];
+        let (loss, g) = dense_projected(&three(&th3), &batch, 1.0);
+        let mut want = [0.0; 3];
+        m3.grad(&th3, &mut want);
+        assert_close(loss, m3.loss(&th3), 1e-10, "loss");
+        assert_close(g[ALPHA3], want[0], 1e-10, "alpha3");
+        assert_close(g[BETA2], want[1], 1e-10, "beta2");
+        assert_close(g[GAMMA3], want[2], 1e-10, "gamma3");
+    }
+}
+
+#[test]
+fn restricted_to_three_coordinates_it_is_musat3_for_both_query_modes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for &n in &[2usize, 4, 9] {
+        for query in [Query::Last, Query::Uniform] {
+            for scale in [1.0, 0.5] {
+                let sys = Musat19::new(n, query, LabelPosition::Rotated, scale);
+                let m3 = Musat3::new(n, query, scale);
+                for _ in 0..5 {
+                    let th3 = [
+                        rng.random_range(-2.0..4.0),
+                        rng.random_range(-2.0..6.0),
+                        rng.random_range(-0.5..1.5),
+                    ];
+                    let mut g = vec![0.0; 19];
+                    sys.grad(&three(&th3), &mut g);
+                    let mut want = [0.0; 3];
+                    m3.grad(&th3, &mut want);
+                    let what = format!("N={n} {query:?} scale {scale}");
+                    assert_close(sys.loss(&three(&th3)), m3.loss(&th3), 1e-12, &what);
+                    assert_close(g[ALPHA3], want[0], 1e-11, &what);
+                    assert_close(g[BETA2], want[1], 1e-11, &what);
+                    assert_close(g[GAMMA3], want[2], 1e-11, &what);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn with_sixteen_coordinates_frozen_the_flow_reproduces_musat3() {
+    for &n in &[3usize, 6] {
+        for query in [Query::Last, Query::Uniform] {
+            let sys = Musat19::new(n, query, LabelPosition::Rotated, 1.0);
+            let m3 = Musat3::new(n, query, 1.0);
+            let t_max = 6.0 * (n * n) as f64;
+            let frozen: Vec<usize> = (0..19)
+                .filter(|k| ![ALPHA3, BETA2, GAMMA3].contains(k))
+                .collect();
+            let s19 = FlowProblem::builder(&sys)
+                .freeze(frozen)
+                .t_max(t_max)
+                .tolerances(1e-12, 1e-14)
+                .event(EventSpec::rises("a", Quantity::Coord(ALPHA3), 0.5))
+                .build()
+                .unwrap()
+                .solve()
+                .unwrap();
+            let s3 = FlowProblem::builder(&m3)
+                .t_max(t_max)
+                .tolerances(1e-12, 1e-14)
+                .event(EventSpec::rises("a", Quantity::Coord(0), 0.5))
+                .build()
+                .unwrap()
+                .solve()
+                .unwrap();
+            for i in 0..=200 {
+                let t = t_max * i as f64 / 200.0;
+                let a = s19.state_at(t).unwrap();
+                let b = s3.state_at(t).unwrap();
+                for (k, &c) in [ALPHA3, BETA2, GAMMA3].iter().enumerate() {
+                    assert!(
+                        (a[c] - b[k]).abs() < 1e-8,
+                        "N={n} {query:?} t={t} {}: {} vs {}",
+                        NAMES19[c],
+                        a[c],
+                        b[k]
+                    );
+                }
+                assert!(
+                    a.iter()
+                        .enumerate()
+                        .all(|(k, v)| [ALPHA3, BETA2, GAMMA3].contains(&k) || *v == 0.0)
+                );
+            }
+            let (ta, tb) = (s19.event_time("a").unwrap(), s3.event_time("a").unwrap());
+            assert!((ta - tb).abs() < 1e-8 * tb, "T_alpha3 {ta} vs {tb}");
+        }
+    }
+}

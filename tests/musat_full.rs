@@ -1,0 +1,331 @@
+//! The full Musat model and the 19-dim flow end to end: the `compare` job through the binary
+//! (files, headers, events, bad input, divergence, determinism), musat19 in the generic sweep,
+//! and the Theorem-1 residual against the batch size.
+
+mod common;
+use common::*;
+use ihdyn::model::data::{DataKind, DataSpec, LabelPosition};
+use ihdyn::model::disentangled::{Params, Refresh, Trainer};
+use ihdyn::model::subspace::{project, residuals};
+use ihdyn::theory::musat3::Query;
+use serde_json::Value;
+use std::path::Path;
+
+const NAMES: &str = "alpha1,alpha2,alpha3,beta1,beta2,beta3,beta4,beta5,beta6,beta7,beta8,beta9,\
+beta10,beta11,beta12,gamma1,gamma2,gamma3,gamma4";
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A small compare scenario: N = 3, D = 8, B = 64, 120 steps of pseudo-time 0.25.
+const SMALL: &str = r#"name = "small"
+[system]
+kind = "musat19"
+n = 3
+query = "last"
+[compare]
+d = 8
+batch = 64
+eta = 2.0
+steps = 120
+checkpoint_every = 2
+seed = 3
+"#;
+
+#[test]
+fn compare_writes_every_source_on_one_time_axis() {
+    let dir = tmp();
+    let f = write(dir.path(), "small.toml", SMALL);
+    let out = dir.path().join("out");
+    let r = ihdyn(
+        dir.path(),
+        &["run", &f, "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for file in [
+        "compare.csv",
+        "compare.json",
+        "compare.png",
+        "compare.svg",
+        "residual.png",
+        "coordinates.png",
+        "manifest.json",
+    ] {
+        assert!(out.join(file).is_file(), "missing {file}");
+    }
+    let text = std::fs::read_to_string(out.join("compare.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with(&format!("t,source,loss,residual,{NAMES},")),
+        "{header}"
+    );
+    let cols: Vec<&str> = header.split(',').collect();
+    let col = |name: &str| cols.iter().position(|c| *c == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let of = |src: &str| rows.iter().filter(|r| r[1] == src).collect::<Vec<_>>();
+    // 61 checkpoints (0, 2, ..., 120) per source
+    for src in ["full", "ode19", "ode3"] {
+        assert_eq!(of(src).len(), 61, "{src}");
+    }
+    for r in of("full") {
+        // t = eta * step / D
+        let t: f64 = r[0].parse().unwrap();
+        let step: f64 = r[col("step")].parse().unwrap();
+        assert!((t - 0.25 * step).abs() < 1e-12);
+        assert_eq!(r[col("batch")], "64");
+        assert!(!r[col("residual")].is_empty() && !r[col("beta7")].is_empty());
+    }
+    for r in of("ode3") {
+        // ode3 has only alpha3, beta2, gamma3
+        assert!(r[col("alpha1")].is_empty() && r[col("beta7")].is_empty());
+        assert!(!r[col("alpha3")].is_empty() && !r[col("gamma3")].is_empty());
+        assert!(r[col("residual")].is_empty() && r[col("batch")].is_empty());
+    }
+    let doc = json(&out.join("compare.json"));
+    let sources = doc["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 3);
+    for s in sources {
+        let ev = &s["events"];
+        for e in ["T_gamma3@0.5", "T_beta2@0.5", "T_alpha3@0.5", "T_loss_half"] {
+            let t = ev[e]["t"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{} {e} missing", s["source"]));
+            let steps = ev[e]["steps"].as_f64().unwrap();
+            assert!(
+                (steps - 4.0 * t).abs() < 1e-9 * steps.max(1.0),
+                "steps = t D / eta"
+            );
+        }
+    }
+    // emergence order gamma3 -> beta2 -> alpha3 in the full model, and it tracks ode19 closely
+    let full = &sources[0];
+    assert_eq!(full["source"], "full");
+    let t = |s: &Value, e: &str| s["events"][e]["t"].as_f64().unwrap();
+    assert!(t(full, "T_gamma3@0.5") < t(full, "T_beta2@0.5"));
+    let ode19 = sources.iter().find(|s| s["source"] == "ode19").unwrap();
+    let rel = (t(full, "T_alpha3@0.5") - t(ode19, "T_alpha3@0.5")).abs() / t(ode19, "T_alpha3@0.5");
+    assert!(rel < 0.05, "full vs ode19 T_alpha3 differ by {rel}");
+    let diff = &full["max_abs_difference_vs_ode19"];
+    assert_eq!(diff["up_to_t"].as_f64().unwrap(), t(ode19, "T_alpha3@0.5"));
+    for c in ["alpha3", "beta2", "gamma3"] {
+        assert!(diff[c].as_f64().unwrap() < 0.05, "{c}: {}", diff[c]);
+    }
+    let m = json(&out.join("manifest.json"));
+    assert_eq!(m["status"], "complete");
+    assert_eq!(m["jobs"][0]["job"], "compare");
+}
+
+#[test]
+fn compare_csv_is_byte_identical_on_one_and_two_threads() {
+    let dir = tmp();
+    let f = write(
+        dir.path(),
+        "small.toml",
+        &SMALL.replace("steps = 120", "steps = 30"),
+    );
+    let mut outs = Vec::new();
+    for threads in ["1", "2"] {
+        let out = dir.path().join(format!("t{threads}"));
+        let r = ihdyn(
+            dir.path(),
+            &["run", &f, "--out", out.to_str().unwrap(), "-q"],
+            &[("RAYON_NUM_THREADS", threads)],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        outs.push((
+            std::fs::read(out.join("compare.csv")).unwrap(),
+            std::fs::read(out.join("compare.json")).unwrap(),
+        ));
+    }
+    assert!(outs[0] == outs[1], "outputs differ between 1 and 2 threads");
+}
+
+#[test]
+fn bad_compare_input_exits_2_names_the_field_and_writes_nothing() {
+    let sys = "[system]\nkind = \"musat19\"\nn = 4\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "D too small",
+            format!("{sys}[compare]\nd = 8\nsteps = 10\n"),
+            "compare.d: orthonormal data need D >= 2N + 2 = 10 (N = 4), got 8",
+        ),
+        (
+            "odd D",
+            format!("{sys}[compare]\nd = 11\nsteps = 10\n"),
+            "compare.d: must be even",
+        ),
+        (
+            "eta <= 0",
+            format!("{sys}[compare]\neta = 0\nsteps = 10\n"),
+            "compare.eta: must be > 0",
+        ),
+        (
+            "B = 0",
+            format!("{sys}[compare]\nbatch = 0\nsteps = 10\n"),
+            "compare.batch: each batch size must be in 1..=",
+        ),
+        (
+            "B = 0 in a list",
+            format!("{sys}[compare]\nbatch = [32, 0]\nsteps = 10\n"),
+            "compare.batch: each batch size must be in 1..=",
+        ),
+        (
+            "unknown query",
+            format!("{sys}query = \"middle\"\n[compare]\nsteps = 10\n"),
+            "system.query: unknown variant `middle`, expected `last` or `uniform`",
+        ),
+        (
+            "unknown label cue",
+            format!("{sys}label_position = \"shifted\"\n[compare]\nsteps = 10\n"),
+            "system.label_position: unknown variant `shifted`",
+        ),
+        (
+            "unknown data",
+            format!("{sys}[compare]\ndata = \"tokens\"\nsteps = 10\n"),
+            "compare.data: unknown variant `tokens`",
+        ),
+        (
+            "gaussian init without std",
+            format!("{sys}[compare]\ninit = \"gaussian\"\nsteps = 10\n"),
+            "compare.init_std: required with init = \"gaussian\"",
+        ),
+        (
+            "compare on musat3",
+            "[system]\nkind = \"musat3\"\nn = 4\n[compare]\nsteps = 10\n".to_string(),
+            "compare: needs [system] kind = \"musat19\"",
+        ),
+        (
+            "unknown compare field",
+            format!("{sys}[compare]\nsteps = 10\nlr = 3\n"),
+            "compare.lr: unknown field `lr`",
+        ),
+        (
+            "unknown musat19 coordinate",
+            format!("{sys}freeze = [\"beta13\"]\n[solve]\n"),
+            "system.freeze: unknown coordinate `beta13`",
+        ),
+    ];
+    for (what, text, message) in cases {
+        let dir = tmp();
+        let f = write(dir.path(), "bad.toml", &text);
+        let r = ihdyn(dir.path(), &["run", &f], &[]);
+        assert_eq!(r.code, 2, "{what}: {}", r.stderr);
+        assert!(r.stderr.contains(message), "{what}: got {:?}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{what}: one message");
+        assert!(
+            !dir.path().join("output").exists(),
+            "{what}: output/ was created"
+        );
+    }
+}
+
+#[test]
+fn a_diverging_gd_run_keeps_its_rows_and_is_marked_partial() {
+    let dir = tmp();
+    let text = SMALL
+        .replace("eta = 2.0", "eta = 1000.0")
+        .replace("steps = 120", "steps = 400")
+        .replace("checkpoint_every = 2", "checkpoint_every = 1");
+    let f = write(dir.path(), "div.toml", &text);
+    let out = dir.path().join("out");
+    let r = ihdyn(
+        dir.path(),
+        &["run", &f, "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("gradient descent diverged at step"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("the loss is"), "{}", r.stderr);
+    let m = json(&out.join("manifest.json"));
+    assert_eq!(m["status"], "partial");
+    assert!(m["error"].as_str().unwrap().contains("diverged at step"));
+    let doc = json(&out.join("compare.json"));
+    let full = &doc["sources"][0];
+    assert_eq!(full["status"], "diverged");
+    let done = full["steps_done"].as_u64().unwrap();
+    assert!((1..400).contains(&done));
+    let text = std::fs::read_to_string(out.join("compare.csv")).unwrap();
+    let full_rows = text
+        .lines()
+        .filter(|l| l.split(',').nth(1) == Some("full"))
+        .count();
+    assert_eq!(
+        full_rows as u64,
+        done + 1,
+        "every checkpoint before the divergence is kept"
+    );
+}
+
+#[test]
+fn musat19_runs_in_the_generic_solve_and_sweep() {
+    let dir = tmp();
+    let f = write(
+        dir.path(),
+        "s.toml",
+        "[system]\nkind = \"musat19\"\nn = 3\nquery = \"uniform\"\n[solve]\n[sweep]\nn = [2, 3, 5]\n",
+    );
+    let out = dir.path().join("out");
+    let r = ihdyn(
+        dir.path(),
+        &["run", &f, "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        first_line(&out.join("sweep.csv")),
+        "N,threshold,T_gamma3,T_beta2,T_alpha3,T_loss_half,t_peak_alpha_rate"
+    );
+    assert_eq!(
+        first_line(&out.join("trajectory.csv")),
+        format!("t,{NAMES},loss")
+    );
+    let sweep = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    for line in sweep.lines().skip(1) {
+        // every event found, in the order gamma3 -> beta2 -> alpha3 (query uniform)
+        let v: Vec<f64> = line.split(',').map(|c| c.parse().unwrap()).collect();
+        assert!(v[2] < v[3] && v[3] < v[4], "{line}");
+    }
+}
+
+#[test]
+fn off_subspace_residual_falls_with_the_batch_size() {
+    // Theorem 1: zero init, isotropic data, query uniform. The off-subspace part of W is batch
+    // noise: after the same steps with the same eta, B = 2048 leaves a residual at least 3x
+    // smaller than B = 32 (1/sqrt(B) predicts 8x).
+    let (n, d) = (3, 8);
+    let spec = DataSpec {
+        n,
+        d,
+        data: DataKind::Isotropic,
+        query: Query::Uniform,
+        label_position: LabelPosition::Rotated,
+    };
+    let residual_after = |batch: usize| {
+        let mut trainer = Trainer::new(spec, batch, 1.0, Refresh::Step, 7);
+        let mut p = Params::zeros(d);
+        for _ in 0..40 {
+            trainer.evaluate(&p);
+            trainer.apply(&mut p, 2.0);
+        }
+        residuals(&p, &project(&p)).overall
+    };
+    let small = residual_after(32);
+    let large = residual_after(2048);
+    assert!(
+        large > 0.0 && small >= 3.0 * large,
+        "B = 32: {small}, B = 2048: {large}"
+    );
+}
