@@ -287,3 +287,44 @@ fn bad_gih_input_exits_2_names_the_field_and_writes_nothing() {
         );
     }
 }
+
+/// The generic jobs work on a gih system: `[solve]` integrates the joint flow of (c, w, a) from
+/// the initial point (events on a), and `[[phase]]` draws a slice of it.
+#[test]
+fn generic_solve_and_phase_run_on_a_gih_system() {
+    let dir = tmp();
+    let text = "[system]\nkind = \"gih\"\nL = 12\nn_sequences = 60\n\
+                [solver]\nrtol = 1e-6\natol = 1e-9\nt_max = 5\n\
+                [solve]\nthresholds = [0.02]\n\
+                [[phase]]\nx = \"a\"\ny = \"w_1_1\"\nx_range = [0.0, 2.0]\ny_range = [0.0, 4.0]\n\
+                grid = 5\nstarts = [[0.01, 3.0]]\nt_max = 5\n";
+    let f = write(dir.path(), "s.toml", text);
+    let out = dir.path().join("out");
+    let r = ihdyn(
+        dir.path(),
+        &["run", &f, "--out", out.to_str().unwrap(), "-q"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let header = first_line(&out.join("trajectory.csv"));
+    assert!(header.starts_with("t,c_{},c_{1},"), "{header}");
+    assert!(header.contains(",a,loss,p_{},"), "{header}");
+    let events = std::fs::read_to_string(out.join("events.csv")).unwrap();
+    assert!(events.contains("T_a@0.02,"), "{events}");
+    assert!(
+        files_under(&out)
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".png") && p.to_string_lossy().contains("phase"))
+    );
+    // [solve] and [gih] would write the same files: refused before anything runs
+    let both = format!("{TINY}[solve]\n");
+    let f = write(dir.path(), "both.toml", &both);
+    let r = ihdyn(dir.path(), &["run", &f], &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("gih: [solve] and [gih] would both write"),
+        "{}",
+        r.stderr
+    );
+    assert!(!dir.path().join("output").exists());
+}

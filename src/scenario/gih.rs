@@ -449,6 +449,30 @@ impl RawGihJob {
             power == 2 || self.mi.method != MiMethod::MonteCarlo,
             || "the monte_carlo method supports only power = 2".into(),
         )?;
+        let r_max = system.parents().into_iter().max().unwrap_or(1);
+        let m = crate::theory::gih_mi::window_tokens(r_max, system.heads);
+        let table = (system.d as f64).powi(m as i32);
+        let exact = match self.mi.method {
+            MiMethod::Exact => true,
+            MiMethod::Auto => table <= crate::theory::gih_mi::EXACT_LIMIT as f64,
+            MiMethod::MonteCarlo => false,
+        };
+        check("gih.mi.power", power == 2 || exact, || {
+            format!(
+                "power = 1 needs the exact method, but d^m = {table:e} histories is too many \
+                 for method = \"auto\" (at most {})",
+                crate::theory::gih_mi::EXACT_LIMIT
+            )
+        })?;
+        check(
+            "gih.mi.method",
+            !(self.mi.method == MiMethod::Exact && table > (1u64 << 22) as f64),
+            || {
+                format!(
+                    "the exact method enumerates d^m = {table:e} histories, at most 2^22; use \"monte_carlo\""
+                )
+            },
+        )?;
         let full = match self.full {
             None => None,
             Some(f) => {
