@@ -377,6 +377,24 @@ fn describe(s: &Scenario) -> String {
             p.name, p.y_name, p.x_name, p.grid[0], p.grid[1]
         ));
     }
+    if let Some(g) = &s.gih {
+        let names: Vec<&str> = g.stages.iter().map(|st| st.name.as_str()).collect();
+        jobs.push(format!(
+            "gih with {} stage(s) [{}]{}{}",
+            g.stages.len(),
+            names.join(", "),
+            if g.full.is_some() {
+                " + full model"
+            } else {
+                ""
+            },
+            if s.sweep.is_some() {
+                " (per sweep point)"
+            } else {
+                ""
+            }
+        ));
+    }
     format!("{} ({}): {}", s.name, s.system.kind(), jobs.join(", "))
 }
 

@@ -24,6 +24,12 @@ pub enum Error {
         point: String,
         source: Box<FlowError>,
     },
+    /// Training the GIH full model failed: divergence (exit code 1).
+    #[error("full model: {0}")]
+    Model(#[from] crate::model::gih_transformer::ModelError),
+    /// The χ² mutual information could not be computed (exit code 1).
+    #[error(transparent)]
+    Mi(#[from] crate::theory::gih_mi::MiError),
     /// Training alongside the rich flow (SGD or the full transformer) diverged (exit code 1).
     #[error(transparent)]
     RichTrain(#[from] RichTrainError),

@@ -347,3 +347,28 @@ fn demo_runs_with_no_arguments_and_shows_the_n_squared_law() {
         assert!(slope > lo && slope < hi, "{}: slope {slope}", f["column"]);
     }
 }
+
+#[test]
+fn every_shipped_scenario_validates() {
+    let dir = tmp();
+    let mut files: Vec<String> = std::fs::read_dir(repo().join("scenarios"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    let mut args = vec!["validate"];
+    args.extend(files.iter().map(String::as_str));
+    let r = ihdyn(dir.path(), &args, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
+        files.len()
+    );
+    assert!(
+        files_under(dir.path()).is_empty(),
+        "validate writes nothing"
+    );
+}

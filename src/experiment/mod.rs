@@ -2,6 +2,7 @@
 //! their outputs through `report`, and the run ends with `manifest.json`.
 
 pub mod compare;
+pub mod gih;
 pub mod phase;
 pub mod points;
 pub mod rich;
@@ -219,6 +220,15 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
                 record(phase::run(scenario, spec, &opts.out), &mut failure);
             }
         }
+    }
+    // In a sweep scenario, [gih] configures the sweep points instead of running on its own.
+    if let (None, Some(job), None, None) =
+        (&failure, &scenario.gih, &scenario.sweep, opts.sweep.shard)
+    {
+        record(
+            gih::run(scenario, job, &opts.out, opts.progress),
+            &mut failure,
+        );
     }
     if let (None, Some(spec)) = (&failure, &scenario.sweep) {
         record(

@@ -243,6 +243,7 @@ pub fn run(scenario: &Scenario, spec: &PhaseSpec, out: &OutputDir) -> Result<Job
             "slice": spec.slice,
             "speed_range": [speeds.iter().cloned().fold(f64::INFINITY, f64::min), speeds.iter().cloned().fold(0.0, f64::max)],
             "trajectories": event_log,
+            "held": held_values(&inst, spec),
             "invariant_curves": curves.iter().map(|c| c.0.clone()).collect::<Vec<_>>(),
         }),
         files,
@@ -257,6 +258,37 @@ pub fn run(scenario: &Scenario, spec: &PhaseSpec, out: &OutputDir) -> Result<Job
         )],
         partial: false,
     })
+}
+
+/// The values of the coordinates off the slice (slice "fixed").
+fn held_values(inst: &Instance, spec: &PhaseSpec) -> serde_json::Value {
+    if spec.slice != Slice::Fixed {
+        return serde_json::Value::Null;
+    }
+    let names = inst.flow.names();
+    let mut base = inst.init.clone();
+    for &(i, v) in &spec.fixed {
+        base[i] = v;
+    }
+    let map: serde_json::Map<String, serde_json::Value> = (0..names.len())
+        .filter(|&i| i != spec.x && i != spec.y)
+        .map(|i| (names[i].clone(), json!(base[i])))
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+/// What the dots on the trajectories are: the standard events of the system.
+fn events_label(inst: &Instance) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if !inst.emergence.is_empty() {
+        let names: Vec<&str> = inst.emergence.iter().map(|(_, n)| n.as_str()).collect();
+        parts.push(format!("{} ≥ 0.5", names.join(", ")));
+    }
+    parts.push("loss ≤ ½ of its start".into());
+    if let Some((_, name)) = &inst.peak {
+        parts.push(name.clone());
+    }
+    format!("events: {}", parts.join("; "))
 }
 
 type Trajectory = (Vec<(f64, f64)>, Vec<(String, (f64, f64))>);
@@ -282,10 +314,16 @@ fn phase_figure(
                 .filter(|&i| i != spec.x && i != spec.y)
                 .map(|i| format!("{} = {}", names[i], base[i]))
                 .collect();
+            let text = others.join(", ");
             if others.is_empty() {
                 String::new()
+            } else if text.chars().count() <= 60 {
+                format!(" ({text})")
             } else {
-                format!(" ({})", others.join(", "))
+                format!(
+                    " ({} other coordinates held; values in manifest.json)",
+                    others.len()
+                )
             }
         }
         Slice::Reference => " (others from the reference trajectory)".to_string(),
@@ -356,12 +394,7 @@ fn phase_figure(
             .push(Series::markers("", vec![pts[0]], c, Marker::Square).unlabelled());
         let ev: Vec<(f64, f64)> = marks.iter().map(|m| m.1).collect();
         if !ev.is_empty() {
-            let mut s = Series::markers(
-                "located events (θ = 0.5, loss half, rate peak)",
-                ev,
-                RGBColor(0, 0, 0),
-                Marker::Circle,
-            );
+            let mut s = Series::markers(events_label(inst), ev, RGBColor(0, 0, 0), Marker::Circle);
             if events_drawn {
                 s = s.unlabelled();
             }

@@ -54,6 +54,7 @@ pub fn columns(scenario: &Scenario) -> Vec<Column> {
             emergence_columns(&instantiate(&scenario.system))
         }
         SystemSpec::Rich(_) => super::rich::sweep_columns(),
+        SystemSpec::Gih(_) => super::gih::point_columns(scenario),
     }
 }
 
@@ -62,6 +63,7 @@ pub fn evaluate(scenario: &Scenario, spec: &SweepSpec) -> Result<PointRows, Erro
     match &scenario.system {
         SystemSpec::Musat3(_) | SystemSpec::Musat19(_) => emergence_point(scenario, spec),
         SystemSpec::Rich(_) => super::rich::sweep_point(scenario),
+        SystemSpec::Gih(_) => super::gih::point(scenario, spec),
     }
 }
 

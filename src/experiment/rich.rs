@@ -17,7 +17,7 @@ use super::system::{Instance, Param};
 use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Solution, Stage};
 use crate::report::figure::{Axis, Band, Figure, LegendAt, Panel, Series, VLine, color};
-use crate::report::{Cell, OutputDir, Table, fmt_f64};
+use crate::report::{Cell, OutputDir, Table};
 use crate::scenario::{
     Estimator, Layer1Mode, Paradigm, RichSpec, Scenario, SolveSpec, SolverSpec, SystemSpec,
 };
@@ -245,20 +245,7 @@ pub fn solve(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<J
         "trajectory",
         &trajectory_figure(rich, &inst, &sol, &table, &ph, spec.spacing),
     )?);
-    let mut console = vec![format!(
-        "solve: {} — t_end = {} ({}), {} steps",
-        inst.label,
-        fmt_f64(sol.t_end()),
-        sol.stop.text(),
-        sol.stats.steps
-    )];
-    for e in sol.events() {
-        console.push(format!(
-            "  {:<22} {}",
-            e.name,
-            e.t.map_or("not reached".into(), fmt_f64)
-        ));
-    }
+    let mut console = super::solve::console_summary(&inst, &sol);
     console.push(format!(
         "  §7 predictions: T_G ≈ {}, T_IH ≈ {}; T_IH/(L-2) = {}; loss_G·t at the end = {} \
          (→ 1/4); (w_G, p) monotone in phase I: {}",

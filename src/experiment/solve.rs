@@ -85,20 +85,7 @@ pub fn run(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<Job
         &trajectory_figure(&inst, &sol, &table, &event_colors, spec.spacing),
     )?);
 
-    let mut console = vec![format!(
-        "solve: {} — t_end = {} ({}), {} steps",
-        inst.label,
-        fmt_f64(sol.t_end()),
-        sol.stop.text(),
-        sol.stats.steps
-    )];
-    for e in sol.events() {
-        console.push(format!(
-            "  {:<22} {}",
-            e.name,
-            e.t.map_or("not reached".into(), fmt_f64)
-        ));
-    }
+    let console = console_summary(&inst, &sol);
     Ok(JobOutput {
         manifest: json!({
             "job": "solve",
@@ -114,6 +101,25 @@ pub fn run(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<Job
         console,
         partial: false,
     })
+}
+
+/// The terminal summary of a solve: how it ended, then every event's time.
+pub fn console_summary(inst: &Instance, sol: &Solution) -> Vec<String> {
+    let mut console = vec![format!(
+        "solve: {} — t_end = {} ({}), {} steps",
+        inst.label,
+        fmt_f64(sol.t_end()),
+        sol.stop.text(),
+        sol.stats.steps
+    )];
+    for e in sol.events() {
+        console.push(format!(
+            "  {:<22} {}",
+            e.name,
+            e.t.map_or("not reached".into(), fmt_f64)
+        ));
+    }
+    console
 }
 
 /// Coordinates, observables and loss against t, with the events as dashed markers.

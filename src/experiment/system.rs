@@ -40,6 +40,7 @@ pub struct Param {
 pub fn instantiate(spec: &SystemSpec) -> Instance {
     match spec {
         SystemSpec::Rich(r) => super::rich::instance(r),
+        SystemSpec::Gih(g) => super::gih::instance(g),
         SystemSpec::Musat3(m) => {
             let n = m.n;
             let query = match m.query {

@@ -6,7 +6,12 @@
 //! - `Falls(level)`: g = level − q, the first time q ≤ level;
 //! - `Peak`: g = −dq/dt along the flow; each downward zero of dq/dt is a local maximum, and the
 //!   reported event is the local maximum with the largest q. For the stop rule, a peak counts as
-//!   found once q has fallen below half of its running maximum after a local maximum.
+//!   found once q has fallen below half of its running maximum after a local maximum;
+//! - `ArgmaxChanges { width }`: over the block q_0..q_{width−1} (consecutive coordinates or
+//!   observables starting at the event's quantity), with j₀ the first largest entry at t = 0,
+//!   g = max_{j ≠ j₀} q_j − q_{j₀}; the event is the first time g > 0 (another entry strictly
+//!   overtakes the initial leader; a tie at t = 0 is not a change). Its recorded value is the
+//!   0-based index of the new leader.
 
 use super::{FlowError, GradientFlow, Solution, Stage, invalid};
 
@@ -32,6 +37,9 @@ pub enum Trigger {
     Falls(f64),
     /// The largest local maximum of the quantity.
     Peak,
+    /// The first time the largest of `width` consecutive quantities (starting at the event's
+    /// quantity) is no longer the one that was largest at t = 0.
+    ArgmaxChanges { width: usize },
 }
 
 /// A named event declared with the problem.
@@ -64,6 +72,15 @@ impl EventSpec {
             trigger: Trigger::Peak,
         }
     }
+    /// The argmax of the `width` consecutive coordinates (or observables) starting at `first`
+    /// changes from its value at t = 0.
+    pub fn argmax_changes(name: impl Into<String>, first: Quantity, width: usize) -> Self {
+        EventSpec {
+            name: name.into(),
+            quantity: first,
+            trigger: Trigger::ArgmaxChanges { width },
+        }
+    }
 
     pub(super) fn validate(&self, dim: usize, n_obs: usize) -> Result<(), FlowError> {
         let field = format!("events.{}", self.name);
@@ -86,8 +103,48 @@ impl EventSpec {
             Trigger::Rises(l) | Trigger::Falls(l) if !l.is_finite() => {
                 Err(invalid(&field, format!("level must be finite, got {l}")))
             }
+            Trigger::ArgmaxChanges { width } => {
+                let (start, limit) = match self.quantity {
+                    Quantity::Coord(k) => (k, dim),
+                    Quantity::Observable(j) => (j, n_obs),
+                    _ => {
+                        return Err(invalid(
+                            &field,
+                            "an argmax event watches coordinates or observables",
+                        ));
+                    }
+                };
+                if width < 2 || start + width > limit {
+                    return Err(invalid(
+                        &field,
+                        format!(
+                            "the block {start}..{} must hold at least 2 entries inside 0..{limit}",
+                            start + width
+                        ),
+                    ));
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
+    }
+}
+
+/// Whether an event function value means the event has happened (g ≥ 0; g > 0 for argmax
+/// events, so that a tie is not a change).
+fn fired(trigger: Trigger, g: f64) -> bool {
+    match trigger {
+        Trigger::ArgmaxChanges { .. } => g > 0.0,
+        _ => g >= 0.0,
+    }
+}
+
+/// Entry j of the block that starts at `first`.
+fn block_entry(first: Quantity, j: usize) -> Quantity {
+    match first {
+        Quantity::Coord(k) => Quantity::Coord(k + j),
+        Quantity::Observable(k) => Quantity::Observable(k + j),
+        other => other,
     }
 }
 
@@ -131,6 +188,8 @@ pub(crate) struct EventTracker<'a> {
     system: &'a dyn GradientFlow,
     specs: Vec<EventSpec>,
     tracks: Vec<Track>,
+    /// For argmax events: the index (in the block) of the leader at t = 0.
+    leaders: Vec<usize>,
     scratch: Scratch,
     mask: Vec<f64>,
     segment: usize,
@@ -144,6 +203,7 @@ impl<'a> EventTracker<'a> {
             system,
             specs: specs.to_vec(),
             tracks: Vec::with_capacity(specs.len()),
+            leaders: vec![0; specs.len()],
             scratch: Scratch {
                 g: vec![0.0; dim],
                 velocity: vec![0.0; dim],
@@ -155,8 +215,13 @@ impl<'a> EventTracker<'a> {
             grad_calls: 0,
         };
         for (i, spec) in specs.iter().enumerate() {
+            if let Trigger::ArgmaxChanges { width } = spec.trigger {
+                tracker.leaders[i] = tracker.block_argmax(spec.quantity, width, theta0);
+            }
+        }
+        for (i, spec) in specs.iter().enumerate() {
             let g = tracker.event_fn(i, theta0);
-            let at_start = !matches!(spec.trigger, Trigger::Peak) && g >= 0.0;
+            let at_start = !matches!(spec.trigger, Trigger::Peak) && fired(spec.trigger, g);
             tracker.tracks.push(Track {
                 prev: g,
                 at_start,
@@ -197,8 +262,9 @@ impl<'a> EventTracker<'a> {
             } else {
                 0.0
             };
+            let trigger = self.specs[i].trigger;
             let tr = &mut self.tracks[i];
-            let crossed = tr.prev < 0.0 && g >= 0.0;
+            let crossed = !fired(trigger, tr.prev) && fired(trigger, g);
             tr.prev = g;
             let bracket = Bracket { segment, ta, tb };
             if is_peak {
@@ -238,7 +304,7 @@ impl<'a> EventTracker<'a> {
             let located = if tr.at_start {
                 let theta = solution.state_at(0.0).expect("t = 0 lies in the solution");
                 self.mask.copy_from_slice(&masks[0]);
-                Some((0.0, self.quantity(quantity, &theta)))
+                Some((0.0, self.record_value(i, &theta)))
             } else if matches!(self.specs[i].trigger, Trigger::Peak) {
                 // Locate the candidates that can hold the largest maximum, keep the largest.
                 let best = tr
@@ -265,7 +331,7 @@ impl<'a> EventTracker<'a> {
                     self.mask.copy_from_slice(&masks[b.segment]);
                     let t = self.bisect(i, solution, b);
                     let theta = solution.state_in_segment(b.segment, t);
-                    (t, self.quantity(quantity, &theta))
+                    (t, self.record_value(i, &theta))
                 })
             };
             records.push(EventRecord {
@@ -277,9 +343,10 @@ impl<'a> EventTracker<'a> {
         records
     }
 
-    /// Bisection on the dense output for the first t with g ≥ 0, to a relative width of 1e-14
-    /// of t (absolute 1e-300 near 0).
+    /// Bisection on the dense output for the first t at which the event fires (g ≥ 0; g > 0
+    /// for argmax events), to a relative width of 1e-14 of t (absolute 1e-300 near 0).
     fn bisect(&mut self, i: usize, solution: &Solution, b: Bracket) -> f64 {
+        let trigger = self.specs[i].trigger;
         let (mut lo, mut hi) = (b.ta, b.tb);
         for _ in 0..200 {
             let mid = 0.5 * (lo + hi);
@@ -287,7 +354,7 @@ impl<'a> EventTracker<'a> {
                 break;
             }
             let theta = solution.state_in_segment(b.segment, mid);
-            if self.event_fn(i, &theta) >= 0.0 {
+            if fired(trigger, self.event_fn(i, &theta)) {
                 hi = mid;
             } else {
                 lo = mid;
@@ -304,6 +371,53 @@ impl<'a> EventTracker<'a> {
             Trigger::Rises(level) => self.quantity(quantity, theta) - level,
             Trigger::Falls(level) => level - self.quantity(quantity, theta),
             Trigger::Peak => -self.time_derivative(quantity, theta),
+            Trigger::ArgmaxChanges { width } => {
+                let lead = self.leaders[i];
+                let q0 = self.quantity(block_entry(quantity, lead), theta);
+                let mut best = f64::NEG_INFINITY;
+                for j in (0..width).filter(|&j| j != lead) {
+                    best = best.max(self.quantity(block_entry(quantity, j), theta));
+                }
+                best - q0
+            }
+        }
+    }
+
+    /// The first index of the largest entry of a block.
+    fn block_argmax(&mut self, first: Quantity, width: usize, theta: &[f64]) -> usize {
+        let mut best = 0;
+        let mut best_q = f64::NEG_INFINITY;
+        for j in 0..width {
+            let q = self.quantity(block_entry(first, j), theta);
+            if q > best_q {
+                best_q = q;
+                best = j;
+            }
+        }
+        best
+    }
+
+    /// What an event records at its time: the watched quantity, or for an argmax event the
+    /// index of the (new) leader.
+    fn record_value(&mut self, i: usize, theta: &[f64]) -> f64 {
+        let spec = &self.specs[i];
+        match spec.trigger {
+            Trigger::ArgmaxChanges { width } => {
+                let first = spec.quantity;
+                let lead = self.leaders[i];
+                // the leader at the event: the largest entry other than the initial leader
+                let mut best = lead;
+                let mut best_q = f64::NEG_INFINITY;
+                for j in (0..width).filter(|&j| j != lead) {
+                    let q = self.quantity(block_entry(first, j), theta);
+                    if q > best_q {
+                        best_q = q;
+                        best = j;
+                    }
+                }
+                best as f64
+            }
+            _ => self.quantity(spec.quantity, theta),
         }
     }
 

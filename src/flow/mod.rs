@@ -28,7 +28,7 @@ use ode_solvers::{DVector, Dopri5, System};
 use std::cell::{Cell, RefCell};
 
 use events::EventTracker;
-use solution::Segment;
+use solution::{CoordMap, Segment};
 
 /// A reduced training dynamics: a loss on a small parameter vector and its exact gradient.
 ///
@@ -142,6 +142,7 @@ pub struct FlowProblem<'a> {
     tail_steps: u32,
     max_steps: u32,
     bound: f64,
+    map: CoordMap,
 }
 
 /// Builder for [`FlowProblem`]. Defaults: θ(0) = 0, rtol = 1e-10, atol = 1e-12, no events, run
@@ -160,6 +161,7 @@ pub struct FlowProblemBuilder<'a> {
     tail_steps: u32,
     max_steps: u32,
     bound: f64,
+    log_coords: Vec<usize>,
 }
 
 impl<'a> FlowProblem<'a> {
@@ -177,6 +179,7 @@ impl<'a> FlowProblem<'a> {
             tail_steps: 5000,
             max_steps: 1_000_000,
             bound: 1e100,
+            log_coords: Vec::new(),
         }
     }
 }
@@ -228,6 +231,18 @@ impl<'a> FlowProblemBuilder<'a> {
     }
     pub fn max_steps(mut self, n: u32) -> Self {
         self.max_steps = n;
+        self
+    }
+    /// Integrate these coordinates as y_k = ln|θ_k| instead of θ_k. The trajectory is the same
+    /// (the sign is kept from θ(0), which must be nonzero); the solver integrates
+    /// dy_k/dt = (dθ_k/dt)/θ_k. Meant for coordinates whose rate is proportional to themselves
+    /// (dθ_k/dt ∝ θ_k, which never cross zero), where it turns exponential decay into a straight
+    /// line and removes the stiffness of decayed coordinates. The rate is evaluated with |θ_k|
+    /// floored at e^{−700}, so a coordinate that has decayed below the f64 range keeps a finite
+    /// rate (its own contribution to the gradient is then below f64 resolution); its reported
+    /// value e^{y_k} may underflow to 0.
+    pub fn log_coordinates(mut self, idx: impl IntoIterator<Item = usize>) -> Self {
+        self.log_coords.extend(idx);
         self
     }
     /// |θ_i| above this counts as divergence.
@@ -316,6 +331,25 @@ impl<'a> FlowProblemBuilder<'a> {
         if self.max_steps == 0 {
             return Err(invalid("max_steps", "must be >= 1"));
         }
+        let mut signs = vec![0.0; dim];
+        for &k in &self.log_coords {
+            if k >= dim {
+                return Err(invalid(
+                    "log_coordinates",
+                    format!("coordinate index {k} out of range 0..{dim}"),
+                ));
+            }
+            if init[k] == 0.0 {
+                return Err(invalid(
+                    "log_coordinates",
+                    format!(
+                        "{} starts at 0 and cannot be integrated in log scale",
+                        self.system.names()[k]
+                    ),
+                ));
+            }
+            signs[k] = init[k].signum();
+        }
         Ok(FlowProblem {
             system: self.system,
             init,
@@ -327,6 +361,7 @@ impl<'a> FlowProblemBuilder<'a> {
             tail_steps: self.tail_steps,
             max_steps: self.max_steps,
             bound: self.bound,
+            map: CoordMap { signs },
         })
     }
 }
@@ -341,11 +376,16 @@ struct StepState<'a> {
     tail_cut: bool,
     failure: Option<FlowError>,
     last_good: (f64, Vec<f64>),
+    /// θ of the latest accepted step (converted from the solver's state).
+    theta: Vec<f64>,
 }
 
 /// The Dopri5 adapter: right-hand side and per-step checks.
 struct Rhs<'a, 'b> {
     system: &'a dyn GradientFlow,
+    map: &'b CoordMap,
+    /// θ at which the right-hand side is evaluated (scratch; `system` takes `&self`).
+    eval: RefCell<Vec<f64>>,
     mask: Vec<f64>,
     grad_calls: &'b Cell<u64>,
     /// The last stage point outside the system's domain (reason), if any; such a stage makes
@@ -369,21 +409,38 @@ impl System<f64, DVector<f64>> for Rhs<'_, '_> {
             out.fill(f64::NAN);
             return;
         }
-        if let Some(reason) = self.system.domain_error(y.as_slice()) {
+        // θ from the solver's state (ln|θ_k| for log coordinates).
+        let mut guard = self.eval.borrow_mut();
+        let theta: &[f64] = if self.map.is_identity() {
+            y.as_slice()
+        } else {
+            self.map.to_eval(y.as_slice(), &mut guard);
+            &guard
+        };
+        if let Some(reason) = self.system.domain_error(theta) {
             out.fill(f64::NAN);
             *self.outside.borrow_mut() = Some(reason);
             return;
         }
-        self.system.grad(y.as_slice(), out);
-        for (d, m) in out.iter_mut().zip(&self.mask) {
-            *d *= -m;
+        self.system.grad(theta, out);
+        for k in 0..out.len() {
+            out[k] *= -self.mask[k];
+            if self.map.signs[k] != 0.0 {
+                out[k] /= theta[k];
+            }
         }
     }
 
     fn solout(&mut self, t: f64, y: &DVector<f64>, dy: &DVector<f64>) -> bool {
-        let theta = y.as_slice();
         let st = &mut *self.state;
-        let bad = if theta.iter().chain(dy.as_slice()).any(|v| !v.is_finite()) {
+        self.map.to_theta(y.as_slice(), &mut st.theta);
+        let theta = st.theta.as_slice();
+        let bad = if theta
+            .iter()
+            .chain(y.as_slice())
+            .chain(dy.as_slice())
+            .any(|v| !v.is_finite())
+        {
             Some("non-finite state or gradient")
         } else if theta.iter().any(|v| v.abs() > self.bound) {
             Some("a coordinate exceeded the divergence bound")
@@ -401,7 +458,7 @@ impl System<f64, DVector<f64>> for Rhs<'_, '_> {
         }
         st.last_good.0 = t;
         st.last_good.1.copy_from_slice(theta);
-        let found_all = st.tracker.check_step(st.t_prev, t, theta);
+        let found_all = st.tracker.check_step(st.t_prev, t, &st.theta);
         st.t_prev = t;
         if let (true, Some(m), None) = (found_all, self.margin, st.stop_at) {
             st.stop_at = Some(t * (1.0 + m));
@@ -442,8 +499,10 @@ impl FlowProblem<'_> {
             tail_cut: false,
             failure: None,
             last_good: (0.0, self.init.clone()),
+            theta: self.init.clone(),
         };
-        let mut theta = DVector::from_column_slice(&self.init);
+        // the solver's state y (θ itself, or ln|θ_k| for log coordinates)
+        let mut theta = DVector::from_column_slice(&self.map.to_solver(&self.init));
         let mut t0 = 0.0;
         let mut stats = SolverStats::default();
         let mut segments = Vec::new();
@@ -462,9 +521,11 @@ impl FlowProblem<'_> {
             for &i in &stage.frozen {
                 mask[i] = 0.0;
             }
+            self.map.to_theta(theta.as_slice(), &mut state.theta);
+            let theta_now = state.theta.clone();
             state
                 .tracker
-                .begin_segment(segments.len(), theta.as_slice(), &mask);
+                .begin_segment(segments.len(), &theta_now, &mask);
             if stage.frozen.len() == dim {
                 // Nothing moves: the stage is a constant segment; no integration is needed.
                 segments.push(Segment::constant(k, t0, t1, theta.clone()));
@@ -475,6 +536,8 @@ impl FlowProblem<'_> {
             let outside = RefCell::new(None);
             let rhs = Rhs {
                 system: self.system,
+                map: &self.map,
+                eval: RefCell::new(vec![0.0; dim]),
                 mask,
                 grad_calls: &grad_calls,
                 outside: &outside,
@@ -571,6 +634,7 @@ impl FlowProblem<'_> {
             t0 = t1;
         }
         let mut solution = Solution::new(
+            self.map.clone(),
             self.system.names().to_vec(),
             self.stages.iter().map(|s| s.name.clone()).collect(),
             segments,

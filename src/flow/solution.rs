@@ -100,8 +100,52 @@ impl Segment {
     }
 }
 
+/// How the solver's state y maps to θ: linear coordinates are θ_k = y_k; a log coordinate
+/// (sign s_k = ±1) is θ_k = s_k e^{y_k}.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CoordMap {
+    /// 0 for a linear coordinate, ±1 for a log coordinate.
+    pub(crate) signs: Vec<f64>,
+}
+
+/// ln of the smallest |θ_k| at which a log coordinate's rate is evaluated (see
+/// `FlowProblemBuilder::log_coordinates`).
+pub(crate) const LOG_FLOOR: f64 = -700.0;
+
+impl CoordMap {
+    pub(crate) fn is_identity(&self) -> bool {
+        self.signs.iter().all(|&s| s == 0.0)
+    }
+    /// y from θ (log coordinates must be nonzero).
+    pub(crate) fn to_solver(&self, theta: &[f64]) -> Vec<f64> {
+        theta
+            .iter()
+            .zip(&self.signs)
+            .map(|(&t, &s)| if s == 0.0 { t } else { t.abs().ln() })
+            .collect()
+    }
+    /// θ from y.
+    pub(crate) fn to_theta(&self, y: &[f64], theta: &mut [f64]) {
+        for ((t, &v), &s) in theta.iter_mut().zip(y).zip(&self.signs) {
+            *t = if s == 0.0 { v } else { s * v.exp() };
+        }
+    }
+    /// θ from y with |θ_k| floored at e^{LOG_FLOOR} for log coordinates (where rates are
+    /// evaluated).
+    pub(crate) fn to_eval(&self, y: &[f64], theta: &mut [f64]) {
+        for ((t, &v), &s) in theta.iter_mut().zip(y).zip(&self.signs) {
+            *t = if s == 0.0 {
+                v
+            } else {
+                s * v.max(LOG_FLOOR).exp()
+            };
+        }
+    }
+}
+
 /// A solved trajectory: θ(t) anywhere on [0, t_end] from the dense output, and the events.
 pub struct Solution {
+    map: CoordMap,
     names: Vec<String>,
     stage_names: Vec<String>,
     segments: Vec<Segment>,
@@ -113,6 +157,7 @@ pub struct Solution {
 
 impl Solution {
     pub(crate) fn new(
+        map: CoordMap,
         names: Vec<String>,
         stage_names: Vec<String>,
         segments: Vec<Segment>,
@@ -121,6 +166,7 @@ impl Solution {
         t_end: f64,
     ) -> Self {
         Solution {
+            map,
             names,
             stage_names,
             segments,
@@ -140,7 +186,16 @@ impl Solution {
     }
 
     pub(crate) fn state_in_segment(&self, segment: usize, t: f64) -> Vec<f64> {
-        self.segments[segment].eval(t)
+        self.theta_of(self.segments[segment].eval(t))
+    }
+
+    fn theta_of(&self, y: Vec<f64>) -> Vec<f64> {
+        if self.map.is_identity() {
+            return y;
+        }
+        let mut theta = vec![0.0; y.len()];
+        self.map.to_theta(&y, &mut theta);
+        theta
     }
 
     pub fn names(&self) -> &[String] {
@@ -164,7 +219,7 @@ impl Solution {
             .rev()
             .find(|s| s.t0 <= t)
             .or(self.segments.first())?;
-        Some(seg.eval(t))
+        Some(self.theta_of(seg.eval(t)))
     }
 
     /// Name of the stage that is active at time t.

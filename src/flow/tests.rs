@@ -290,6 +290,109 @@ fn a_long_tail_is_cut_at_its_step_cap() {
     assert!(sol.stats.steps < 200);
 }
 
+/// θ₀ = e^{−t}, θ₁ = 1 − e^{−2t} (λ = (1, 2), centres (0, 1)): the leader changes from 0 to 1
+/// where e^{−t} = 1 − e^{−2t}, i.e. u = e^{−t} solves u² + u − 1 = 0: t = ln φ, φ = (1 + √5)/2.
+#[test]
+fn argmax_change_is_located_at_the_exact_crossing() {
+    let sys = Quadratic::new(&[1.0, 2.0, 0.5], &[0.0, 1.0, 0.2]);
+    let sol = FlowProblem::builder(&sys)
+        .init(&[1.0, 0.0, 0.0])
+        .t_max(10.0)
+        .event(EventSpec::argmax_changes("lead", Quantity::Coord(0), 3))
+        .event(EventSpec::argmax_changes("lead01", Quantity::Coord(0), 2))
+        .event(EventSpec::argmax_changes("never", Quantity::Coord(1), 2))
+        .build()
+        .unwrap()
+        .solve()
+        .unwrap();
+    let phi = (1.0 + 5f64.sqrt()) / 2.0;
+    for name in ["lead", "lead01"] {
+        let t = sol.event_time(name).unwrap();
+        assert!(rel(t, phi.ln()) < 1e-10, "{name}: {t} vs {}", phi.ln());
+    }
+    // θ₂ = 0.2(1 − e^{−t/2}) stays below θ₁ = 1 − e^{−2t} for t > 0 (tie at 0 is no change)
+    assert_eq!(sol.event_time("never"), None);
+    let rec = sol.events().iter().find(|e| e.name == "lead").unwrap();
+    assert_eq!(rec.value, Some(1.0), "the new leader is entry 1");
+    let e = FlowProblem::builder(&sys)
+        .t_max(1.0)
+        .event(EventSpec::argmax_changes("bad", Quantity::Coord(2), 2))
+        .build()
+        .err()
+        .unwrap();
+    assert!(e.to_string().starts_with("events.bad:"), "{e}");
+}
+
+/// In log coordinates exponential decay is a straight line: λ = 200 over t = 100 is stiff for
+/// an explicit solver in θ, but takes a handful of steps in ln θ, with the same trajectory.
+#[test]
+fn log_coordinates_remove_the_stiffness_of_decay() {
+    let sys = Quadratic::new(&[200.0, 1.0], &[0.0, 0.0]);
+    let th0 = [-2.0, 3.0];
+    let solve = |log: bool| {
+        let mut b = FlowProblem::builder(&sys)
+            .init(&th0)
+            .t_max(100.0)
+            .tolerances(1e-10, 1e-12)
+            .event(EventSpec::falls("x1_half", Quantity::Coord(1), 1.5));
+        if log {
+            b = b.log_coordinates([0, 1]);
+        }
+        b.build().unwrap().solve().unwrap()
+    };
+    let lin = solve(false);
+    let log = solve(true);
+    assert!(log.stats.steps < 60, "{}", log.stats.steps);
+    assert!(
+        lin.stats.steps > 10 * log.stats.steps,
+        "{} vs {}",
+        lin.stats.steps,
+        log.stats.steps
+    );
+    for k in 0..=50 {
+        let t = 0.02 * k as f64;
+        let got = log.state_at(t).unwrap();
+        let exact = sys.exact(&th0, t);
+        assert!(
+            rel(got[0], exact[0]) < 1e-8 || (got[0] - exact[0]).abs() < 1e-300,
+            "t = {t}"
+        );
+        assert!(rel(got[1], exact[1]) < 1e-8, "t = {t}");
+        assert!(got[0] < 0.0, "the sign is kept");
+    }
+    // θ₀ = −2 e^{−20000} underflows to (−)0 at the end; the rate stayed finite
+    assert_eq!(log.state_at(100.0).unwrap()[0], 0.0);
+    assert!(rel(log.event_time("x1_half").unwrap(), 2f64.ln()) < 1e-9);
+    // the logistic curve θ' = θ(1 − θ) in ln θ: same solution 1/(1 + r e^{−t})
+    let lg = Logistic {
+        names: vec!["x".into()],
+    };
+    let sol = FlowProblem::builder(&lg)
+        .init(&[0.01])
+        .t_max(12.0)
+        .log_coordinates([0])
+        .build()
+        .unwrap()
+        .solve()
+        .unwrap();
+    for k in 0..=12 {
+        let t = k as f64;
+        let exact = 1.0 / (1.0 + 99.0 * (-t).exp());
+        assert!(rel(sol.state_at(t).unwrap()[0], exact) < 1e-8);
+    }
+    let e = FlowProblem::builder(&sys)
+        .init(&[0.0, 1.0])
+        .t_max(1.0)
+        .log_coordinates([0])
+        .build()
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().starts_with("log_coordinates: x0 starts at 0"),
+        "{e}"
+    );
+}
+
 /// θ̇ = 1 (L = −θ), defined only for θ < 1: the trajectory θ = θ₀ + t reaches the edge of the
 /// domain at t = 1 − θ₀.
 struct Walled {

@@ -227,6 +227,24 @@ pub enum LegendAt {
     UpperRight,
     LowerLeft,
     LowerRight,
+    /// The corner whose region (the outer 45% × 40% of the plot) holds the fewest data points.
+    Best,
+}
+
+/// A grid of values drawn as coloured cells (e.g. attention weights per head and offset), with
+/// a colour bar. `values[r][c]` is the cell in row r (drawn top to bottom) and column c; a NaN
+/// cell has no value and is drawn light grey.
+#[derive(Debug, Clone)]
+pub struct Heatmap {
+    pub values: Vec<Vec<f64>>,
+    pub row_labels: Vec<String>,
+    pub col_labels: Vec<String>,
+    /// The colour scale's range (values outside are clamped).
+    pub range: (f64, f64),
+    /// Print each value in its cell.
+    pub annotate: bool,
+    /// The colour bar's label.
+    pub scale_label: String,
 }
 
 #[derive(Debug, Clone)]
@@ -246,6 +264,8 @@ pub struct Panel {
     /// Pixel length of the arrows.
     pub arrow_px: f64,
     pub colorbar: Option<ColorBar>,
+    /// When set, the panel is this heatmap (the axes give the axis labels; series are unused).
+    pub heatmap: Option<Heatmap>,
 }
 
 impl Panel {
@@ -262,6 +282,55 @@ impl Panel {
             arrows: Vec::new(),
             arrow_px: 18.0,
             colorbar: None,
+            heatmap: None,
+        }
+    }
+
+    /// The corner (upper left, upper right, lower left, lower right, in that order of preference
+    /// on ties) whose outer 45% × 40% of the plot holds the fewest series points, in axis
+    /// coordinates (log10 on log axes).
+    pub fn emptiest_corner(&self) -> LegendAt {
+        let (x0, x1) = self.range(&self.x, true);
+        let (y0, y1) = self.range(&self.y, false);
+        let norm = |v: f64, lo: f64, hi: f64, log: bool| {
+            let (v, lo, hi) = if log {
+                (v.log10(), lo.log10(), hi.log10())
+            } else {
+                (v, lo, hi)
+            };
+            (v - lo) / (hi - lo)
+        };
+        let corners = [
+            (LegendAt::UpperLeft, false, true),
+            (LegendAt::UpperRight, true, true),
+            (LegendAt::LowerLeft, false, false),
+            (LegendAt::LowerRight, true, false),
+        ];
+        let mut counts = [0usize; 4];
+        for s in &self.series {
+            for &(x, y) in &s.points {
+                let (u, v) = (norm(x, x0, x1, self.x.log), norm(y, y0, y1, self.y.log));
+                if !(u.is_finite() && v.is_finite()) {
+                    continue;
+                }
+                for (k, &(_, right, upper)) in corners.iter().enumerate() {
+                    let in_x = if right { u >= 0.55 } else { u <= 0.45 };
+                    let in_y = if upper { v >= 0.6 } else { v <= 0.4 };
+                    if in_x && in_y {
+                        counts[k] += 1;
+                    }
+                }
+            }
+        }
+        let best = (0..4).fold(0, |b, k| if counts[k] < counts[b] { k } else { b });
+        corners[best].0
+    }
+
+    /// A heatmap panel; `x` and `y` name the column and row axes.
+    pub fn heatmap(title: impl Into<String>, x: Axis, y: Axis, heatmap: Heatmap) -> Self {
+        Panel {
+            heatmap: Some(heatmap),
+            ..Panel::new(title, x, y)
         }
     }
 
@@ -380,6 +449,9 @@ fn draw_figure<DB: DrawingBackend>(
 }
 
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> Result<(), String> {
+    if let Some(h) = &p.heatmap {
+        return draw_heatmap(area, p, h);
+    }
     let (x0, x1) = p.range(&p.x, true);
     let (y0, y1) = p.range(&p.y, false);
     let xl = || (x0..x1).log_scale().with_key_points(log_ticks(x0, x1));
@@ -752,6 +824,12 @@ where
             LegendAt::UpperRight => SeriesLabelPosition::UpperRight,
             LegendAt::LowerLeft => SeriesLabelPosition::LowerLeft,
             LegendAt::LowerRight => SeriesLabelPosition::LowerRight,
+            LegendAt::Best => match p.emptiest_corner() {
+                LegendAt::UpperRight => SeriesLabelPosition::UpperRight,
+                LegendAt::LowerLeft => SeriesLabelPosition::LowerLeft,
+                LegendAt::LowerRight => SeriesLabelPosition::LowerRight,
+                _ => SeriesLabelPosition::UpperLeft,
+            },
         };
         chart
             .configure_series_labels()
@@ -827,6 +905,119 @@ where
     Ok(())
 }
 
+fn draw_heatmap<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    p: &Panel,
+    h: &Heatmap,
+) -> Result<(), String> {
+    use plotters::coord::ranged1d::SegmentValue;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let rows = h.values.len().max(1);
+    let cols = h.values.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let (w, _) = area.dim_in_pixel();
+    let (main, bar) = area.split_horizontally(w.saturating_sub(120));
+    let (lo, hi) = h.range;
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let mut chart = ChartBuilder::on(&main)
+        .caption(&p.title, ("sans-serif", 24).into_font())
+        .margin(12)
+        .x_label_area_size(58)
+        .y_label_area_size(86)
+        .build_cartesian_2d(
+            (0..cols - 1).into_segmented(),
+            (0..rows - 1).into_segmented(),
+        )
+        .map_err(|e| err(&e))?;
+    let row_label = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(r) if *r < rows => {
+            h.row_labels.get(rows - 1 - r).cloned().unwrap_or_default()
+        }
+        _ => String::new(),
+    };
+    let col_label = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(c) if *c < cols => h.col_labels.get(*c).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(&p.x.label)
+        .y_desc(&p.y.label)
+        .axis_desc_style(("sans-serif", 21))
+        .label_style(("sans-serif", 17))
+        .x_labels(cols)
+        .y_labels(rows)
+        .x_label_formatter(&col_label)
+        .y_label_formatter(&row_label)
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (r, row) in h.values.iter().enumerate() {
+        let y = rows - 1 - r; // first row on top
+        for (c, &v) in row.iter().enumerate() {
+            let fill = if v.is_finite() {
+                colormap((v - lo) / span)
+            } else {
+                RGBColor(225, 225, 225)
+            };
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [
+                        (SegmentValue::Exact(c), SegmentValue::Exact(y + 1)),
+                        (SegmentValue::Exact(c + 1), SegmentValue::Exact(y)),
+                    ],
+                    fill.filled(),
+                )))
+                .map_err(|e| err(&e))?;
+            if h.annotate && v.is_finite() {
+                let light = (v - lo) / span > 0.55;
+                let color = if light { BLACK } else { WHITE };
+                let style = ("sans-serif", 20).into_font().color(&color).pos(
+                    plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Center,
+                        plotters::style::text_anchor::VPos::Center,
+                    ),
+                );
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!("{v:.3}"),
+                        (SegmentValue::CenterOf(c), SegmentValue::CenterOf(y)),
+                        style,
+                    )))
+                    .map_err(|e| err(&e))?;
+            }
+        }
+    }
+    // colour bar
+    let mut cb = ChartBuilder::on(&bar)
+        .margin_top(50)
+        .margin_bottom(70)
+        .margin_right(8)
+        .y_label_area_size(62)
+        .build_cartesian_2d(0f64..1f64, lo..lo + span)
+        .map_err(|e| err(&e))?;
+    cb.configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_desc(&h.scale_label)
+        .axis_desc_style(("sans-serif", 17))
+        .label_style(("sans-serif", 15))
+        .y_labels(6)
+        .y_label_formatter(&|v: &f64| tick_label(v, 1e-9 * span))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let steps = 64;
+    cb.draw_series((0..steps).map(|i| {
+        let a = lo + span * i as f64 / steps as f64;
+        let b = lo + span * (i + 1) as f64 / steps as f64;
+        Rectangle::new(
+            [(0.0, a), (1.0, b)],
+            colormap((i as f64 + 0.5) / steps as f64).filled(),
+        )
+    }))
+    .map_err(|e| err(&e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -864,6 +1055,39 @@ mod tests {
             true,
         );
         assert_eq!(pieces, vec![vec![(3.0, 2.0), (4.0, 3.0)]]);
+    }
+
+    #[test]
+    fn the_best_legend_corner_is_the_emptiest() {
+        let mut p = Panel::new("t", Axis::linear("x"), Axis::linear("y"));
+        // a curve falling from the upper left to the lower right leaves the other two corners
+        // free; the upper right wins the tie by order of preference
+        p.series.push(Series::line(
+            "down",
+            (0..=100).map(|i| (i as f64, 100.0 - i as f64)).collect(),
+            color(0),
+        ));
+        assert_eq!(p.emptiest_corner(), LegendAt::UpperRight);
+        // a flat line at the top and a short low segment on the left: only the lower right is free
+        p.series[0].points = (0..=100).map(|i| (i as f64, 1.0)).collect();
+        p.series.push(Series::line(
+            "low-left",
+            vec![(0.0, -5.0), (10.0, -5.0)],
+            color(1),
+        ));
+        assert_eq!(p.emptiest_corner(), LegendAt::LowerRight);
+        // on a log x axis the normalisation is in log10
+        let mut q = Panel::new("t", Axis::log("x"), Axis::linear("y"));
+        q.series.push(Series::line(
+            "early",
+            (0..=50)
+                .map(|i| (10f64.powf(i as f64 / 50.0), 1.0))
+                .collect(),
+            color(0),
+        ));
+        q.series
+            .push(Series::line("late", vec![(1e3, 0.0), (1e4, 0.0)], color(1)));
+        assert_eq!(q.emptiest_corner(), LegendAt::UpperRight);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! deserialized (serde reports unknown fields and wrong types with their path), then
 //! [`validate`]d (ranges, cross-field rules) into plain data the experiments consume.
 
+mod gih;
 mod musat;
 mod musat_full;
 mod phase;
@@ -13,6 +14,9 @@ mod rich;
 mod sweep;
 mod validate;
 
+pub use gih::{
+    GihFullSpec, GihJobSpec, GihSpec, LossName, MiJobSpec, RawGih, RawGihJob, StageSpec,
+};
 pub use musat::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
 pub use musat_full::{CompareSpec, InitKind, Musat19Spec, RawCompare, RawMusat19};
 pub use phase::{PhaseSpec, Slice};
@@ -60,6 +64,9 @@ pub struct Scenario {
     pub phase: Vec<PhaseSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepSpec>,
+    /// The Chen et al. job (`[gih]`, system kind `gih`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gih: Option<GihJobSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compare: Option<CompareSpec>,
     /// Training alongside the flow (`[train]`, parsed by system kind).
@@ -81,6 +88,8 @@ pub enum SystemSpec {
     Musat3(Musat3Spec),
     Musat19(Musat19Spec),
     Rich(RichSpec),
+    /// Chen et al.'s generalized induction head (theory/chen.md).
+    Gih(GihSpec),
 }
 
 impl SystemSpec {
@@ -89,13 +98,14 @@ impl SystemSpec {
             SystemSpec::Musat3(_) => "musat3",
             SystemSpec::Musat19(_) => "musat19",
             SystemSpec::Rich(_) => "rich",
+            SystemSpec::Gih(_) => "gih",
         }
     }
 
     /// Default of `solver.horizon` (a multiple of the system's time scale).
     pub fn default_horizon(&self) -> f64 {
         match self {
-            SystemSpec::Musat3(_) | SystemSpec::Musat19(_) => 10.0,
+            SystemSpec::Musat3(_) | SystemSpec::Musat19(_) | SystemSpec::Gih(_) => 10.0,
             SystemSpec::Rich(_) => rich::DEFAULT_HORIZON,
         }
     }
@@ -109,6 +119,15 @@ impl SystemSpec {
                 .map(|s| s.to_string())
                 .collect(),
             SystemSpec::Rich(r) => r.model().names(),
+            SystemSpec::Gih(g) => {
+                let subsets = crate::model::gih_common::Subsets::new(g.heads, g.degree);
+                crate::model::gih_common::Layout {
+                    n_subsets: subsets.len(),
+                    heads: g.heads,
+                    window: g.window,
+                }
+                .names(&subsets)
+            }
         }
     }
 }
@@ -165,6 +184,7 @@ struct RawScenario {
     solver: RawSolver,
     solve: Option<RawSolve>,
     phase: Option<Vec<phase::RawPhase>>,
+    gih: Option<RawGihJob>,
     compare: Option<RawCompare>,
     train: Option<toml::Table>,
 }
@@ -381,6 +401,19 @@ fn validate(
             )
         })?;
     }
+    let gih = match (&system, raw.gih) {
+        (_, None) => None,
+        (SystemSpec::Gih(g), Some(job)) => Some(job.validate(g)?),
+        (other, Some(_)) => {
+            return Err(FieldError::new(
+                "gih",
+                format!(
+                    "the [gih] job needs [system] kind = \"gih\", got kind = \"{}\"",
+                    other.kind()
+                ),
+            ));
+        }
+    };
     let compare = match (raw.compare, &system) {
         (None, _) => None,
         (Some(c), SystemSpec::Musat19(m)) => Some(c.validate(m)?),
@@ -395,14 +428,21 @@ fn validate(
             ));
         }
     };
+    check("gih", gih.is_none() || solve.is_none(), || {
+        "[solve] and [gih] would both write trajectory.csv and events.csv; use one of them".into()
+    })?;
     check(
         "scenario",
         solve.is_some()
             || !phase.is_empty()
             || compare.is_some()
             || train.is_some()
+            || gih.is_some()
             || !require_job,
-        || "nothing to run: add a [solve], [sweep], [[phase]], [compare] or [train] section".into(),
+        || {
+            "nothing to run: add a [solve], [sweep], [[phase]], [compare], [train] or [gih] section"
+                .into()
+        },
     )?;
     Ok(Scenario {
         name,
@@ -416,6 +456,7 @@ fn validate(
         sweep: None,
         compare,
         train,
+        gih,
     })
 }
 
@@ -441,7 +482,7 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
         None => {
             return Err(FieldError::new(
                 "system.kind",
-                "required; one of \"musat3\", \"musat19\", \"rich\"",
+                "required; one of \"musat3\", \"musat19\", \"rich\", \"gih\"",
             ));
         }
         Some(toml::Value::String(s)) => s,
@@ -465,9 +506,15 @@ fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
             let raw: RawRich = deserialize_table(table, "system")?;
             Ok(SystemSpec::Rich(raw.validate()?))
         }
+        "gih" => {
+            let raw: RawGih = deserialize_table(table, "system")?;
+            Ok(SystemSpec::Gih(raw.validate()?))
+        }
         other => Err(FieldError::new(
             "system.kind",
-            format!("unknown system `{other}`, expected one of \"musat3\", \"musat19\", \"rich\""),
+            format!(
+                "unknown system `{other}`, expected one of \"musat3\", \"musat19\", \"rich\", \"gih\""
+            ),
         )),
     }
 }

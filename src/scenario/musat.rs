@@ -1,6 +1,6 @@
 //! `[system] kind = "musat3"`: the three-parameter flow of Musat et al. (theory/musat.md §7).
 
-use super::validate::{FieldError, check, check_positive};
+use super::validate::{FieldError, check, check_positive, init_and_freeze};
 use crate::theory::musat3::Query;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -62,36 +62,13 @@ impl RawMusat3 {
         })?;
         let loss_scale = self.loss_scale.unwrap_or(1.0);
         check_positive("system.loss_scale", loss_scale)?;
-        let mut init = [0.0; 3];
-        for (key, value) in self.init.unwrap_or_default() {
-            let field = format!("system.init.{key}");
-            let Some(i) = MUSAT3_NAMES.iter().position(|n| *n == key) else {
-                return Err(FieldError::new(
-                    field,
-                    "unknown coordinate, expected one of alpha3, beta2, gamma3",
-                ));
-            };
-            check(&field, value.is_finite(), || {
-                format!("must be finite, got {value}")
-            })?;
-            init[i] = value;
-        }
-        let freeze = self.freeze.unwrap_or_default();
-        for f in &freeze {
-            check("system.freeze", MUSAT3_NAMES.contains(&f.as_str()), || {
-                format!("unknown coordinate `{f}`, expected alpha3, beta2 or gamma3")
-            })?;
-        }
-        check(
-            "system.freeze",
-            freeze.len() < 3
-                || freeze
-                    .iter()
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .len()
-                    < 3,
-            || "freezing all three coordinates leaves nothing to integrate".into(),
+        let (init, freeze) = init_and_freeze(
+            &MUSAT3_NAMES,
+            "alpha3, beta2, gamma3",
+            self.init,
+            self.freeze,
         )?;
+        let init: [f64; 3] = init.try_into().expect("three coordinates");
         Ok(Musat3Spec {
             n: n as usize,
             query: self.query,

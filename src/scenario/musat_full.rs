@@ -1,7 +1,7 @@
 //! `[system] kind = "musat19"` (the 19-dim flow, theory/musat.md §6) and the `[compare]` job
 //! (the full 28D² model trained alongside, theory/musat.md §10).
 
-use super::validate::{FieldError, check, check_positive};
+use super::validate::{FieldError, check, check_positive, init_and_freeze};
 use crate::model::data::{DataKind, DataSpec, LabelPosition};
 use crate::model::disentangled::Refresh;
 use crate::model::subspace::NAMES19;
@@ -68,34 +68,12 @@ impl RawMusat19 {
         })?;
         let loss_scale = self.loss_scale.unwrap_or(1.0);
         check_positive("system.loss_scale", loss_scale)?;
-        let mut init = vec![0.0; 19];
-        for (key, value) in self.init.unwrap_or_default() {
-            let field = format!("system.init.{key}");
-            let Some(i) = NAMES19.iter().position(|n| *n == key) else {
-                return Err(FieldError::new(
-                    field,
-                    "unknown coordinate, expected one of alpha1..alpha3, beta1..beta12, \
-                     gamma1..gamma4",
-                ));
-            };
-            check(&field, value.is_finite(), || {
-                format!("must be finite, got {value}")
-            })?;
-            init[i] = value;
-        }
-        let freeze = self.freeze.unwrap_or_default();
-        for f in &freeze {
-            check("system.freeze", NAMES19.contains(&f.as_str()), || {
-                format!(
-                    "unknown coordinate `{f}`, expected one of alpha1..alpha3, beta1..beta12, \
-                     gamma1..gamma4"
-                )
-            })?;
-        }
-        let distinct: std::collections::BTreeSet<_> = freeze.iter().collect();
-        check("system.freeze", distinct.len() < 19, || {
-            "freezing all 19 coordinates leaves nothing to integrate".into()
-        })?;
+        let (init, freeze) = init_and_freeze(
+            &NAMES19,
+            "alpha1..alpha3, beta1..beta12, gamma1..gamma4",
+            self.init,
+            self.freeze,
+        )?;
         Ok(Musat19Spec {
             n: n as usize,
             query: self.query,

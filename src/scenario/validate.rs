@@ -50,3 +50,42 @@ pub fn check_thresholds(field: &str, values: &[f64]) -> Result<(), FieldError> {
     }
     Ok(())
 }
+
+/// `system.init` (a table of coordinate = value) and `system.freeze` (coordinate names) against
+/// a system's coordinate names: the initial point (0 where not given) and the frozen names.
+/// `names_hint` is how the accepted names are listed in messages.
+pub fn init_and_freeze(
+    names: &[&str],
+    names_hint: &str,
+    init: Option<std::collections::BTreeMap<String, f64>>,
+    freeze: Option<Vec<String>>,
+) -> Result<(Vec<f64>, Vec<String>), FieldError> {
+    let mut point = vec![0.0; names.len()];
+    for (key, value) in init.unwrap_or_default() {
+        let field = format!("system.init.{key}");
+        let Some(i) = names.iter().position(|n| *n == key) else {
+            return Err(FieldError::new(
+                field,
+                format!("unknown coordinate, expected one of {names_hint}"),
+            ));
+        };
+        check(&field, value.is_finite(), || {
+            format!("must be finite, got {value}")
+        })?;
+        point[i] = value;
+    }
+    let freeze = freeze.unwrap_or_default();
+    for f in &freeze {
+        check("system.freeze", names.contains(&f.as_str()), || {
+            format!("unknown coordinate `{f}`, expected one of {names_hint}")
+        })?;
+    }
+    let distinct: std::collections::BTreeSet<_> = freeze.iter().collect();
+    check("system.freeze", distinct.len() < names.len(), || {
+        format!(
+            "freezing all {} coordinates leaves nothing to integrate",
+            names.len()
+        )
+    })?;
+    Ok((point, freeze))
+}

@@ -1,0 +1,98 @@
+//! Benchmarks of the Chen et al. GIH system (run by hand: `cargo bench --bench gih`).
+//!
+//! - `gradient_reduced`: one exact gradient of the reduced (c, w, a) flow on the paper's sample
+//!   (9000 training sequences, L = 100, TF(3,3,3,2), pa = {-1,-2}, alpha = 0.1);
+//! - `gradient_full`: one gradient of the full TF(3,3,3,2) (QK, OV, LayerNorm) on the same sample;
+//! - `mi`: the modified chi^2 MI over 10^4 Dirichlet kernel draws (exact per kernel);
+//! - `paper_scenario`: the whole `scenarios/chen-paper.toml` computation without writing files.
+
+use ihdyn::experiment::gih;
+use ihdyn::flow::GradientFlow;
+use ihdyn::model::gih_transformer::{FullSettings, GihTransformer};
+use ihdyn::scenario::{self, Scenario, SystemSpec};
+use ihdyn::theory::gih::GihFlow;
+use ihdyn::theory::gih_mi::{MiMethod, MiSpec, chi2_mi};
+
+fn main() {
+    divan::main();
+}
+
+fn paper() -> Scenario {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/chen-paper.toml");
+    scenario::load(&path).unwrap()
+}
+
+#[divan::bench(sample_count = 30)]
+fn gradient_reduced(bencher: divan::Bencher) {
+    let s = paper();
+    let SystemSpec::Gih(g) = &s.system else {
+        unreachable!()
+    };
+    let (train, _) = gih::data(g);
+    let flow = GihFlow::new(gih::model(g), &train);
+    let th = gih::init(g).theta(&g.shape(), flow.layout());
+    let mut out = vec![0.0; th.len()];
+    bencher.bench_local(|| {
+        flow.grad(divan::black_box(&th), &mut out);
+        out[0]
+    });
+}
+
+#[divan::bench(sample_count = 30)]
+fn gradient_full(bencher: divan::Bencher) {
+    let s = paper();
+    let SystemSpec::Gih(g) = &s.system else {
+        unreachable!()
+    };
+    let (train, _) = gih::data(g);
+    let settings = FullSettings {
+        layer_norm: true,
+        ln_eps: 1e-5,
+        self_attention: true,
+        proj_init: 0.01,
+    };
+    let full = GihTransformer::new(g.shape(), g.loss, settings, &train);
+    let th = full.initial_theta(&gih::init(g).theta(&g.shape(), &full.layout().base));
+    let mut out = vec![0.0; th.len()];
+    bencher.bench_local(|| {
+        full.grad(divan::black_box(&th), &mut out);
+        out[0]
+    });
+}
+
+#[divan::bench(sample_count = 10)]
+fn mi(bencher: divan::Bencher) {
+    let s = paper();
+    let SystemSpec::Gih(g) = &s.system else {
+        unreachable!()
+    };
+    let prior = gih::prior(g);
+    bencher.bench(|| {
+        chi2_mi(
+            &prior,
+            &MiSpec {
+                heads: 3,
+                degree: 2,
+                power: 2,
+                method: MiMethod::Exact,
+                draws: 10_000,
+                pairs: 100,
+                seed: 1,
+            },
+        )
+        .unwrap()
+        .best
+    });
+}
+
+#[divan::bench(sample_count = 3)]
+fn paper_scenario(bencher: divan::Bencher) {
+    let s = paper();
+    let job = s.gih.clone().unwrap();
+    bencher.bench(|| {
+        gih::compute(&s, &job, false, false)
+            .unwrap()
+            .reduced
+            .final_loss
+    });
+}

@@ -1,0 +1,330 @@
+//! The `gih` system (Chen et al.) through the real binary: outputs and headers, determinism on
+//! 1 and 2 threads, a sweep over L, and bad input.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+/// A small staged run with the full model alongside (well under a second).
+const TINY: &str = r#"name = "tiny"
+[system]
+kind = "gih"
+d = 3
+pa = [-1, -2]
+L = 20
+alpha = 0.3
+n_sequences = 200
+seed = 7
+M = 3
+H = 3
+D = 2
+[solver]
+rtol = 1e-7
+atol = 1e-10
+[gih]
+samples = 21
+a_levels = [0.5]
+[gih.mi]
+draws = 300
+[gih.full]
+samples = 11
+[[gih.stages]]
+name = "I"
+train = ["c"]
+lr = 1.0
+steps = 40
+[[gih.stages]]
+name = "II"
+train = ["w", "layer1"]
+lr = 0.5
+steps = 40
+[[gih.stages]]
+name = "III"
+train = ["a"]
+lr = 1.0
+steps = 40
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn gih_run_writes_every_output_with_exact_headers() {
+    let dir = tmp();
+    let f = write(dir.path(), "tiny.toml", TINY);
+    let out = dir.path().join("out");
+    let r = ihdyn(
+        dir.path(),
+        &["run", &f, "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for name in [
+        "mi.csv",
+        "trajectory.csv",
+        "replicator.csv",
+        "events.csv",
+        "full_trajectory.csv",
+        "selection.png",
+        "selection.svg",
+        "rpe.png",
+        "classifier.png",
+        "loss.png",
+        "manifest.json",
+    ] {
+        assert!(out.join(name).is_file(), "missing {name}");
+    }
+    assert_eq!(first_line(&out.join("mi.csv")), "subset,mi,stderr");
+    let mi = std::fs::read_to_string(out.join("mi.csv")).unwrap();
+    assert!(mi.contains("\n\"{1,2}\","), "{mi}");
+    assert_eq!(mi.lines().count(), 1 + 7);
+    let p = "p_{},p_{1},p_{2},p_{3},\"p_{1,2}\",\"p_{1,3}\",\"p_{2,3}\"";
+    let w = "w_1_1,w_1_2,w_1_3,w_2_1,w_2_2,w_2_3,w_3_1,w_3_2,w_3_3";
+    let sigma =
+        "sigma_1_1,sigma_1_2,sigma_1_3,sigma_2_1,sigma_2_2,sigma_2_3,sigma_3_1,sigma_3_2,sigma_3_3";
+    assert_eq!(
+        first_line(&out.join("trajectory.csv")),
+        format!("t,stage,loss,val_loss,{p},{w},a,{sigma}")
+    );
+    assert_eq!(
+        first_line(&out.join("full_trajectory.csv")),
+        format!("step,t,stage,loss,val_loss,{p},{w},a,{sigma}")
+    );
+    assert_eq!(
+        first_line(&out.join("events.csv")),
+        "event,model,t,stage,t_in_stage,value,located_by"
+    );
+    // 3 stages x 21 rows
+    let traj = std::fs::read_to_string(out.join("trajectory.csv")).unwrap();
+    assert_eq!(traj.lines().count(), 1 + 3 * 21);
+    let events = std::fs::read_to_string(out.join("events.csv")).unwrap();
+    for e in [
+        "\"p_{1,2}@0.5\",reduced,",
+        "argmax_w_3,full,",
+        "a@0.5,reduced,",
+        "stage_II_done,full,",
+    ] {
+        assert!(events.contains(e), "{e} missing in\n{events}");
+    }
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["status"], "complete");
+    let job = &m["jobs"][0];
+    assert_eq!(job["job"], "gih");
+    assert_eq!(job["mi"]["S_star"], "{1,2}");
+    assert_eq!(job["n_train"], 180);
+    assert_eq!(job["full"]["steps"], 120);
+    assert!(
+        job["reduced"]["solve"]["solver_stats"]["steps"]
+            .as_u64()
+            .unwrap()
+            > 3
+    );
+    assert!(r.stdout.contains("S* = {1,2}"), "{}", r.stdout);
+}
+
+#[test]
+fn gih_csv_is_byte_identical_on_one_and_two_threads() {
+    let dir = tmp();
+    let f = write(dir.path(), "tiny.toml", TINY);
+    let mut outputs = Vec::new();
+    for (i, threads) in ["1", "2"].iter().enumerate() {
+        let out = dir.path().join(format!("run{i}"));
+        let r = ihdyn(
+            dir.path(),
+            &["run", &f, "--out", out.to_str().unwrap(), "-q"],
+            &[("RAYON_NUM_THREADS", threads)],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        outputs.push(
+            [
+                "mi.csv",
+                "trajectory.csv",
+                "replicator.csv",
+                "events.csv",
+                "full_trajectory.csv",
+            ]
+            .map(|n| std::fs::read(out.join(n)).unwrap()),
+        );
+    }
+    assert!(
+        outputs[0] == outputs[1],
+        "CSV differs between 1 and 2 threads"
+    );
+}
+
+#[test]
+fn a_sweep_over_l_reports_the_validation_loss_per_point() {
+    let dir = tmp();
+    let text = TINY
+        .replace("L = 20\n", "")
+        .replace("[gih.full]\nsamples = 11\n", "")
+        + "[sweep]\n[sweep.fields]\n\"system.L\" = [8, 16, 32]\n";
+    let f = write(dir.path(), "sweep.toml", &text);
+    let out = dir.path().join("out");
+    let r = ihdyn(
+        dir.path(),
+        &["run", &f, "--out", out.to_str().unwrap(), "-q"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        first_line(&out.join("sweep.csv")),
+        "L,S_star,mi_S_star,loss,val_loss,p_S_star,a_final,T_p_S_star@0.9,T_stage_II_done"
+    );
+    let mut reader = csv::Reader::from_path(out.join("sweep.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(
+        rows.iter().map(|r| &r[0]).collect::<Vec<_>>(),
+        ["8", "16", "32"]
+    );
+    for r in &rows {
+        assert_eq!(&r[1], "{1,2}");
+        let val: f64 = r[4].parse().unwrap();
+        assert!(val.is_finite() && val < 1.2, "{r:?}");
+    }
+    // [gih] configures the points and is not run on its own
+    assert!(!out.join("trajectory.csv").exists());
+}
+
+/// Each bad input: exit code 2, one message naming the field, nothing under output/.
+#[test]
+fn bad_gih_input_exits_2_names_the_field_and_writes_nothing() {
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "parent outside the window",
+            TINY.replace("pa = [-1, -2]", "pa = [-1, -4]"),
+            "system.pa: offset -4 is outside the RPE window -1..-3",
+        ),
+        (
+            "positive parent offset",
+            TINY.replace("pa = [-1, -2]", "pa = [1]"),
+            "system.pa: offset 1 is outside the RPE window",
+        ),
+        (
+            "D > H",
+            TINY.replace("D = 2", "D = 4"),
+            "system.D: must be <= H = 3",
+        ),
+        (
+            "alpha = 0",
+            TINY.replace("alpha = 0.3", "alpha = 0.0"),
+            "system.alpha: must be > 0",
+        ),
+        (
+            "alpha < 0",
+            TINY.replace("alpha = 0.3", "alpha = -1.0"),
+            "system.alpha: must be > 0",
+        ),
+        (
+            "d < 2",
+            TINY.replace("d = 3", "d = 1"),
+            "system.d: must be in 2..=250, got 1",
+        ),
+        (
+            "empty stage list",
+            TINY[..TINY.find("[[gih.stages]]").unwrap()].to_string(),
+            "gih.stages: must list at least one stage",
+        ),
+        (
+            "a stage training nothing",
+            TINY.replace("train = [\"a\"]", "train = []"),
+            "gih.stages[2].train: must list at least one block",
+        ),
+        (
+            "unknown block",
+            TINY.replace("train = [\"a\"]", "train = [\"b\"]"),
+            "gih.stages[2].train[0]: unknown variant `b`",
+        ),
+        (
+            "H > M with a common window",
+            TINY.replace("H = 3", "H = 4"),
+            "system.H: with rpe_window",
+        ),
+        (
+            "L too short",
+            TINY.replace("L = 20", "L = 3"),
+            "system.L: must be in 4..=100000",
+        ),
+        (
+            "an epsilon with the code loss",
+            TINY.replace("seed = 7", "seed = 7\nloss = \"code\"\nepsilon = 0.1"),
+            "system.epsilon: only the paper loss has an epsilon",
+        ),
+        (
+            "unknown field",
+            TINY.replace("seed = 7", "seed = 7\nsped = 2"),
+            "system.sped: unknown field",
+        ),
+        (
+            "[gih] on another system",
+            "[system]\nkind = \"musat3\"\nn = 4\n[gih]\n".to_string(),
+            "gih: the [gih] job needs [system] kind = \"gih\"",
+        ),
+        (
+            "Monte Carlo MI with power 1",
+            TINY.replace(
+                "draws = 300",
+                "draws = 300\nmethod = \"monte_carlo\"\npower = 1",
+            ),
+            "gih.mi.power: the monte_carlo method supports only power = 2",
+        ),
+    ];
+    for (what, text, message) in cases {
+        let dir = tmp();
+        let f = write(dir.path(), "bad.toml", &text);
+        let r = ihdyn(dir.path(), &["run", &f], &[]);
+        assert_eq!(r.code, 2, "{what}: {}", r.stderr);
+        assert!(r.stderr.contains(message), "{what}: got {:?}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{what}: one message");
+        assert!(
+            !dir.path().join("output").exists(),
+            "{what}: output/ was created"
+        );
+    }
+}
+
+/// The generic jobs work on a gih system: `[solve]` integrates the joint flow of (c, w, a) from
+/// the initial point (events on a), and `[[phase]]` draws a slice of it.
+#[test]
+fn generic_solve_and_phase_run_on_a_gih_system() {
+    let dir = tmp();
+    let text = "[system]\nkind = \"gih\"\nL = 12\nn_sequences = 60\n\
+                [solver]\nrtol = 1e-6\natol = 1e-9\nt_max = 5\n\
+                [solve]\nthresholds = [0.02]\n\
+                [[phase]]\nx = \"a\"\ny = \"w_1_1\"\nx_range = [0.0, 2.0]\ny_range = [0.0, 4.0]\n\
+                grid = 5\nstarts = [[0.01, 3.0]]\nt_max = 5\n";
+    let f = write(dir.path(), "s.toml", text);
+    let out = dir.path().join("out");
+    let r = ihdyn(
+        dir.path(),
+        &["run", &f, "--out", out.to_str().unwrap(), "-q"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let header = first_line(&out.join("trajectory.csv"));
+    assert!(header.starts_with("t,c_{},c_{1},"), "{header}");
+    assert!(header.contains(",a,loss,p_{},"), "{header}");
+    let events = std::fs::read_to_string(out.join("events.csv")).unwrap();
+    assert!(events.contains("T_a@0.02,"), "{events}");
+    assert!(
+        files_under(&out)
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".png") && p.to_string_lossy().contains("phase"))
+    );
+    // [solve] and [gih] would write the same files: refused before anything runs
+    let both = format!("{TINY}[solve]\n");
+    let f = write(dir.path(), "both.toml", &both);
+    let r = ihdyn(dir.path(), &["run", &f], &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("gih: [solve] and [gih] would both write"),
+        "{}",
+        r.stderr
+    );
+    assert!(!dir.path().join("output").exists());
+}
