@@ -22,13 +22,15 @@ mod solution;
 pub use events::{EventRecord, EventSpec, Quantity, Trigger};
 pub use solution::{Solution, SolverStats, StopReason};
 
+use nalgebra::allocator::Allocator;
+use nalgebra::{Const, DefaultAllocator, Dim, Dyn, OVector, U1};
 use ode_solvers::continuous_output_model::ContinuousOutputModel;
-use ode_solvers::dop_shared::{IntegrationError, OutputType};
-use ode_solvers::{DVector, Dopri5, System};
+use ode_solvers::dop_shared::{IntegrationError, OutputType, Stats};
+use ode_solvers::{Dopri5, System};
 use std::cell::{Cell, RefCell};
 
 use events::EventTracker;
-use solution::{CoordMap, Segment};
+use solution::{CoordMap, DenseOutput, Segment};
 
 /// A reduced training dynamics: a loss on a small parameter vector and its exact gradient.
 ///
@@ -397,8 +399,11 @@ struct Rhs<'a, 'b> {
     tail_steps: u32,
 }
 
-impl System<f64, DVector<f64>> for Rhs<'_, '_> {
-    fn system(&self, _t: f64, y: &DVector<f64>, dy: &mut DVector<f64>) {
+impl<D: Dim> System<f64, OVector<f64, D>> for Rhs<'_, '_>
+where
+    DefaultAllocator: Allocator<D>,
+{
+    fn system(&self, _t: f64, y: &OVector<f64, D>, dy: &mut OVector<f64, D>) {
         self.grad_calls.set(self.grad_calls.get() + 1);
         let out = dy.as_mut_slice();
         // A stage outside the domain is marked non-finite. Later stages of the same step are
@@ -431,7 +436,7 @@ impl System<f64, DVector<f64>> for Rhs<'_, '_> {
         }
     }
 
-    fn solout(&mut self, t: f64, y: &DVector<f64>, dy: &DVector<f64>) -> bool {
+    fn solout(&mut self, t: f64, y: &OVector<f64, D>, dy: &OVector<f64, D>) -> bool {
         let st = &mut *self.state;
         self.map.to_theta(y.as_slice(), &mut st.theta);
         let theta = st.theta.as_slice();
@@ -502,7 +507,7 @@ impl FlowProblem<'_> {
             theta: self.init.clone(),
         };
         // the solver's state y (θ itself, or ln|θ_k| for log coordinates)
-        let mut theta = DVector::from_column_slice(&self.map.to_solver(&self.init));
+        let mut theta = self.map.to_solver(&self.init);
         let mut t0 = 0.0;
         let mut stats = SolverStats::default();
         let mut segments = Vec::new();
@@ -521,7 +526,7 @@ impl FlowProblem<'_> {
             for &i in &stage.frozen {
                 mask[i] = 0.0;
             }
-            self.map.to_theta(theta.as_slice(), &mut state.theta);
+            self.map.to_theta(&theta, &mut state.theta);
             let theta_now = state.theta.clone();
             state
                 .tracker
@@ -547,29 +552,18 @@ impl FlowProblem<'_> {
                 tail_steps: self.tail_steps,
             };
             let remaining = self.max_steps.saturating_sub(stats.steps);
-            let mut dense = ContinuousOutputModel::default();
-            let mut solver = Dopri5::from_param(
+            let StageRun {
+                result,
+                t_reached,
+                y_last,
+                dense,
+            } = integrate_stage(
                 rhs,
-                t0,
-                t1,
-                stage.duration,
-                theta.clone(),
-                self.rtol,
-                self.atol,
-                0.9,
-                0.04,
-                0.2,
-                10.0,
-                stage.duration,
-                0.0,
+                (t0, t1, stage.duration),
+                &theta,
+                (self.rtol, self.atol),
                 remaining,
-                u32::MAX, // the stiffness test is switched off (see the module doc)
-                OutputType::Continuous,
             );
-            let result = solver.integrate_with_continuous_output_model(&mut dense);
-            let t_reached = solver.x_out().last().copied().unwrap_or(t0);
-            let y_last = solver.y_out().last().cloned();
-            drop(solver);
             let diverged = |t: f64, reason: String, theta: Vec<f64>| FlowError::Diverged {
                 t,
                 reason,
@@ -646,6 +640,88 @@ impl FlowProblem<'_> {
         solution.stats.grad_calls = grad_calls.get() + state.tracker.grad_calls;
         solution.set_events(records);
         Ok(solution)
+    }
+}
+
+/// What one stage's integration returns.
+struct StageRun {
+    result: Result<Stats, IntegrationError>,
+    /// Time of the last accepted step (t0 if none).
+    t_reached: f64,
+    /// Solver state at `t_reached`, if a step was accepted.
+    y_last: Option<Vec<f64>>,
+    dense: Box<dyn DenseOutput>,
+}
+
+/// Integrate one stage from y0 on `span` = (t0, t1, duration) with Dormand–Prince 5(4) (`ode_solvers`, with its
+/// continuous output). States of up to 24 coordinates use fixed-size vectors, so
+/// that the solver's vector arithmetic (seven stage vectors, the dense-output coefficients
+/// and their temporaries, every step) allocates nothing; larger states use heap vectors. The
+/// arithmetic is the same element by element either way.
+fn integrate_stage(
+    rhs: Rhs,
+    span: (f64, f64, f64),
+    y0: &[f64],
+    tolerances: (f64, f64),
+    max_steps: u32,
+) -> StageRun {
+    #[cfg(test)]
+    if tests::FORCE_HEAP.with(|f| f.get()) {
+        return run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps);
+    }
+    macro_rules! by_dim {
+        ($($n:literal)*) => {
+            match y0.len() {
+                $($n => run_stage::<Const<$n>>(rhs, span, y0, tolerances, max_steps),)*
+                _ => run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps),
+            }
+        };
+    }
+    by_dim!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24)
+}
+
+/// [`integrate_stage`] for one vector type; `span` is (t0, t1, t1 − t0 as the stage states
+/// it), the last used as the largest step and the output increment.
+fn run_stage<D: Dim>(
+    rhs: Rhs,
+    (t0, t1, duration): (f64, f64, f64),
+    y0: &[f64],
+    (rtol, atol): (f64, f64),
+    max_steps: u32,
+) -> StageRun
+where
+    DefaultAllocator: Allocator<D>,
+    OVector<f64, D>: std::ops::Mul<f64, Output = OVector<f64, D>>,
+{
+    let y0 =
+        OVector::<f64, D>::from_iterator_generic(D::from_usize(y0.len()), U1, y0.iter().copied());
+    let mut dense = ContinuousOutputModel::new();
+    let mut solver = Dopri5::from_param(
+        rhs,
+        t0,
+        t1,
+        duration,
+        y0,
+        rtol,
+        atol,
+        0.9,
+        0.04,
+        0.2,
+        10.0,
+        duration,
+        0.0,
+        max_steps,
+        u32::MAX, // the stiffness test is switched off (see the module doc)
+        OutputType::Continuous,
+    );
+    let result = solver.integrate_with_continuous_output_model(&mut dense);
+    let t_reached = solver.x_out().last().copied().unwrap_or(t0);
+    let y_last = solver.y_out().last().map(|y| y.as_slice().to_vec());
+    StageRun {
+        result,
+        t_reached,
+        y_last,
+        dense: Box::new(dense),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The result of a solve: dense output per segment, located events, statistics, stop reason.
 
 use super::EventRecord;
-use ode_solvers::DVector;
+use nalgebra::allocator::Allocator;
+use nalgebra::{DefaultAllocator, Dim, OVector};
 use ode_solvers::continuous_output_model::ContinuousOutputModel;
 use serde::Serialize;
 
@@ -48,9 +49,25 @@ impl SolverStats {
     }
 }
 
+/// The Dopri5 continuous output of one stage, whatever the solver's vector type (stack vectors
+/// for small states, heap vectors otherwise; see `flow::integrate_stage`).
+pub(crate) trait DenseOutput {
+    /// The interpolated state at t, if t lies in the model's range.
+    fn evaluate(&self, t: f64) -> Option<Vec<f64>>;
+}
+
+impl<D: Dim> DenseOutput for ContinuousOutputModel<f64, OVector<f64, D>>
+where
+    DefaultAllocator: Allocator<D>,
+{
+    fn evaluate(&self, t: f64) -> Option<Vec<f64>> {
+        ContinuousOutputModel::evaluate(self, t).map(|y| y.as_slice().to_vec())
+    }
+}
+
 enum Dense {
-    Interpolant(ContinuousOutputModel<f64, DVector<f64>>),
-    Constant(DVector<f64>),
+    Interpolant(Box<dyn DenseOutput>),
+    Constant(Vec<f64>),
 }
 
 /// One stage's piece of the trajectory on [t0, t1].
@@ -62,12 +79,7 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub(crate) fn dense(
-        stage: usize,
-        t0: f64,
-        t1: f64,
-        model: ContinuousOutputModel<f64, DVector<f64>>,
-    ) -> Self {
+    pub(crate) fn dense(stage: usize, t0: f64, t1: f64, model: Box<dyn DenseOutput>) -> Self {
         Segment {
             stage,
             t0,
@@ -75,7 +87,7 @@ impl Segment {
             dense: Dense::Interpolant(model),
         }
     }
-    pub(crate) fn constant(stage: usize, t0: f64, t1: f64, theta: DVector<f64>) -> Self {
+    pub(crate) fn constant(stage: usize, t0: f64, t1: f64, theta: Vec<f64>) -> Self {
         Segment {
             stage,
             t0,
@@ -86,15 +98,13 @@ impl Segment {
 
     fn eval(&self, t: f64) -> Vec<f64> {
         match &self.dense {
-            Dense::Constant(th) => th.as_slice().to_vec(),
+            Dense::Constant(th) => th.clone(),
             Dense::Interpolant(m) => {
                 // Clamp into the model's validity range: t is always inside [t0, t1] here, and
                 // the interpolant is only ever evaluated inside the accepted steps.
                 let t = t.clamp(self.t0, self.t1);
                 m.evaluate(t)
                     .expect("t lies inside the dense output's range")
-                    .as_slice()
-                    .to_vec()
             }
         }
     }

@@ -478,3 +478,42 @@ fn events_that_hold_at_the_start_stop_a_run_with_the_initial_point_as_its_soluti
     assert_eq!(sol.event_time("already"), Some(0.0));
     assert_eq!(sol.state_at(0.0).unwrap(), vec![2.0]);
 }
+
+thread_local! {
+    /// Makes `integrate_stage` use heap vectors whatever the dimension (to compare the paths).
+    pub(super) static FORCE_HEAP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[test]
+fn stack_and_heap_vectors_give_the_same_bits() {
+    // States of up to 24 coordinates are integrated on fixed-size vectors; the arithmetic must
+    // be that of the heap vectors, element by element: same steps, events and dense output.
+    let sys = Quadratic::new(&[1.0, 0.3, 2.5, 0.05], &[2.0, -1.0, 0.5, 3.0]);
+    let solve = |heap: bool| {
+        FORCE_HEAP.with(|f| f.set(heap));
+        let sol = FlowProblem::builder(&sys)
+            .init(&[0.1, 3.0, -2.0, 1.0])
+            .stages(vec![
+                Stage::new("a", 3.0).frozen([1]),
+                Stage::new("b", 40.0),
+            ])
+            .log_coordinates([3])
+            .event(EventSpec::rises("x0", Quantity::Coord(0), 1.5))
+            .event(EventSpec::falls("loss", Quantity::Loss, 0.5))
+            .event(EventSpec::peak("rate", Quantity::Rate(2)))
+            .build()
+            .unwrap()
+            .solve()
+            .unwrap();
+        FORCE_HEAP.with(|f| f.set(false));
+        let states: Vec<u64> = (0..=430)
+            .flat_map(|k| sol.state_at(0.1 * k as f64).unwrap())
+            .map(f64::to_bits)
+            .collect();
+        let events: Vec<Option<u64>> = sol.events().iter().map(|e| e.t.map(f64::to_bits)).collect();
+        (sol.stats, events, states)
+    };
+    let (stack, heap) = (solve(false), solve(true));
+    assert!(stack.0.steps > 20, "{:?}", stack.0);
+    assert_eq!(stack, heap);
+}
