@@ -386,6 +386,8 @@ struct StepState<'a> {
 struct Rhs<'a, 'b> {
     system: &'a dyn GradientFlow,
     map: &'b CoordMap,
+    /// No log coordinates: the solver's state is θ itself.
+    linear: bool,
     /// θ at which the right-hand side is evaluated (scratch; `system` takes `&self`).
     eval: RefCell<Vec<f64>>,
     mask: Vec<f64>,
@@ -416,7 +418,7 @@ where
         }
         // θ from the solver's state (ln|θ_k| for log coordinates).
         let mut guard = self.eval.borrow_mut();
-        let theta: &[f64] = if self.map.is_identity() {
+        let theta: &[f64] = if self.linear {
             y.as_slice()
         } else {
             self.map.to_eval(y.as_slice(), &mut guard);
@@ -428,10 +430,16 @@ where
             return;
         }
         self.system.grad(theta, out);
-        for k in 0..out.len() {
-            out[k] *= -self.mask[k];
-            if self.map.signs[k] != 0.0 {
-                out[k] /= theta[k];
+        if self.linear {
+            for (o, m) in out.iter_mut().zip(&self.mask) {
+                *o *= -m;
+            }
+        } else {
+            for k in 0..out.len() {
+                out[k] *= -self.mask[k];
+                if self.map.signs[k] != 0.0 {
+                    out[k] /= theta[k];
+                }
             }
         }
     }
@@ -542,6 +550,7 @@ impl FlowProblem<'_> {
             let rhs = Rhs {
                 system: self.system,
                 map: &self.map,
+                linear: self.map.is_identity(),
                 eval: RefCell::new(vec![0.0; dim]),
                 mask,
                 grad_calls: &grad_calls,
