@@ -47,30 +47,30 @@ use std::cell::RefCell;
 /// A sparse vector: (index, value) pairs.
 type Sparse = Vec<(usize, f64)>;
 
-/// One Gram entry pair (i, j) of tokens before the query, with (C, P, PJ)_ij.
-#[derive(Debug, Clone, Copy)]
-struct GramEntry {
-    i: usize,
-    j: usize,
-    c: f64,
-    p: f64,
-    pj: f64,
-}
+/// A sparse matrix over the tokens before the query: (row i, column j, value).
+type SparseMatrix = Vec<(usize, usize, f64)>;
 
 /// One input sequence, reduced to what the evaluation needs (all θ-independent).
 #[derive(Debug, Clone)]
 struct Configuration {
-    /// Layer-1 keys with a nonzero Gram entry: row k's are `special[special_start[k]..
-    /// special_start[k + 1]]`, as (key j, C_kj, P_kj, PJ_kj); every other key j < k of row k
-    /// has score exactly 0.
-    special_start: Vec<usize>,
-    special: Vec<GramEntry>,
-    /// Nonzero (C, P, PJ)_ij for i, j < Q (the products a_Q C, a_Q P, a_Q PJ).
-    gram: Vec<GramEntry>,
+    /// Layer-1 row k (k = 1..=Q) has `zeros[k]` keys whose three Gram entries are all 0 (score
+    /// exactly 0) and the special keys `sp_key[sp_start[k]..sp_start[k + 1]]` with their
+    /// (C, P, PJ) entries.
+    zeros: Vec<f64>,
+    sp_start: Vec<usize>,
+    sp_key: Vec<usize>,
+    sp_c: Vec<f64>,
+    sp_p: Vec<f64>,
+    sp_pj: Vec<f64>,
+    /// Nonzero entries of C, P, PJ among the tokens before the query (the products a_Q C,
+    /// a_Q P, a_Q PJ).
+    gram_c: SparseMatrix,
+    gram_p: SparseMatrix,
+    gram_pj: SparseMatrix,
     /// Row Q of C, P, PJ over the keys j < Q.
-    c_q: Vec<f64>,
-    p_q: Vec<f64>,
-    pj_q: Vec<f64>,
+    c_q: Sparse,
+    p_q: Sparse,
+    pj_q: Sparse,
     /// Content vectors c_0..c_Q (sparse) and the target.
     contents: Vec<Sparse>,
     target: Sparse,
@@ -95,17 +95,14 @@ pub struct Musat19 {
 /// Per-thread scratch, grown on first use and reused (no allocation in `grad` afterwards).
 #[derive(Default)]
 struct Scratch {
-    /// A¹ row k: the weight of each key with score 0, and of each special key (aligned with
-    /// `Configuration::special`); row Q in full.
+    /// A¹ row k: the weight of each key with score 0 (`base[k]`) and of each special key
+    /// (aligned with `Configuration::sp_key`); row Q in full (`aq`).
     base: Vec<f64>,
     sw: Vec<f64>,
     aq: Vec<f64>,
     /// Exclusive prefix sums (T + 1).
     pre: Vec<f64>,
     a2: Vec<f64>,
-    uc: Vec<f64>,
-    up: Vec<f64>,
-    uj: Vec<f64>,
     z: Vec<f64>,
     y: Vec<f64>,
     ay: Vec<f64>,
@@ -128,13 +125,11 @@ impl Scratch {
         };
         grow(&mut self.sw, specials);
         grow(&mut self.pre, t + 1);
+        grow(&mut self.r, d);
         for v in [
             &mut self.base,
             &mut self.aq,
             &mut self.a2,
-            &mut self.uc,
-            &mut self.up,
-            &mut self.uj,
             &mut self.z,
             &mut self.y,
             &mut self.ay,
@@ -148,7 +143,6 @@ impl Scratch {
         ] {
             grow(v, t);
         }
-        grow(&mut self.r, d);
     }
 }
 
@@ -159,6 +153,12 @@ thread_local! {
 #[inline(always)]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Σ v x_j over a sparse vector (j, v).
+#[inline(always)]
+fn sparse_dot(sp: &[(usize, f64)], x: &[f64]) -> f64 {
+    sp.iter().map(|&(j, v)| v * x[j]).sum()
 }
 
 /// e^x, remembering the last argument: the rows of layer 1 share their few distinct scores.
@@ -187,27 +187,59 @@ impl Configuration {
         let e = 2 * d;
         let c = |k: usize| &tokens[k * e..k * e + d];
         let r = |k: usize| &tokens[k * e + d..(k + 1) * e];
-        let entry = |i: usize, j: usize| GramEntry {
-            i,
-            j,
-            c: dot(c(i), c(j)),
-            p: dot(r(i), r(j)),
-            pj: dot_j(r(i), r(j)),
-        };
-        let nonzero = |g: &GramEntry| g.c != 0.0 || g.p != 0.0 || g.pj != 0.0;
+        let gram = |i: usize, j: usize| [dot(c(i), c(j)), dot(r(i), r(j)), dot_j(r(i), r(j))];
         let q = t - 1;
-        let mut special_start = vec![0];
-        let mut special = Vec::new();
+        let mut cf = Configuration {
+            zeros: vec![0.0; t],
+            sp_start: vec![0; t + 1],
+            sp_key: Vec::new(),
+            sp_c: Vec::new(),
+            sp_p: Vec::new(),
+            sp_pj: Vec::new(),
+            gram_c: Vec::new(),
+            gram_p: Vec::new(),
+            gram_pj: Vec::new(),
+            c_q: Vec::new(),
+            p_q: Vec::new(),
+            pj_q: Vec::new(),
+            contents: Vec::new(),
+            target: Vec::new(),
+            weight,
+        };
         for k in 0..t {
-            special.extend((0..k).map(|j| entry(k, j)).filter(nonzero));
-            special_start.push(special.len());
+            for j in 0..k {
+                let [gc, gp, gpj] = gram(k, j);
+                if gc != 0.0 || gp != 0.0 || gpj != 0.0 {
+                    cf.sp_key.push(j);
+                    cf.sp_c.push(gc);
+                    cf.sp_p.push(gp);
+                    cf.sp_pj.push(gpj);
+                }
+            }
+            cf.sp_start[k + 1] = cf.sp_key.len();
+            cf.zeros[k] = (k - (cf.sp_start[k + 1] - cf.sp_start[k])) as f64;
         }
-        let gram = (0..q)
-            .flat_map(|i| (0..q).map(move |j| (i, j)))
-            .map(|(i, j)| entry(i, j))
-            .filter(nonzero)
-            .collect();
-        let row_q: Vec<GramEntry> = (0..q).map(|j| entry(q, j)).collect();
+        for i in 0..q {
+            for j in 0..q {
+                let g = gram(i, j);
+                for (list, v) in [&mut cf.gram_c, &mut cf.gram_p, &mut cf.gram_pj]
+                    .into_iter()
+                    .zip(g)
+                {
+                    if v != 0.0 {
+                        list.push((i, j, v));
+                    }
+                }
+            }
+        }
+        for j in 0..q {
+            let g = gram(q, j);
+            for (list, v) in [&mut cf.c_q, &mut cf.p_q, &mut cf.pj_q].into_iter().zip(g) {
+                if v != 0.0 {
+                    list.push((j, v));
+                }
+            }
+        }
         let sparse = |v: &[f64]| -> Sparse {
             v.iter()
                 .enumerate()
@@ -215,16 +247,56 @@ impl Configuration {
                 .map(|(i, &x)| (i, x))
                 .collect()
         };
-        Configuration {
-            special_start,
-            special,
-            gram,
-            c_q: row_q.iter().map(|g| g.c).collect(),
-            p_q: row_q.iter().map(|g| g.p).collect(),
-            pj_q: row_q.iter().map(|g| g.pj).collect(),
-            contents: (0..t).map(|k| sparse(c(k))).collect(),
-            target: sparse(target),
-            weight,
+        cf.contents = (0..t).map(|k| sparse(c(k))).collect();
+        cf.target = sparse(target);
+        cf
+    }
+}
+
+/// The rows 1..=Q of A¹ as the evaluation holds them: a common weight `base[k]` on the keys
+/// with score 0 and the weights `sw` of the special keys `key[start[k]..start[k + 1]]`.
+struct Rows<'a> {
+    base: &'a [f64],
+    sw: &'a [f64],
+    start: &'a [usize],
+    key: &'a [usize],
+}
+
+impl Rows<'_> {
+    /// out[k] = ⟨a_k, x⟩ for k = 1..q−1 (out[0] = 0: token 0 has no keys), from the exclusive
+    /// prefix sums of x (written to `pre`).
+    #[inline(always)]
+    fn dots(&self, q: usize, x: &[f64], out: &mut [f64], pre: &mut [f64]) {
+        let mut acc = 0.0;
+        for (p, &xi) in pre.iter_mut().zip(&x[..q]) {
+            *p = acc;
+            acc += xi;
+        }
+        out[0] = 0.0;
+        for k in 1..q {
+            let bk = self.base[k];
+            let mut d = bk * pre[k];
+            for i in self.start[k]..self.start[k + 1] {
+                d += (self.sw[i] - bk) * x[self.key[i]];
+            }
+            out[k] = d;
+        }
+    }
+
+    /// out = Σ_{k=1}^{q−1} coef_k a_k: suffix sums of coef_k base_k plus the special keys.
+    #[inline(always)]
+    fn combine(&self, q: usize, coef: &[f64], out: &mut [f64]) {
+        let mut suffix = 0.0;
+        for i in (1..q).rev() {
+            out[i] = suffix;
+            suffix += coef[i] * self.base[i];
+        }
+        out[0] = suffix;
+        for k in 1..q {
+            let (ck, bk) = (coef[k], self.base[k]);
+            for i in self.start[k]..self.start[k + 1] {
+                out[self.key[i]] += ck * (self.sw[i] - bk);
+            }
         }
     }
 }
@@ -270,7 +342,7 @@ impl Musat19 {
             })
             .collect();
         Musat19 {
-            max_specials: configs.iter().map(|c| c.special.len()).max().unwrap_or(0),
+            max_specials: configs.iter().map(|c| c.sp_key.len()).max().unwrap_or(0),
             n,
             d,
             query: Query::Last,
@@ -342,9 +414,6 @@ impl Musat19 {
             aq,
             pre,
             a2,
-            uc,
-            up,
-            uj,
             z,
             y,
             ay,
@@ -357,108 +426,83 @@ impl Musat19 {
             big_y,
             gq,
         } = s;
-        let range = |k: usize| c.special_start[k]..c.special_start[k + 1];
+        let (base, aq, pre) = (&mut base[..t], &mut aq[..q], &mut pre[..t]);
+        let (a2, z, y, ay, v) = (
+            &mut a2[..q],
+            &mut z[..q],
+            &mut y[..q],
+            &mut ay[..q],
+            &mut v[..q],
+        );
+        let sw = &mut sw[..c.sp_key.len()];
+        let sp = c.sp_start.as_slice();
+        let (key, sc, sp_p, spj) = (&c.sp_key, &c.sp_c, &c.sp_p, &c.sp_pj);
 
         // ---- layer 1: rows k = 1..=q; keys without a Gram entry score exactly 0.
         let mut memo = (f64::NAN, f64::NAN);
         for k in 1..=q {
-            let sp = &c.special[range(k)];
-            let score = |g: &GramEntry| al1 * g.c + al2 * g.p + al3 * g.pj;
-            let zeros = k - sp.len();
-            let mut m = if zeros > 0 { 0.0 } else { f64::NEG_INFINITY };
-            for g in sp {
-                m = m.max(score(g));
+            let range = sp[k]..sp[k + 1];
+            let zeros = c.zeros[k];
+            let mut m = if zeros > 0.0 { 0.0 } else { f64::NEG_INFINITY };
+            for i in range.clone() {
+                sw[i] = al1 * sc[i] + al2 * sp_p[i] + al3 * spj[i];
+                m = m.max(sw[i]);
             }
-            let e0 = if zeros > 0 {
+            let e0 = if zeros > 0.0 {
                 exp_cached(-m, &mut memo)
             } else {
                 0.0
             };
-            let mut total = zeros as f64 * e0;
-            let swk = &mut sw[range(k)];
-            for (x, g) in swk.iter_mut().zip(sp) {
-                *x = exp_cached(score(g) - m, &mut memo);
+            let mut total = zeros * e0;
+            for x in &mut sw[range.clone()] {
+                *x = exp_cached(*x - m, &mut memo);
                 total += *x;
             }
             let inv = 1.0 / total;
-            for x in swk.iter_mut() {
+            for x in &mut sw[range] {
                 *x *= inv;
             }
             base[k] = e0 * inv;
         }
-        // ⟨a_k, x⟩ from the exclusive prefix sums `pre` of x.
-        let row_dot = |k: usize, x: &[f64], pre: &[f64], sw: &[f64], base: &[f64]| -> f64 {
-            let mut acc = base[k] * pre[k];
-            for (g, &a) in c.special[range(k)].iter().zip(&sw[range(k)]) {
-                acc += (a - base[k]) * x[g.j];
-            }
-            acc
-        };
-        // out = Σ_{k=1}^{q−1} coef_k a_k (a vector over the tokens before the query).
-        let combine = |coef: &[f64], out: &mut [f64], sw: &[f64], base: &[f64]| {
-            let mut suffix = 0.0;
-            for i in (0..q).rev() {
-                out[i] = suffix;
-                if i >= 1 {
-                    suffix += coef[i] * base[i];
-                }
-            }
-            for k in 1..q {
-                for (g, &a) in c.special[range(k)].iter().zip(&sw[range(k)]) {
-                    out[g.j] += coef[k] * (a - base[k]);
-                }
-            }
-        };
-        let prefix = |x: &[f64], pre: &mut [f64]| {
-            let mut acc = 0.0;
-            for (p, &xi) in pre.iter_mut().zip(x) {
-                *p = acc;
-                acc += xi;
-            }
-            pre[x.len()] = acc;
-        };
-        let aq = &mut aq[..q];
         aq.fill(base[q]);
-        for (g, &a) in c.special[range(q)].iter().zip(&sw[range(q)]) {
-            aq[g.j] = a;
+        for i in sp[q]..sp[q + 1] {
+            aq[key[i]] = sw[i];
         }
-
-        // ---- layer 2 (query row): u = a_Q C, a_Q P, a_Q PJ; z, y; s²_j = z_j + ⟨a_j, y⟩.
-        let (uc, up, uj) = (&mut uc[..q], &mut up[..q], &mut uj[..q]);
-        uc.fill(0.0);
-        up.fill(0.0);
-        uj.fill(0.0);
-        for g in &c.gram {
-            let a = aq[g.i];
-            uc[g.j] += a * g.c;
-            up[g.j] += a * g.p;
-            uj[g.j] += a * g.pj;
+        let rows = Rows {
+            base,
+            sw,
+            start: sp,
+            key,
+        };
+        // ---- layer 2 (query row): z, y; s²_j = z_j + ⟨a_j, y⟩.
+        z.fill(0.0);
+        y.fill(0.0);
+        for (list, bz, by) in [
+            (&c.c_q, b[0], b[1]),
+            (&c.p_q, b[4], b[6]),
+            (&c.pj_q, b[5], b[7]),
+        ] {
+            for &(j, val) in list {
+                z[j] += bz * val;
+                y[j] += by * val;
+            }
         }
-        let (z, y) = (&mut z[..q], &mut y[..q]);
-        for j in 0..q {
-            z[j] = b[0] * c.c_q[j]
-                + b[4] * c.p_q[j]
-                + b[5] * c.pj_q[j]
-                + b[2] * uc[j]
-                + b[8] * up[j]
-                + b[9] * uj[j];
-            y[j] = b[1] * c.c_q[j]
-                + b[6] * c.p_q[j]
-                + b[7] * c.pj_q[j]
-                + b[3] * uc[j]
-                + b[10] * up[j]
-                + b[11] * uj[j];
+        for (list, bz, by) in [
+            (&c.gram_c, b[2], b[3]),
+            (&c.gram_p, b[8], b[10]),
+            (&c.gram_pj, b[9], b[11]),
+        ] {
+            for &(i, j, val) in list {
+                let u = aq[i] * val;
+                z[j] += bz * u;
+                y[j] += by * u;
+            }
         }
-        let (a2, ay) = (&mut a2[..q], &mut ay[..q]);
-        prefix(y, pre);
-        ay[0] = 0.0;
-        for j in 1..q {
-            ay[j] = row_dot(j, y, pre, sw, base);
-        }
+        rows.dots(q, y, ay, pre);
         let mut m = f64::NEG_INFINITY;
-        for j in 0..q {
-            a2[j] = z[j] + ay[j];
-            m = m.max(a2[j]);
+        for ((a, zj), yj) in a2.iter_mut().zip(z.iter()).zip(ay.iter()) {
+            *a = zj + yj;
+            m = m.max(*a);
         }
         let mut total = 0.0;
         for x in a2.iter_mut() {
@@ -471,11 +515,10 @@ impl Musat19 {
         }
 
         // ---- readout: w = γ₁ e_Q + γ₂ a_Q + γ₃ A² + γ₄ Σ_j A²_j a_j; ŷ = Σ_i w_i c_i.
-        let v = &mut v[..q];
-        combine(a2, v, sw, base);
+        rows.combine(q, a2, v);
         let w = &mut w[..t];
-        for i in 0..q {
-            w[i] = gm[1] * aq[i] + gm[2] * a2[i] + gm[3] * v[i];
+        for (((wi, a), b2), vi) in w.iter_mut().zip(aq.iter()).zip(a2.iter()).zip(v.iter()) {
+            *wi = gm[1] * a + gm[2] * b2 + gm[3] * vi;
         }
         w[q] = gm[0];
         let r = &mut r[..self.d];
@@ -498,72 +541,76 @@ impl Musat19 {
         let dy_coef = 2.0 * scale;
         let gw = &mut gw[..t];
         for (g, ci) in gw.iter_mut().zip(&c.contents) {
-            *g = dy_coef * ci.iter().map(|&(idx, x)| x * r[idx]).sum::<f64>();
+            *g = dy_coef * sparse_dot(ci, r);
         }
         grad[15] += gw[q];
-        grad[16] += dot(&gw[..q], aq);
-        grad[17] += dot(&gw[..q], a2);
-        grad[18] += dot(&gw[..q], v);
+        let gwk = &gw[..q];
+        grad[16] += dot(gwk, aq);
+        grad[17] += dot(gwk, a2);
+        grad[18] += dot(gwk, v);
         // A²: ∂L/∂A²_j = γ₃ ∂L/∂w_j + γ₄ ⟨∂L/∂w, a_j⟩; softmax backward to ds²_j.
         let (h, ds) = (&mut h[..q], &mut ds[..q]);
-        prefix(&gw[..q], pre);
-        h[0] = 0.0;
-        for j in 1..q {
-            h[j] = row_dot(j, gw, pre, sw, base);
-        }
+        rows.dots(q, gwk, h, pre);
         let mut mean = 0.0;
-        for j in 0..q {
-            ds[j] = gm[2] * gw[j] + gm[3] * h[j];
-            mean += a2[j] * ds[j];
+        for (((d, g), hj), a) in ds.iter_mut().zip(gwk).zip(h.iter()).zip(a2.iter()) {
+            *d = gm[2] * g + gm[3] * hj;
+            mean += a * *d;
         }
-        for j in 0..q {
-            ds[j] = a2[j] * (ds[j] - mean);
+        for (d, a) in ds.iter_mut().zip(a2.iter()) {
+            *d = a * (*d - mean);
         }
         // ∂L/∂z = ds, ∂L/∂y = Y = Σ_j ds_j a_j.
         let big_y = &mut big_y[..q];
-        combine(ds, big_y, sw, base);
+        rows.combine(q, ds, big_y);
         let gb = &mut grad[3..15];
-        gb[0] += dot(ds, &c.c_q);
-        gb[4] += dot(ds, &c.p_q);
-        gb[5] += dot(ds, &c.pj_q);
-        gb[2] += dot(ds, uc);
-        gb[8] += dot(ds, up);
-        gb[9] += dot(ds, uj);
-        gb[1] += dot(big_y, &c.c_q);
-        gb[6] += dot(big_y, &c.p_q);
-        gb[7] += dot(big_y, &c.pj_q);
-        gb[3] += dot(big_y, uc);
-        gb[10] += dot(big_y, up);
-        gb[11] += dot(big_y, uj);
+        for (list, iz, iy) in [(&c.c_q, 0, 1), (&c.p_q, 4, 6), (&c.pj_q, 5, 7)] {
+            gb[iz] += sparse_dot(list, ds);
+            gb[iy] += sparse_dot(list, big_y);
+        }
         // ∂L/∂a_Q = γ₂ ∂L/∂w + (β₃ C + β₉ P + β₁₀ PJ) ds + (β₄ C + β₁₁ P + β₁₂ PJ) Y.
         let gq = &mut gq[..q];
-        for i in 0..q {
-            gq[i] = gm[1] * gw[i];
+        for (g, x) in gq.iter_mut().zip(gwk) {
+            *g = gm[1] * x;
         }
-        for g in &c.gram {
-            gq[g.i] += (b[2] * g.c + b[8] * g.p + b[9] * g.pj) * ds[g.j]
-                + (b[3] * g.c + b[10] * g.p + b[11] * g.pj) * big_y[g.j];
+        for (list, iz, iy) in [(&c.gram_c, 2, 3), (&c.gram_p, 8, 10), (&c.gram_pj, 9, 11)] {
+            let (bz, by) = (b[iz], b[iy]);
+            let (mut sz, mut sy) = (0.0, 0.0);
+            for &(i, j, val) in list {
+                let u = aq[i] * val;
+                sz += u * ds[j];
+                sy += u * big_y[j];
+                gq[i] += val * (bz * ds[j] + by * big_y[j]);
+            }
+            gb[iz] += sz;
+            gb[iy] += sy;
         }
 
         // ---- layer 1 backward, only where a Gram entry (hence an α) enters the score:
         // ds¹_kj = a_kj (G_kj − ⟨a_k, G_k⟩) with G_k = ∂L/∂a_k.
-        let mut add = |g: &GramEntry, d1: f64| {
-            grad[0] += d1 * g.c;
-            grad[1] += d1 * g.p;
-            grad[2] += d1 * g.pj;
-        };
+        let (mut g1, mut g2, mut g3) = (0.0, 0.0, 0.0);
         let mu = dot(aq, gq);
-        for g in &c.special[range(q)] {
-            add(g, aq[g.j] * (gq[g.j] - mu));
+        for i in sp[q]..sp[q + 1] {
+            let j = key[i];
+            let d1 = aq[j] * (gq[j] - mu);
+            g1 += d1 * sc[i];
+            g2 += d1 * sp_p[i];
+            g3 += d1 * spj[i];
         }
-        // rows j < Q: G_j = γ₄ A²_j ∂L/∂w + ds_j y, so ⟨a_j, G_j⟩ = γ₄ A²_j h_j + ds_j ⟨a_j, y⟩.
-        for j in 1..q {
-            let cw = gm[3] * a2[j];
-            let mu = cw * h[j] + ds[j] * ay[j];
-            for (g, &a) in c.special[range(j)].iter().zip(&sw[range(j)]) {
-                add(g, a * (cw * gw[g.j] + ds[j] * y[g.j] - mu));
+        // rows k < Q: G_k = γ₄ A²_k ∂L/∂w + ds_k y, so ⟨a_k, G_k⟩ = γ₄ A²_k h_k + ds_k ⟨a_k, y⟩.
+        for k in 1..q {
+            let cw = gm[3] * a2[k];
+            let mu = cw * h[k] + ds[k] * ay[k];
+            for i in sp[k]..sp[k + 1] {
+                let j = key[i];
+                let d1 = sw[i] * (cw * gw[j] + ds[k] * y[j] - mu);
+                g1 += d1 * sc[i];
+                g2 += d1 * sp_p[i];
+                g3 += d1 * spj[i];
             }
         }
+        grad[0] += g1;
+        grad[1] += g2;
+        grad[2] += g3;
         loss
     }
 }
