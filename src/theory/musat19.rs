@@ -292,8 +292,7 @@ impl Rows<'_> {
             suffix += coef[i] * self.base[i];
         }
         out[0] = suffix;
-        for k in 1..q {
-            let (ck, bk) = (coef[k], self.base[k]);
+        for (k, (&ck, &bk)) in coef[..q].iter().zip(self.base).enumerate().skip(1) {
             for i in self.start[k]..self.start[k + 1] {
                 out[self.key[i]] += ck * (self.sw[i] - bk);
             }
