@@ -115,6 +115,7 @@ impl DataSpec {
 pub struct NormalSource;
 
 /// Ziggurat tables x_i, f(x_i) = e^{−x_i²/2}, i = 0..=256.
+#[derive(Debug)]
 struct Ziggurat {
     x: [f64; 257],
     f: [f64; 257],
@@ -146,31 +147,48 @@ fn ziggurat() -> &'static Ziggurat {
 impl NormalSource {
     #[inline]
     pub fn sample(&mut self, rng: &mut ChaCha8Rng) -> f64 {
-        let z = ziggurat();
+        normal(ziggurat(), rng)
+    }
+}
+
+/// One standard normal: the ziggurat's fast path inline (one draw, one comparison, taken
+/// ~98.8% of the time), the wedge and tail tests out of line.
+#[inline(always)]
+fn normal(z: &Ziggurat, rng: &mut ChaCha8Rng) -> f64 {
+    loop {
+        let bits = rng.next_u64();
+        let i = (bits & 0xff) as usize;
+        // a uniform in [−1, 1) from the top 53 bits (disjoint from the layer bits)
+        let u = 2.0 * ((bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) - 1.0;
+        let x = u * z.x[i];
+        if x.abs() < z.x[i + 1] {
+            return x;
+        }
+        if let Some(v) = normal_slow(z, rng, i, u, x) {
+            return v;
+        }
+    }
+}
+
+/// The rare part of [`normal`]: the tail beyond R for the base layer, the wedge test for the
+/// others (`None`: rejected, draw again).
+#[cold]
+#[inline(never)]
+fn normal_slow(z: &Ziggurat, rng: &mut ChaCha8Rng, i: usize, u: f64, x: f64) -> Option<f64> {
+    if i == 0 {
+        // the tail beyond R (Marsaglia 1964)
         loop {
-            let bits = rng.next_u64();
-            let i = (bits & 0xff) as usize;
-            // a uniform in [−1, 1) from the top 53 bits (disjoint from the layer bits)
-            let u = 2.0 * ((bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) - 1.0;
-            let x = u * z.x[i];
-            if x.abs() < z.x[i + 1] {
-                return x;
-            }
-            if i == 0 {
-                // the tail beyond R (Marsaglia 1964)
-                loop {
-                    let a = open01(rng).ln() / ZIG_R;
-                    let b = open01(rng).ln();
-                    if -2.0 * b >= a * a {
-                        return if u < 0.0 { a - ZIG_R } else { ZIG_R - a };
-                    }
-                }
-            }
-            if z.f[i + 1] + (z.f[i] - z.f[i + 1]) * rng.random::<f64>() < (-0.5 * x * x).exp() {
-                return x;
+            let a = open01(rng).ln() / ZIG_R;
+            let b = open01(rng).ln();
+            if -2.0 * b >= a * a {
+                return Some(if u < 0.0 { a - ZIG_R } else { ZIG_R - a });
             }
         }
     }
+    if z.f[i + 1] + (z.f[i] - z.f[i + 1]) * rng.random::<f64>() < (-0.5 * x * x).exp() {
+        return Some(x);
+    }
+    None
 }
 
 /// A uniform in (0, 1).
@@ -386,7 +404,8 @@ impl QrScratch {
 pub struct Sampler {
     spec: DataSpec,
     rng: ChaCha8Rng,
-    normal: NormalSource,
+    /// The ziggurat tables of [`NormalSource`].
+    zig: &'static Ziggurat,
     fix: SignFix,
     qr: QrScratch,
     /// Content frame (D × 2N, column-major).
@@ -414,7 +433,7 @@ impl Sampler {
         Sampler {
             spec,
             rng,
-            normal: NormalSource,
+            zig: ziggurat(),
             fix: SignFix::Haar,
             qr: QrScratch::default(),
             c_re: vec![0.0; d * 2 * n],
@@ -437,8 +456,9 @@ impl Sampler {
         &self.spec
     }
 
+    #[inline(always)]
     fn gaussian(&mut self) -> f64 {
-        self.normal.sample(&mut self.rng)
+        normal(self.zig, &mut self.rng)
     }
 
     /// A real D × m orthonormal frame (column-major) into `self.c_re`.
