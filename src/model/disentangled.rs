@@ -26,6 +26,9 @@ use rayon::prelude::*;
 /// Sequences per chunk of the batch (fixed, so that results do not depend on the thread count).
 pub const CHUNK: usize = 16;
 
+/// Gradient entries per parallel task of the chunk-order reduction.
+const REDUCE_BLOCK: usize = 1024;
+
 /// Sizes of the model for N pairs and content dimension D.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dims {
@@ -662,12 +665,25 @@ impl Model {
         2.0 * self.loss_scale / self.batch as f64
     }
 
-    /// Sum the chunk gradients in chunk order.
+    /// Sum the chunk gradients in chunk order (entry by entry, so blocks of entries are summed
+    /// in parallel with the same bits as one serial pass).
     fn reduce(&self, grads: &mut Params) {
-        grads.fill(0.0);
-        for ch in &self.chunks {
-            grads.axpy(1.0, &ch.grad);
-        }
+        let [g1, g2, g3] = grads.blocks_mut();
+        let sum = |k: usize, out: &mut [f64]| {
+            out.par_chunks_mut(REDUCE_BLOCK)
+                .enumerate()
+                .for_each(|(i, o)| {
+                    let lo = i * REDUCE_BLOCK;
+                    o.fill(0.0);
+                    for ch in &self.chunks {
+                        let src = &ch.grad.blocks()[k][lo..lo + o.len()];
+                        for (x, y) in o.iter_mut().zip(src) {
+                            *x += 1.0 * y;
+                        }
+                    }
+                })
+        };
+        rayon::join(|| sum(0, g1), || rayon::join(|| sum(1, g2), || sum(2, g3)));
     }
 
     fn total_loss(&self) -> f64 {
@@ -734,34 +750,50 @@ impl Trainer {
         &self.spec
     }
 
-    /// Draw the data of the next step (in parallel over chunks, each from its own stream).
-    fn draw(&mut self) {
-        if self.drawn && self.refresh == Refresh::Fixed {
-            return;
-        }
+    /// Evaluate the loss and gradient at `params` on the next batch (drawn here). The gradient
+    /// is kept for [`Trainer::apply`].
+    ///
+    /// Each chunk draws its sequences and runs its forward and backward pass in one parallel
+    /// task (one fork-join per step, and the chunk's data are still in cache when its pass
+    /// reads them). Chunk c draws from stream (seed, c); the result is [`Model::loss_and_grad`]
+    /// on the batch so drawn (tested).
+    pub fn evaluate(&mut self, params: &Params) -> f64 {
+        let fresh = !(self.drawn && self.refresh == Refresh::Fixed);
         let seq = self.spec.sequence_len();
         let d = self.spec.d;
+        let (dims, coef) = (self.model.dims, self.model.coef());
         let Batch {
             tokens,
             targets,
             queries,
             ..
         } = &mut self.batch;
-        self.samplers
+        self.model
+            .chunks
             .par_iter_mut()
+            .zip(self.samplers.par_iter_mut())
             .zip(tokens.par_chunks_mut(CHUNK * seq))
             .zip(targets.par_chunks_mut(CHUNK * d))
             .zip(queries.par_chunks_mut(CHUNK))
-            .for_each(|(((s, x), y), q)| s.fill(x, y, q));
+            .for_each(|((((ch, s), x), y), q)| {
+                if fresh {
+                    s.fill(x, y, q);
+                }
+                ch.sse = chunk_pass(
+                    dims,
+                    params,
+                    x,
+                    y,
+                    ch.m,
+                    coef,
+                    &mut ch.ws,
+                    &mut ch.grad,
+                    true,
+                );
+            });
         self.drawn = true;
-    }
-
-    /// Evaluate the loss and gradient at `params` on the next batch (drawn here). The gradient
-    /// is kept for [`Trainer::apply`].
-    pub fn evaluate(&mut self, params: &Params) -> f64 {
-        self.draw();
-        self.model
-            .loss_and_grad(params, &self.batch, &mut self.grads)
+        self.model.reduce(&mut self.grads);
+        self.model.total_loss()
     }
 
     /// GD update with the last evaluated gradient: W ← W − η ∇L.

@@ -148,3 +148,42 @@ fn fixed_refresh_reuses_the_batch_and_step_refresh_draws_anew() {
     assert_eq!(a, c, "same seed, same first batch");
     assert_ne!(c, e);
 }
+
+#[test]
+fn a_trainer_step_is_the_model_on_the_batch_its_chunk_streams_draw() {
+    // Trainer::evaluate draws and evaluates chunk by chunk in one pass; it must equal drawing
+    // the batch from the per-chunk streams (seed, c) first and evaluating the model on it.
+    let (n, d, size, seed) = (3, 8, 2 * CHUNK + 5, 7);
+    let s = spec(n, d, DataKind::Orthonormal);
+    let p = Params::gaussian(d, 0.2, 4);
+    let mut trainer = Trainer::new(s, size, 0.5, Refresh::Step, seed);
+    for step in 0..2 {
+        let loss = trainer.evaluate(&p);
+        let seq = s.sequence_len();
+        let mut batch = Batch::from_parts(s, vec![0.0; size * seq], vec![0.0; size * d]);
+        batch.queries = vec![0; size];
+        for c in 0..size.div_ceil(CHUNK) {
+            let mut sampler = Sampler::new(s, seed, c as u64);
+            let (lo, hi) = (c * CHUNK, ((c + 1) * CHUNK).min(size));
+            for _ in 0..step {
+                // the streams have moved on by one batch per step
+                let mut x = vec![0.0; (hi - lo) * seq];
+                let mut y = vec![0.0; (hi - lo) * d];
+                sampler.fill(&mut x, &mut y, &mut vec![0; hi - lo]);
+            }
+            sampler.fill(
+                &mut batch.tokens[lo * seq..hi * seq],
+                &mut batch.targets[lo * d..hi * d],
+                &mut batch.queries[lo..hi],
+            );
+        }
+        assert_eq!(trainer.last_batch().tokens, batch.tokens);
+        let mut model = Model::new(Dims { n, d }, size, 0.5);
+        let mut g = Params::zeros(d);
+        assert_eq!(
+            loss.to_bits(),
+            model.loss_and_grad(&p, &batch, &mut g).to_bits()
+        );
+        assert_eq!(trainer.gradient(), &g);
+    }
+}
