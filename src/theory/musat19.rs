@@ -62,8 +62,11 @@ struct Configuration {
     sp_c: Vec<f64>,
     sp_p: Vec<f64>,
     sp_pj: Vec<f64>,
-    /// Nonzero entries of C, P, PJ among the tokens before the query (the products a_Q C,
-    /// a_Q P, a_Q PJ).
+    /// Row k of every special key (`sp_row[i]` for key `sp_key[i]`).
+    sp_row: Vec<usize>,
+    /// C, P, PJ among the tokens before the query (the products a_Q C, a_Q P, a_Q PJ): the
+    /// diagonals (dense, length Q) and the nonzero entries off the diagonal.
+    diag: [Vec<f64>; 3],
     gram_c: SparseMatrix,
     gram_p: SparseMatrix,
     gram_pj: SparseMatrix,
@@ -192,6 +195,8 @@ impl Configuration {
         let mut cf = Configuration {
             zeros: vec![0.0; t],
             sp_start: vec![0; t + 1],
+            sp_row: Vec::new(),
+            diag: [vec![0.0; q], vec![0.0; q], vec![0.0; q]],
             sp_key: Vec::new(),
             sp_c: Vec::new(),
             sp_p: Vec::new(),
@@ -210,6 +215,7 @@ impl Configuration {
             for j in 0..k {
                 let [gc, gp, gpj] = gram(k, j);
                 if gc != 0.0 || gp != 0.0 || gpj != 0.0 {
+                    cf.sp_row.push(k);
                     cf.sp_key.push(j);
                     cf.sp_c.push(gc);
                     cf.sp_p.push(gp);
@@ -222,6 +228,12 @@ impl Configuration {
         for i in 0..q {
             for j in 0..q {
                 let g = gram(i, j);
+                if i == j {
+                    for (dg, v) in cf.diag.iter_mut().zip(g) {
+                        dg[i] = v;
+                    }
+                    continue;
+                }
                 for (list, v) in [&mut cf.gram_c, &mut cf.gram_p, &mut cf.gram_pj]
                     .into_iter()
                     .zip(g)
@@ -254,11 +266,11 @@ impl Configuration {
 }
 
 /// The rows 1..=Q of A¹ as the evaluation holds them: a common weight `base[k]` on the keys
-/// with score 0 and the weights `sw` of the special keys `key[start[k]..start[k + 1]]`.
+/// with score 0, and the weights `sw` of the special keys `key` (in rows `row`, ascending).
 struct Rows<'a> {
     base: &'a [f64],
     sw: &'a [f64],
-    start: &'a [usize],
+    row: &'a [usize],
     key: &'a [usize],
 }
 
@@ -268,18 +280,21 @@ impl Rows<'_> {
     #[inline(always)]
     fn dots(&self, q: usize, x: &[f64], out: &mut [f64], pre: &mut [f64]) {
         let mut acc = 0.0;
-        for (p, &xi) in pre.iter_mut().zip(&x[..q]) {
+        for ((p, o), (&xi, &bk)) in pre
+            .iter_mut()
+            .zip(out.iter_mut())
+            .zip(x[..q].iter().zip(self.base))
+        {
             *p = acc;
+            *o = bk * acc;
             acc += xi;
         }
         out[0] = 0.0;
-        for k in 1..q {
-            let bk = self.base[k];
-            let mut d = bk * pre[k];
-            for i in self.start[k]..self.start[k + 1] {
-                d += (self.sw[i] - bk) * x[self.key[i]];
+        for ((&k, &j), &a) in self.row.iter().zip(self.key).zip(self.sw) {
+            if k >= q {
+                break;
             }
-            out[k] = d;
+            out[k] += (a - self.base[k]) * x[j];
         }
     }
 
@@ -292,10 +307,11 @@ impl Rows<'_> {
             suffix += coef[i] * self.base[i];
         }
         out[0] = suffix;
-        for (k, (&ck, &bk)) in coef[..q].iter().zip(self.base).enumerate().skip(1) {
-            for i in self.start[k]..self.start[k + 1] {
-                out[self.key[i]] += ck * (self.sw[i] - bk);
+        for ((&k, &j), &a) in self.row.iter().zip(self.key).zip(self.sw) {
+            if k >= q {
+                break;
             }
+            out[j] += coef[k] * (a - self.base[k]);
         }
     }
 }
@@ -470,7 +486,7 @@ impl Musat19 {
         let rows = Rows {
             base,
             sw,
-            start: sp,
+            row: &c.sp_row,
             key,
         };
         // ---- layer 2 (query row): z, y; s²_j = z_j + ⟨a_j, y⟩.
@@ -485,6 +501,18 @@ impl Musat19 {
                 z[j] += bz * val;
                 y[j] += by * val;
             }
+        }
+        let [dc, dp, dpj] = &c.diag;
+        for (((((zj, yj), a), x), p), pj) in z
+            .iter_mut()
+            .zip(y.iter_mut())
+            .zip(aq.iter())
+            .zip(dc)
+            .zip(dp)
+            .zip(dpj)
+        {
+            *zj += a * (b[2] * x + b[8] * p + b[9] * pj);
+            *yj += a * (b[3] * x + b[10] * p + b[11] * pj);
         }
         for (list, bz, by) in [
             (&c.gram_c, b[2], b[3]),
@@ -570,6 +598,24 @@ impl Musat19 {
         let gq = &mut gq[..q];
         for (g, x) in gq.iter_mut().zip(gwk) {
             *g = gm[1] * x;
+        }
+        for ((dg, iz), iy) in c.diag.iter().zip([2, 8, 9]).zip([3, 10, 11]) {
+            let (bz, by) = (b[iz], b[iy]);
+            let (mut sz, mut sy) = (0.0, 0.0);
+            for ((((g, &a), &val), &d), &yy) in gq
+                .iter_mut()
+                .zip(aq.iter())
+                .zip(dg)
+                .zip(ds.iter())
+                .zip(big_y.iter())
+            {
+                let u = a * val;
+                sz += u * d;
+                sy += u * yy;
+                *g += val * (bz * d + by * yy);
+            }
+            gb[iz] += sz;
+            gb[iy] += sy;
         }
         for (list, iz, iy) in [(&c.gram_c, 2, 3), (&c.gram_p, 8, 10), (&c.gram_pj, 9, 11)] {
             let (bz, by) = (b[iz], b[iy]);
