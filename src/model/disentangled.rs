@@ -299,13 +299,20 @@ fn combine(coef: &[f64], rows: &[f64], ld: usize, out: &mut [f64]) {
     debug_assert!(coef.is_empty() || (coef.len() - 1) * ld + len <= rows.len());
 }
 
+/// e^x, skipping the call for x = ±0 (the maximum of a shifted softmax row): e^0 = 1 exactly,
+/// so the bits are those of `x.exp()` for every x.
+#[inline(always)]
+pub(crate) fn exp_shifted(x: f64) -> f64 {
+    if x == 0.0 { 1.0 } else { x.exp() }
+}
+
 /// Softmax of `s` in place (shifted by the maximum).
 #[inline(always)]
 fn softmax(s: &mut [f64]) {
     let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let mut z = 0.0;
     for v in s.iter_mut() {
-        *v = (*v - m).exp();
+        *v = exp_shifted(*v - m);
         z += *v;
     }
     let inv = 1.0 / z;

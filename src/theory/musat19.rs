@@ -40,6 +40,7 @@
 
 use crate::flow::GradientFlow;
 use crate::model::data::{LabelPosition, canonical_configuration};
+use crate::model::disentangled::exp_shifted;
 use crate::model::subspace::{NAMES19, j_col, j_val};
 use crate::theory::musat3::Query;
 use std::cell::RefCell;
@@ -533,7 +534,7 @@ impl Musat19 {
         }
         let mut total = 0.0;
         for x in a2.iter_mut() {
-            *x = (*x - m).exp();
+            *x = exp_shifted(*x - m);
             total += *x;
         }
         let inv = 1.0 / total;
