@@ -44,6 +44,7 @@ use crate::model::disentangled::exp_shifted;
 use crate::model::subspace::{NAMES19, j_col, j_val};
 use crate::theory::musat3::Query;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 /// A sparse vector: (index, value) pairs.
 type Sparse = Vec<(usize, f64)>;
@@ -179,80 +180,13 @@ fn exp_cached(x: f64, memo: &mut (f64, f64)) -> f64 {
     }
 }
 
-/// r_aᵀ J r_b for position vectors of even length.
-fn dot_j(a: &[f64], b: &[f64]) -> f64 {
-    let d = a.len();
-    (0..d).map(|i| a[i] * j_val(i, d) * b[j_col(i, d)]).sum()
-}
-
 impl Configuration {
     /// From dense tokens (T · 2D, token k = [c_k; r_k]) and the target (D).
+    ///
+    /// The Gram entries are accumulated over the tokens' nonzeros (tokens sharing an index),
+    /// so a configuration of one-hot tokens costs O(T) here, dense data O(T² D).
     fn new(tokens: &[f64], target: &[f64], t: usize, d: usize, weight: f64) -> Self {
         let e = 2 * d;
-        let c = |k: usize| &tokens[k * e..k * e + d];
-        let r = |k: usize| &tokens[k * e + d..(k + 1) * e];
-        let gram = |i: usize, j: usize| [dot(c(i), c(j)), dot(r(i), r(j)), dot_j(r(i), r(j))];
-        let q = t - 1;
-        let mut cf = Configuration {
-            zeros: vec![0.0; t],
-            sp_start: vec![0; t + 1],
-            sp_row: Vec::new(),
-            diag: [vec![0.0; q], vec![0.0; q], vec![0.0; q]],
-            sp_key: Vec::new(),
-            sp_c: Vec::new(),
-            sp_p: Vec::new(),
-            sp_pj: Vec::new(),
-            gram_c: Vec::new(),
-            gram_p: Vec::new(),
-            gram_pj: Vec::new(),
-            c_q: Vec::new(),
-            p_q: Vec::new(),
-            pj_q: Vec::new(),
-            contents: Vec::new(),
-            target: Vec::new(),
-            weight,
-        };
-        for k in 0..t {
-            for j in 0..k {
-                let [gc, gp, gpj] = gram(k, j);
-                if gc != 0.0 || gp != 0.0 || gpj != 0.0 {
-                    cf.sp_row.push(k);
-                    cf.sp_key.push(j);
-                    cf.sp_c.push(gc);
-                    cf.sp_p.push(gp);
-                    cf.sp_pj.push(gpj);
-                }
-            }
-            cf.sp_start[k + 1] = cf.sp_key.len();
-            cf.zeros[k] = (k - (cf.sp_start[k + 1] - cf.sp_start[k])) as f64;
-        }
-        for i in 0..q {
-            for j in 0..q {
-                let g = gram(i, j);
-                if i == j {
-                    for (dg, v) in cf.diag.iter_mut().zip(g) {
-                        dg[i] = v;
-                    }
-                    continue;
-                }
-                for (list, v) in [&mut cf.gram_c, &mut cf.gram_p, &mut cf.gram_pj]
-                    .into_iter()
-                    .zip(g)
-                {
-                    if v != 0.0 {
-                        list.push((i, j, v));
-                    }
-                }
-            }
-        }
-        for j in 0..q {
-            let g = gram(q, j);
-            for (list, v) in [&mut cf.c_q, &mut cf.p_q, &mut cf.pj_q].into_iter().zip(g) {
-                if v != 0.0 {
-                    list.push((j, v));
-                }
-            }
-        }
         let sparse = |v: &[f64]| -> Sparse {
             v.iter()
                 .enumerate()
@@ -260,8 +194,100 @@ impl Configuration {
                 .map(|(i, &x)| (i, x))
                 .collect()
         };
-        cf.contents = (0..t).map(|k| sparse(c(k))).collect();
-        cf.target = sparse(target);
+        let contents: Vec<Sparse> = (0..t).map(|k| sparse(&tokens[k * e..k * e + d])).collect();
+        let positions: Vec<Sparse> = (0..t)
+            .map(|k| sparse(&tokens[k * e + d..(k + 1) * e]))
+            .collect();
+        // tokens holding each index: (token, value)
+        let holders = |vs: &[Sparse]| {
+            let mut by = vec![Vec::new(); d];
+            for (k, v) in vs.iter().enumerate() {
+                for &(i, x) in v {
+                    by[i].push((k, x));
+                }
+            }
+            by
+        };
+        let (by_c, by_p) = (holders(&contents), holders(&positions));
+        // (C, P, PJ)_kj for every pair of tokens with a nonzero entry, ordered by (k, j)
+        let mut gram: BTreeMap<(usize, usize), [f64; 3]> = BTreeMap::new();
+        for k in 0..t {
+            for &(i, x) in &contents[k] {
+                for &(j, y) in &by_c[i] {
+                    gram.entry((k, j)).or_default()[0] += x * y;
+                }
+            }
+            for &(i, x) in &positions[k] {
+                for &(j, y) in &by_p[i] {
+                    gram.entry((k, j)).or_default()[1] += x * y;
+                }
+                // r_kᵀ J r_j = Σ_i r_k[i] J_{i, j_col(i)} r_j[j_col(i)]
+                let (col, sign) = (j_col(i, d), j_val(i, d));
+                for &(j, y) in &by_p[col] {
+                    gram.entry((k, j)).or_default()[2] += x * sign * y;
+                }
+            }
+        }
+        let q = t - 1;
+        let mut cf = Configuration {
+            zeros: vec![0.0; t],
+            sp_start: vec![0; t + 1],
+            sp_row: Vec::new(),
+            sp_key: Vec::new(),
+            sp_c: Vec::new(),
+            sp_p: Vec::new(),
+            sp_pj: Vec::new(),
+            diag: [vec![0.0; q], vec![0.0; q], vec![0.0; q]],
+            gram_c: Vec::new(),
+            gram_p: Vec::new(),
+            gram_pj: Vec::new(),
+            c_q: Vec::new(),
+            p_q: Vec::new(),
+            pj_q: Vec::new(),
+            contents,
+            target: sparse(target),
+            weight,
+        };
+        for (&(k, j), &g) in &gram {
+            if g == [0.0; 3] {
+                continue;
+            }
+            if j < k {
+                // a special layer-1 key (rows are visited in order)
+                cf.sp_row.push(k);
+                cf.sp_key.push(j);
+                cf.sp_c.push(g[0]);
+                cf.sp_p.push(g[1]);
+                cf.sp_pj.push(g[2]);
+            }
+            if k < q && j < q {
+                if k == j {
+                    for (dg, v) in cf.diag.iter_mut().zip(g) {
+                        dg[k] = v;
+                    }
+                } else {
+                    for (list, v) in [&mut cf.gram_c, &mut cf.gram_p, &mut cf.gram_pj]
+                        .into_iter()
+                        .zip(g)
+                    {
+                        if v != 0.0 {
+                            list.push((k, j, v));
+                        }
+                    }
+                }
+            } else if k == q && j < q {
+                for (list, v) in [&mut cf.c_q, &mut cf.p_q, &mut cf.pj_q].into_iter().zip(g) {
+                    if v != 0.0 {
+                        list.push((j, v));
+                    }
+                }
+            }
+        }
+        for k in 0..t {
+            let end = cf.sp_row.partition_point(|&r| r <= k);
+            cf.sp_start[k + 1] = end;
+            cf.zeros[k] = (k - (end - cf.sp_start[k])) as f64;
+        }
         cf
     }
 }
@@ -327,11 +353,17 @@ impl Musat19 {
             Query::Last => vec![n],
             Query::Uniform => (1..=n).collect(),
         };
-        let seqs: Vec<(Vec<f64>, Vec<f64>)> = queries
+        let t = 2 * n + 1;
+        let weight = 1.0 / queries.len() as f64;
+        // one configuration at a time: the dense tokens are O(N²)
+        let configs = queries
             .iter()
-            .map(|&q| canonical_configuration(n, q, label_position))
+            .map(|&q| {
+                let (tokens, target) = canonical_configuration(n, q, label_position);
+                Configuration::new(&tokens, &target, t, d, weight)
+            })
             .collect();
-        let mut s = Self::from_sequences(n, d, &seqs, loss_scale);
+        let mut s = Self::from_configurations(n, d, configs, loss_scale);
         s.query = query;
         s.label_position = label_position;
         s
@@ -357,6 +389,15 @@ impl Musat19 {
                 Configuration::new(tokens, target, t, d, weight)
             })
             .collect();
+        Self::from_configurations(n, d, configs, loss_scale)
+    }
+
+    fn from_configurations(
+        n: usize,
+        d: usize,
+        configs: Vec<Configuration>,
+        loss_scale: f64,
+    ) -> Self {
         Musat19 {
             max_specials: configs.iter().map(|c| c.sp_key.len()).max().unwrap_or(0),
             n,
