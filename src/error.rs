@@ -2,7 +2,6 @@
 //! error into a message and an exit code.
 
 use crate::flow::FlowError;
-use crate::model::rich_sgd::RichTrainError;
 use crate::model::train::TrainError;
 use crate::report::ReportError;
 use crate::scenario::ScenarioError;
@@ -24,19 +23,13 @@ pub enum Error {
         point: String,
         source: Box<FlowError>,
     },
-    /// Training the GIH full model failed: divergence (exit code 1).
-    #[error("full model: {0}")]
-    Model(#[from] crate::model::gih_transformer::ModelError),
     /// The χ² mutual information could not be computed (exit code 1).
     #[error(transparent)]
     Mi(#[from] crate::theory::gih_mi::MiError),
-    /// Training alongside the rich flow (SGD or the full transformer) diverged (exit code 1).
-    #[error(transparent)]
-    RichTrain(#[from] RichTrainError),
     /// Writing outputs failed (exit code 1).
     #[error(transparent)]
     Report(#[from] ReportError),
-    /// Training a full model failed (divergence; exit code 1).
+    /// Training a model alongside a flow failed (divergence; exit code 1).
     #[error(transparent)]
     Train(#[from] TrainError),
     /// A job stopped early but wrote what it had; `manifest` is its manifest entry, and the run

@@ -11,9 +11,9 @@ use super::JobOutput;
 use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Solution};
 use crate::model::data::{DataKind, LabelPosition};
-use crate::model::disentangled::{Params, Trainer};
+use crate::model::disentangled::{FullGd, Params, Trainer};
 use crate::model::subspace::{ALPHA3, BETA2, GAMMA3, NAMES19, Residuals, project, residuals};
-use crate::model::train::{Checkpoint, Schedule, TrainError, TrainObserver, train};
+use crate::model::train::{Guard, Stage, TrainError, train};
 use crate::report::figure::{Axis, Figure, LegendAt, Panel, Series, Style, color};
 use crate::report::{Cell, OutputDir, Table, fmt_f64};
 use crate::scenario::{CompareSpec, InitKind, Musat19Spec, Scenario, SolverSpec, SystemSpec};
@@ -38,59 +38,21 @@ struct FullRow {
     wall: f64,
 }
 
-/// Records every checkpoint: projection, residuals and wall time.
-struct Recorder {
-    rows: Vec<FullRow>,
-    started: Instant,
-}
-
-impl TrainObserver for Recorder {
-    fn on_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), TrainError> {
-        let theta = project(cp.params);
-        self.rows.push(FullRow {
-            step: cp.step,
-            t: cp.t,
-            loss: cp.loss,
-            res: residuals(cp.params, &theta),
-            theta,
-            wall: self.started.elapsed().as_secs_f64(),
-        });
-        Ok(())
-    }
-}
-
 /// A progress bar over the steps (hidden when stderr is not a terminal or with `--quiet`).
-struct Progress {
-    bar: ProgressBar,
-}
-
-impl Progress {
-    fn new(show: bool, steps: usize, batch: usize) -> Self {
-        let bar = if show {
-            ProgressBar::with_draw_target(Some(steps as u64 + 1), ProgressDrawTarget::stderr())
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(&format!(
-                "train B = {batch} {{bar:30}} {{pos}}/{{len}} steps [{{elapsed}} elapsed, ETA \
-                 {{eta}}] loss {{msg}}"
-            ))
-            .expect("valid template"),
-        );
-        Progress { bar }
-    }
-}
-
-impl TrainObserver for Progress {
-    fn on_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), TrainError> {
-        self.bar.set_message(format!("{:.4e}", cp.loss));
-        Ok(())
-    }
-    fn on_step(&mut self, _step: usize, _loss: f64) -> Result<(), TrainError> {
-        self.bar.inc(1);
-        Ok(())
-    }
+fn progress_bar(show: bool, steps: usize, batch: usize) -> ProgressBar {
+    let bar = if show {
+        ProgressBar::with_draw_target(Some(steps as u64 + 1), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "train B = {batch} {{bar:30}} {{pos}}/{{len}} steps [{{elapsed}} elapsed, ETA \
+             {{eta}}] loss {{msg}}"
+        ))
+        .expect("valid template"),
+    );
+    bar
 }
 
 /// A finished (or diverged) full-model run.
@@ -269,34 +231,52 @@ pub fn run(
     let theta0 = project(&params0);
 
     // ---- the full model, once per batch size.
-    let schedule = Schedule {
-        steps: spec.steps,
-        eta: spec.eta,
-        checkpoint_every: spec.checkpoint_every,
+    let every = spec.checkpoint_every.max(1) as u64;
+    let stages = [Stage {
+        name: String::new(),
+        trained: None,
+        lr: spec.eta,
         dt,
+        steps: spec.steps as u64,
+    }];
+    let guard = Guard {
+        what: "gradient descent".into(),
+        hint: "compare.eta".into(),
+        // only the loss decides (a NaN parameter still counts): it is what the error reports
+        bound: f64::INFINITY,
     };
     let mut runs = Vec::new();
     for &batch in &spec.batch {
-        let mut trainer = Trainer::new(data, batch, sys.loss_scale, spec.refresh, spec.seed);
-        let mut params = params0.clone();
-        let mut recorder = Recorder {
-            rows: Vec::new(),
-            started: Instant::now(),
+        let mut learner = FullGd {
+            trainer: Trainer::new(data, batch, sys.loss_scale, spec.refresh, spec.seed),
+            params: params0.clone(),
         };
-        let mut bar = Progress::new(progress, spec.steps, batch);
+        let mut rows = Vec::new();
+        let bar = progress_bar(progress, spec.steps, batch);
         let started = Instant::now();
-        let result = train(
-            &mut trainer,
-            &mut params,
-            &schedule,
-            &mut [&mut recorder, &mut bar],
-        );
-        bar.bar.finish_and_clear();
+        // checkpoints: projection, residuals and wall time
+        let result = train::<_, TrainError>(&mut learner, &stages, &guard, |p, l| {
+            if p.step % every == 0 || p.last {
+                let theta = project(&l.params);
+                rows.push(FullRow {
+                    step: p.step as usize,
+                    t: p.t,
+                    loss: p.loss,
+                    res: residuals(&l.params, &theta),
+                    theta,
+                    wall: started.elapsed().as_secs_f64(),
+                });
+                bar.set_message(format!("{:.4e}", p.loss));
+            }
+            bar.inc(1);
+            Ok(())
+        });
+        bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
         let diverged = result.is_err();
         runs.push(FullRun {
             batch,
-            rows: recorder.rows,
+            rows,
             error: result.err(),
             seconds,
         });
@@ -482,14 +462,7 @@ pub fn run(
         })).collect::<Vec<_>>(),
     });
     if let Some(e) = runs.iter().find_map(|r| r.error.as_ref()) {
-        let source = match e {
-            TrainError::Diverged { step, t, loss } => TrainError::Diverged {
-                step: *step,
-                t: *t,
-                loss: *loss,
-            },
-            TrainError::Observer(m) => TrainError::Observer(m.clone()),
-        };
+        let source = e.clone();
         return Err(Error::Partial {
             manifest: Box::new(manifest),
             source: Box::new(source.into()),

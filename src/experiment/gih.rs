@@ -16,8 +16,9 @@ use super::system::{Instance, Param};
 use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Stage};
 use crate::model::gih_common::{Layout, simplex_weights};
-use crate::model::gih_transformer::{FullSettings, GdStage, GihTransformer, train_gd};
+use crate::model::gih_transformer::{FullSettings, GihTransformer};
 use crate::model::markov::{ChainShape, DataSpec, KernelPrior, Sequences, generate, split};
+use crate::model::train::{FlatLearner, Guard, Optimizer, Stage as GdStage, train as train_gd};
 use crate::report::figure::{Axis, Figure, Heatmap, LegendAt, Panel, Series, VLine, color};
 use crate::report::{Cell, OutputDir, Table, fmt_f64};
 use crate::scenario::{GihJobSpec, GihSpec, Scenario, SolverSpec, SweepSpec, SystemSpec};
@@ -577,8 +578,9 @@ fn run_full(
             }
             GdStage {
                 name: st.name.clone(),
-                trained: trained_idx,
+                trained: Some(trained_idx),
                 lr: st.lr,
+                dt: st.lr,
                 steps: st.steps,
             }
         })
@@ -609,51 +611,54 @@ fn run_full(
         .expect("valid template"),
     );
     let names = full.names().to_vec();
-    let final_theta = train_gd(
-        &names,
-        &th0,
-        &gd_stages,
-        1e100,
-        |th, g| full.loss_and_grad(th, Some(g)),
-        |p| {
-            full.observables(p.theta, &mut obs);
-            for pr in probes.iter_mut() {
-                pr.observe(p.t, p.theta, &obs);
-            }
-            let at_end = p.stage_step == job.stages[p.stage].steps;
-            if p.stage_step == 0 && p.stage > 0 {
-                // the end of the previous stage (same state)
-                let prev = &job.stages[p.stage - 1].name;
-                table.push(row(
-                    Some(p.step),
-                    p.t,
-                    prev,
-                    p.loss,
-                    val_model.loss(p.theta),
-                    p.theta,
-                    &obs,
-                    &lay,
-                ));
-            }
-            if marks[p.stage].binary_search(&p.stage_step).is_ok() {
-                let name = &job.stages[p.stage].name;
-                table.push(row(
-                    Some(p.step),
-                    p.t,
-                    name,
-                    p.loss,
-                    val_model.loss(p.theta),
-                    p.theta,
-                    &obs,
-                    &lay,
-                ));
-            }
-            if !at_end && p.step % 64 == 0 {
-                bar.set_position(p.step);
-            }
-            Ok(())
-        },
-    )?;
+    let mut learner = FlatLearner::new(&th0, &names, Optimizer::Gd, |_, th, g| {
+        full.loss_and_grad(th, Some(g))
+    });
+    let guard = Guard {
+        what: "full model GD".into(),
+        hint: "gih.stages[].lr".into(),
+        bound: 1e100,
+    };
+    train_gd::<_, Error>(&mut learner, &gd_stages, &guard, |p, l| {
+        let theta = l.theta.as_slice();
+        full.observables(theta, &mut obs);
+        for pr in probes.iter_mut() {
+            pr.observe(p.t, theta, &obs);
+        }
+        let at_end = p.stage_step == job.stages[p.stage].steps;
+        if p.stage_step == 0 && p.stage > 0 {
+            // the end of the previous stage (same state)
+            let prev = &job.stages[p.stage - 1].name;
+            table.push(row(
+                Some(p.step),
+                p.t,
+                prev,
+                p.loss,
+                val_model.loss(theta),
+                theta,
+                &obs,
+                &lay,
+            ));
+        }
+        if marks[p.stage].binary_search(&p.stage_step).is_ok() {
+            let name = &job.stages[p.stage].name;
+            table.push(row(
+                Some(p.step),
+                p.t,
+                name,
+                p.loss,
+                val_model.loss(theta),
+                theta,
+                &obs,
+                &lay,
+            ));
+        }
+        if !at_end && p.step % 64 == 0 {
+            bar.set_position(p.step);
+        }
+        Ok(())
+    })?;
+    let final_theta = learner.theta;
     bar.finish_and_clear();
     let mut events: Vec<EventRow> = probes
         .iter()

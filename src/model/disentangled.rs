@@ -819,5 +819,58 @@ impl Trainer {
     }
 }
 
+/// The full model under the training driver ([`super::train`]): a [`Trainer`] and the
+/// weights it moves. Coordinates are numbered W¹, then W², then W³, each row-major.
+pub struct FullGd {
+    pub trainer: Trainer,
+    pub params: Params,
+}
+
+impl Params {
+    /// The block (0, 1, 2 for W¹, W², W³) and offset of flat coordinate `index`.
+    fn locate(&self, index: usize) -> (usize, usize) {
+        let (n1, n2) = (self.w1.len(), self.w2.len());
+        match index {
+            i if i < n1 => (0, i),
+            i if i < n1 + n2 => (1, i - n1),
+            i => (2, i - n1 - n2),
+        }
+    }
+}
+
+impl super::train::Learner for FullGd {
+    fn evaluate(&mut self, _step: u64) -> f64 {
+        self.trainer.evaluate(&self.params)
+    }
+
+    fn gradient_is_finite(&self) -> bool {
+        self.trainer.gradient().is_finite()
+    }
+
+    fn descend(&mut self, _step: u64, lr: f64, trained: Option<&[usize]>) {
+        match trained {
+            None => self.trainer.apply(&mut self.params, lr),
+            Some(idx) => {
+                let grads = self.trainer.gradient().blocks();
+                for &i in idx {
+                    let (b, j) = self.params.locate(i);
+                    self.params.blocks_mut()[b][j] -= lr * grads[b][j];
+                }
+            }
+        }
+    }
+
+    fn largest(&self) -> (usize, f64) {
+        super::train::largest_abs(self.params.blocks().into_iter().flatten().copied())
+    }
+
+    fn param_name(&self, index: usize) -> String {
+        let (b, j) = self.params.locate(index);
+        // columns: W¹ and W² are square (2D, 4D), W³ is D × 8D
+        let cols = [2, 4, 8][b] * self.params.d;
+        format!("W{}[{},{}]", b + 1, j / cols, j % cols)
+    }
+}
+
 #[cfg(test)]
 mod tests;

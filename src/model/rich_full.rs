@@ -84,6 +84,34 @@ impl FullShape {
     }
 }
 
+impl ParamLayout {
+    /// Names of the flat parameters: `L1h0.wq[i]`, …, `L2h1.slope`, `r[i]`.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = vec![String::new(); self.len];
+        for (layer, heads) in [(1, &self.layer1), (2, &self.layer2)] {
+            for (h, idx) in heads.iter().enumerate() {
+                let blocks = [
+                    ("wq", idx.wq),
+                    ("wk", idx.wk),
+                    ("wv", idx.wv),
+                    ("wo", idx.wo),
+                ];
+                for (k, (name, start)) in blocks.iter().enumerate() {
+                    let end = blocks.get(k + 1).map_or(idx.slope, |b| b.1);
+                    for (j, slot) in names[*start..end].iter_mut().enumerate() {
+                        *slot = format!("L{layer}h{h}.{name}[{j}]");
+                    }
+                }
+                names[idx.slope] = format!("L{layer}h{h}.slope");
+            }
+        }
+        for (j, slot) in names[self.readout..].iter_mut().enumerate() {
+            *slot = format!("r[{j}]");
+        }
+        names
+    }
+}
+
 /// Per-sequence buffers of the forward and backward pass (allocated once).
 #[derive(Debug, Clone)]
 pub struct Workspace {

@@ -7,23 +7,10 @@
 
 use super::gaussian::Gaussian;
 use super::rich_full::{BatchEngine, FullModel};
+use super::train::{FlatLearner, Guard, Stage, TrainError, train};
 use crate::theory::rich::sample::{Prepared, SeqScratch, eval_sequence};
 use crate::theory::rich::{ReducedGrad, RichModel};
-
-/// Errors while training (exit code 1).
-#[derive(Debug, thiserror::Error)]
-pub enum RichTrainError {
-    #[error(
-        "{what} training diverged at step {step} (t = {t}): non-finite or exploding parameters; \
-         lower the learning rate (train.eta){state}"
-    )]
-    Diverged {
-        what: &'static str,
-        step: u64,
-        t: f64,
-        state: String,
-    },
-}
+use std::cell::RefCell;
 
 /// A stage of the schedule: coordinates in `frozen` do not move while t < `t_end`.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +58,7 @@ pub struct SgdSettings {
 /// frozen coordinates of the active stage held fixed. `on_checkpoint(step, t, θ)` is called at
 /// each step listed in `checkpoints` (before that step's update; the last one after the final
 /// update).
-pub fn train_sgd<E: From<RichTrainError>>(
+pub fn train_sgd<E: From<TrainError>>(
     model: &RichModel,
     init: &[f64],
     stages: &[StageMask],
@@ -80,85 +67,106 @@ pub fn train_sgd<E: From<RichTrainError>>(
     mut on_checkpoint: impl FnMut(u64, f64, &[f64]) -> Result<(), E>,
 ) -> Result<Vec<f64>, E> {
     let l = model.l;
-    let dim = init.len();
-    let mut theta = init.to_vec();
     let mut prep = Prepared::new(l);
     let mut scratch = SeqScratch::new(l);
     let mut rng = Gaussian::new(settings.seed);
     let mut batch = vec![0.0; settings.batch * l];
-    let mut grad = vec![0.0; dim];
-    let mut mask = vec![1.0; dim];
-    let mut next_cp = 0;
-    let scale = model.loss_scale / settings.batch as f64;
-    for step in 0..=settings.steps {
-        let t = settings.eta * step as f64;
-        if next_cp < checkpoints.len() && checkpoints[next_cp] == step {
-            on_checkpoint(step, t, &theta)?;
-            next_cp += 1;
-        }
-        if step == settings.steps {
-            break;
-        }
+    // the step's batch loss (of the residuals) and the gradient of Σ_b (ŷ_b − y_b)²; the
+    // factor loss_scale / B goes into the learning rate
+    let loss_grad = |_step: u64, theta: &[f64], grad: &mut [f64]| {
         rng.fill(&mut batch);
-        prep.prepare(model, &theta);
+        prep.prepare(model, theta);
         let mut g = ReducedGrad::default();
+        let mut sse = 0.0;
         for k in 0..settings.batch {
             let ev = eval_sequence(model, &prep, &batch[k * l..(k + 1) * l], &mut scratch);
-            let r2 = 2.0 * (ev.d + ev.e);
+            let r = ev.d + ev.e;
+            sse += r * r;
+            let r2 = 2.0 * r;
             g.w_g += r2 * ev.ug[0];
             g.p += r2 * ev.ug[1];
             g.v += r2 * ev.ui[0];
             g.w += r2 * ev.ui[1];
             g.p1 += r2 * (ev.ug[2] + ev.ui[2]);
         }
-        model.chain(&theta, &g, &mut grad);
-        set_mask(stages, t, &mut mask);
-        for ((th, gr), m) in theta.iter_mut().zip(&grad).zip(&mask) {
-            *th -= settings.eta * scale * gr * m;
+        model.chain(theta, &g, grad);
+        model.loss_scale * sse / settings.batch as f64
+    };
+    let names = model.names();
+    let mut learner = FlatLearner::new(init, &names, Optimizer::Gd, loss_grad);
+    let lr = settings.eta * (model.loss_scale / settings.batch as f64);
+    let schedule = driver_stages(stages, settings.eta, lr, settings.steps, init.len());
+    let guard = Guard {
+        what: "SGD (six-parameter model)".into(),
+        hint: "train.eta".into(),
+        bound: 1e100,
+    };
+    let mut cps = Checkpoints::new(checkpoints);
+    train::<_, E>(&mut learner, &schedule, &guard, |p, l| {
+        if cps.due(p.step) {
+            on_checkpoint(p.step, settings.eta * p.step as f64, &l.theta)?;
         }
-        if theta.iter().any(|v| !v.is_finite() || v.abs() > 1e100) {
-            let names = model.names();
-            return Err(RichTrainError::Diverged {
-                what: "SGD (six-parameter model)",
-                step: step + 1,
-                t: settings.eta * (step + 1) as f64,
-                state: format!(
-                    "; state: {}",
-                    names
-                        .iter()
-                        .zip(&theta)
-                        .map(|(n, v)| format!("{n} = {v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+        Ok(())
+    })?;
+    Ok(learner.theta)
+}
+
+/// The listed checkpoint steps, met in ascending order.
+struct Checkpoints<'a> {
+    steps: &'a [u64],
+    next: usize,
+}
+
+impl<'a> Checkpoints<'a> {
+    fn new(steps: &'a [u64]) -> Self {
+        Checkpoints { steps, next: 0 }
+    }
+
+    fn due(&mut self, step: u64) -> bool {
+        let due = self.steps.get(self.next) == Some(&step);
+        self.next += usize::from(due);
+        due
+    }
+}
+
+/// The driver's stages for `steps` steps of size `eta` in time: step s belongs to the first
+/// stage with η·s < t_end (the last stage after all of them), and trains every coordinate
+/// that stage does not freeze.
+fn driver_stages(stages: &[StageMask], eta: f64, lr: f64, steps: u64, dim: usize) -> Vec<Stage> {
+    let stage_of = |step: u64| {
+        let t = eta * step as f64;
+        stages
+            .iter()
+            .position(|s| t < s.t_end)
+            .unwrap_or(stages.len().saturating_sub(1))
+    };
+    let mut out: Vec<(usize, u64)> = Vec::new();
+    for step in 0..steps {
+        let k = stage_of(step);
+        match out.last_mut() {
+            Some((last, n)) if *last == k => *n += 1,
+            _ => out.push((k, 1)),
+        }
+    }
+    out.into_iter()
+        .map(|(k, n)| {
+            let frozen = stages.get(k).map_or(&[][..], |s| s.frozen.as_slice());
+            Stage {
+                name: if stages.len() > 1 {
+                    format!("{}", k + 1)
+                } else {
+                    String::new()
+                },
+                trained: Some((0..dim).filter(|i| !frozen.contains(i)).collect()),
+                lr,
+                dt: eta,
+                steps: n,
             }
-            .into());
-        }
-    }
-    Ok(theta)
+        })
+        .collect()
 }
 
-fn set_mask(stages: &[StageMask], t: f64, mask: &mut [f64]) {
-    mask.fill(1.0);
-    let stage = stages
-        .iter()
-        .find(|s| t < s.t_end)
-        .or(stages.last())
-        .map(|s| s.frozen.as_slice())
-        .unwrap_or(&[]);
-    for &i in stage {
-        mask[i] = 0.0;
-    }
-}
-
-/// Optimizer of the full model.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Optimizer {
-    /// Plain gradient descent on each fresh batch.
-    Gd,
-    /// Adam with the usual defaults (β₁ = 0.9, β₂ = 0.999, ε = 1e-8).
-    Adam,
-}
+pub use super::train::Optimizer;
 
 /// Settings of one full-model run.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,7 +180,7 @@ pub struct FullSettings {
 
 /// GD or Adam on the full model with fresh batches (t = η·steps); the parameters frozen in the
 /// active stage do not move. `on_checkpoint(step, t, θ, engine)` as in [`train_sgd`].
-pub fn train_full<E: From<RichTrainError>>(
+pub fn train_full<E: From<TrainError>>(
     model: &FullModel,
     init: &[f64],
     stages: &[StageMask],
@@ -182,54 +190,33 @@ pub fn train_full<E: From<RichTrainError>>(
 ) -> Result<Vec<f64>, E> {
     let l = model.shape.l;
     let n = model.n_params();
-    let mut theta = init.to_vec();
-    let mut engine = BatchEngine::new(model);
+    // the observer evaluates with the same engine between steps
+    let engine = RefCell::new(BatchEngine::new(model));
     let mut rng = Gaussian::new(settings.seed);
     let mut batch = vec![0.0; settings.batch * l];
-    let mut grad = vec![0.0; n];
-    let mut mask = vec![1.0; n];
-    let (mut m1, mut m2) = (vec![0.0; n], vec![0.0; n]);
-    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
-    let mut next_cp = 0;
-    for step in 0..=settings.steps {
-        let t = settings.eta * step as f64;
-        if next_cp < checkpoints.len() && checkpoints[next_cp] == step {
-            on_checkpoint(step, t, &theta, &mut engine)?;
-            next_cp += 1;
-        }
-        if step == settings.steps {
-            break;
-        }
+    let loss_grad = |_step: u64, theta: &[f64], grad: &mut [f64]| {
         rng.fill(&mut batch);
-        engine.loss_and_grad(model, &theta, &batch, &mut grad);
-        set_mask(stages, t, &mut mask);
-        match settings.optimizer {
-            Optimizer::Gd => {
-                for ((th, g), m) in theta.iter_mut().zip(&grad).zip(&mask) {
-                    *th -= settings.eta * g * m;
-                }
-            }
-            Optimizer::Adam => {
-                let k = (step + 1) as i32;
-                let (c1, c2) = (1.0 - b1.powi(k), 1.0 - b2.powi(k));
-                for i in 0..n {
-                    m1[i] = b1 * m1[i] + (1.0 - b1) * grad[i];
-                    m2[i] = b2 * m2[i] + (1.0 - b2) * grad[i] * grad[i];
-                    theta[i] -= mask[i] * settings.eta * (m1[i] / c1) / ((m2[i] / c2).sqrt() + eps);
-                }
-            }
+        engine
+            .borrow_mut()
+            .loss_and_grad(model, theta, &batch, grad)
+    };
+    let names = model.layout.names();
+    let mut learner = FlatLearner::new(init, &names, settings.optimizer, loss_grad);
+    let schedule = driver_stages(stages, settings.eta, settings.eta, settings.steps, n);
+    let guard = Guard {
+        what: "full-model training".into(),
+        hint: "train.full.eta".into(),
+        bound: 1e100,
+    };
+    let mut cps = Checkpoints::new(checkpoints);
+    train::<_, E>(&mut learner, &schedule, &guard, |p, l| {
+        if cps.due(p.step) {
+            let t = settings.eta * p.step as f64;
+            on_checkpoint(p.step, t, &l.theta, &mut engine.borrow_mut())?;
         }
-        if theta.iter().any(|v| !v.is_finite() || v.abs() > 1e100) {
-            return Err(RichTrainError::Diverged {
-                what: "full-model",
-                step: step + 1,
-                t: settings.eta * (step + 1) as f64,
-                state: String::new(),
-            }
-            .into());
-        }
-    }
-    Ok(theta)
+        Ok(())
+    })?;
+    Ok(learner.theta)
 }
 
 #[cfg(test)]
@@ -245,5 +232,25 @@ mod tests {
             assert!(c.windows(2).all(|w| w[0] < w[1]), "{c:?}");
             assert!(c.len() <= count.max(2) + 1, "{total} {count}: {c:?}");
         }
+    }
+
+    /// Step s belongs to the first stage with η·s < t_end, the last stage after them all.
+    #[test]
+    fn time_stages_become_step_counts() {
+        let stages = [
+            StageMask {
+                t_end: 1.0,
+                frozen: vec![0],
+            },
+            StageMask {
+                t_end: 3.0,
+                frozen: vec![1],
+            },
+        ];
+        let d = driver_stages(&stages, 0.25, 0.1, 20, 3);
+        let got: Vec<_> = d.iter().map(|s| (s.steps, s.trained.clone())).collect();
+        assert_eq!(got, vec![(4, Some(vec![1, 2])), (16, Some(vec![0, 2]))]);
+        assert!(d.iter().all(|s| s.lr == 0.1 && s.dt == 0.25));
+        assert_eq!(driver_stages(&stages[..1], 0.25, 0.1, 2, 2).len(), 1);
     }
 }

@@ -187,3 +187,50 @@ fn a_trainer_step_is_the_model_on_the_batch_its_chunk_streams_draw() {
         assert_eq!(trainer.gradient(), &g);
     }
 }
+
+/// Under the training driver, coordinates are numbered W¹, W², W³ row-major: descending on a
+/// subset moves exactly those entries by −η ∇, and the names follow the block shapes.
+#[test]
+fn the_learner_numbers_coordinates_block_by_block() {
+    use crate::model::train::Learner;
+    let s = spec(3, 8, DataKind::Orthonormal);
+    let d = s.d;
+    let mut gd = FullGd {
+        trainer: Trainer::new(s, 5, 1.0, Refresh::Fixed, 3),
+        params: Params::gaussian(d, 0.3, 9),
+    };
+    let before = gd.params.clone();
+    gd.evaluate(0);
+    let n1 = 4 * d * d;
+    let n2 = 16 * d * d;
+    let picked = [0, n1 - 1, n1, n1 + n2 - 1, n1 + n2, gd.params.len() - 1];
+    gd.descend(0, 0.5, Some(&picked));
+    let g = gd.trainer.gradient().clone();
+    let flat = |p: &Params| -> Vec<f64> { p.blocks().concat() };
+    let (b, a, gf) = (flat(&before), flat(&gd.params), flat(&g));
+    for i in 0..b.len() {
+        let want = if picked.contains(&i) {
+            b[i] - 0.5 * gf[i]
+        } else {
+            b[i]
+        };
+        assert_eq!(a[i], want, "coordinate {i}");
+    }
+    assert!(
+        picked.iter().all(|&i| gf[i] != 0.0),
+        "a picked gradient entry is zero"
+    );
+    assert_eq!(gd.param_name(0), "W1[0,0]");
+    assert_eq!(
+        gd.param_name(n1 - 1),
+        format!("W1[{},{}]", 2 * d - 1, 2 * d - 1)
+    );
+    assert_eq!(
+        gd.param_name(n1 + n2 - 1),
+        format!("W2[{},{}]", 4 * d - 1, 4 * d - 1)
+    );
+    assert_eq!(gd.param_name(n1 + n2 + 8 * d), "W3[1,0]");
+    // the largest |entry| is found across blocks
+    gd.params.w3[5] = 1e6;
+    assert_eq!(gd.largest(), (n1 + n2 + 5, 1e6));
+}
