@@ -96,7 +96,7 @@ struct Scratch {
 }
 
 /// The full model on a fixed sample; its loss and gradient (a [`GradientFlow`], so it can also
-/// be integrated) and the GD trainer [`train_gd`].
+/// be integrated); it is trained through [`crate::model::train`].
 pub struct GihTransformer {
     shape: TfShape,
     loss: LossKind,
