@@ -90,7 +90,7 @@ pub struct SweepControlArgs {
     pub shard: Option<Shard>,
     /// Stop after this many newly evaluated sweep points (the run is marked partial; finish it
     /// with --resume)
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "K", value_parser = positive_count)]
     pub max_points: Option<u64>,
 }
 
@@ -467,6 +467,14 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+    }
+}
+
+/// A count of at least 1 (`--max-points`).
+fn positive_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(k) if k >= 1 => Ok(k),
+        _ => Err(format!("must be a whole number >= 1, got `{s}`")),
     }
 }
 

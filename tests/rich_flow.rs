@@ -116,7 +116,7 @@ fn t_ih_grows_with_ln_one_over_sigma_as_stated_in_option_b() {
     for (c_i, w_star) in [(0.35, 0.5), (0.5, 0.5), (1.0, 0.5), (0.5, 0.3), (0.5, 0.6)] {
         let sys = format!("L = 64\nsigma = 1e-3\nc_I = {c_i}\nw_star = {w_star}");
         let s = scenario(&sys);
-        let (_, pred) = predictions(spec(&s));
+        let pred = predictions(spec(&s)).1.expect("small initialisation");
         let (_, got) = times(&sys);
         let rel = got / (pred + n / 2.0) - 1.0;
         assert!(
@@ -291,4 +291,20 @@ fn closed_form_and_sampled_exact_loss_agree_within_the_stated_o_one_over_l() {
     let last = lli_err[lli_err.len() - 1];
     assert!(last.1 < 0.5 * first, "{lli_err:?}");
     assert!(last.1 < 0.02 + 4.0 * last.2, "{lli_err:?}");
+}
+
+/// The §7 predictions describe a small initialisation: with σ = 0.81 (w = σ² = 0.656, past
+/// θ_IH·w* = 0.25) there is no T_IH prediction, and with σ ≥ 1 no T_G one; a small σ has both,
+/// positive.
+#[test]
+fn predictions_apply_only_to_a_small_initialisation() {
+    let s = scenario("L = 64\nsigma = 0.81");
+    let (t_g, t_ih) = predictions(spec(&s));
+    assert!(t_g.unwrap() > 0.0);
+    assert_eq!(t_ih, None);
+    let s = scenario("L = 64\nsigma = 1.2\nestimator = \"monte_carlo\"");
+    assert_eq!(predictions(spec(&s)).0, None);
+    let s = scenario("L = 64\nsigma = 1e-3");
+    let (t_g, t_ih) = predictions(spec(&s));
+    assert!(t_g.unwrap() > 0.0 && t_ih.unwrap() > 0.0);
 }

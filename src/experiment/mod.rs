@@ -161,7 +161,8 @@ fn check_resume(scenario: &Scenario, opts: &RunOptions) -> Result<(), Error> {
     let ours = serde_json::to_value(scenario).expect("scenario serializes");
     if theirs["scenario"] != ours {
         return Err(Error::Usage(format!(
-            "--resume: `{}` holds a run of another scenario ({} from {}); refusing to overwrite              it — choose another --out, or drop --resume",
+            "--resume: `{}` holds a run of another scenario ({} from {}); refusing to overwrite \
+             it — choose another --out, or drop --resume",
             opts.out.path().display(),
             theirs["scenario"]["name"],
             theirs["scenario_source"]

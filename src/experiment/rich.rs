@@ -179,20 +179,26 @@ pub fn problem<'a>(
 }
 
 /// The reference predictions of §7 for this spec: (T_G ≈ ln(1/σ)/(2c_G); T_IH: (b)
-/// (N/(4c_I²w*)) ln(θ_IH w*/(σ_K σ_Q)), (a) Nθ_IH/(2c_I²)).
-pub fn predictions(spec: &RichSpec) -> (f64, f64) {
+/// (N/(4c_I²w*)) ln(θ_IH w*/(σ_K σ_Q)), (a) Nθ_IH/(2c_I²)). They describe a small
+/// initialisation: T_G needs σ < 1, T_IH an initial w below θ_IH·w*; otherwise `None`.
+pub fn predictions(spec: &RichSpec) -> (Option<f64>, Option<f64>) {
     let n = (spec.l - 2) as f64;
-    let t_g = (1.0 / spec.sigma).ln() / (2.0 * spec.c_g);
+    let t_g = (spec.sigma < 1.0).then(|| (1.0 / spec.sigma).ln() / (2.0 * spec.c_g));
     let th = spec.events.theta_ih;
+    let w0 = spec.model().w(&spec.init).abs();
+    if w0 >= th * spec.w_star {
+        return (t_g, None);
+    }
     let t_ih = if spec.kq_factorized {
-        let lay = spec.model().layout();
-        let sk_sq = (spec.init[lay.k] * spec.init[lay.q]).abs();
-        n / (4.0 * spec.c_i * spec.c_i * spec.w_star) * (th * spec.w_star / sk_sq).ln()
+        n / (4.0 * spec.c_i * spec.c_i * spec.w_star) * (th * spec.w_star / w0).ln()
     } else {
         n * th / (2.0 * spec.c_i * spec.c_i)
     };
-    (t_g, t_ih)
+    (t_g, Some(t_ih))
 }
+
+/// Shown for a §7 prediction that does not apply (the initialisation is not small).
+const NOT_SMALL: &str = "n/a (not a small initialisation)";
 
 /// The four phases of §8 as (name, start, end) from the located events (end of run when an
 /// event did not happen).
@@ -246,15 +252,33 @@ pub fn solve(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<J
         &trajectory_figure(rich, &inst, &sol, &table, &ph, spec.spacing),
     )?);
     let mut console = super::solve::console_summary(&inst, &sol);
+    let predicted = |key: &str| {
+        diag[key]
+            .as_f64()
+            .map_or(format!(": {NOT_SMALL}"), |t| format!(" ≈ {}", short(t)))
+    };
     console.push(format!(
-        "  §7 predictions: T_G ≈ {}, T_IH ≈ {}; T_IH/(L-2) = {}; loss_G·t at the end = {} \
+        "  §7 predictions: T_G{}, T_IH{}; T_IH/(L-2) = {}; loss_G·t at the end = {} \
          (→ 1/4); (w_G, p) monotone in phase I: {}",
-        short(diag["prediction_T_G"].as_f64().unwrap_or(f64::NAN)),
-        short(diag["prediction_T_IH"].as_f64().unwrap_or(f64::NAN)),
+        predicted("prediction_T_G"),
+        predicted("prediction_T_IH"),
         diag["T_IH_over_N"].as_f64().map_or("-".into(), short),
         short(diag["loss_G_times_t_at_end"].as_f64().unwrap_or(f64::NAN)),
         diag["phase1_monotone_w_G_and_p"]
     ));
+    let at_start: Vec<&str> = sol
+        .events()
+        .iter()
+        .filter(|e| e.t == Some(0.0))
+        .map(|e| e.name.as_str())
+        .collect();
+    if !at_start.is_empty() {
+        console.push(format!(
+            "  note: {} already hold at t = 0: the initial state is past their thresholds \
+             (system.sigma is not small)",
+            at_start.join(", ")
+        ));
+    }
     Ok(JobOutput {
         manifest: json!({
             "job": "solve",
@@ -303,8 +327,8 @@ fn diagnostics(spec: &RichSpec, flow: &dyn GradientFlow, sol: &Solution) -> serd
         "T_IH_over_N": t_ih.map(|t| t / n),
         "T_IH_over_L": t_ih.map(|t| t / spec.l as f64),
         "T_IH_over_T_G": t_ih.zip(t_g).map(|(a, b)| a / b),
-        "prediction_T_G": pg * spec.loss_scale.recip(),
-        "prediction_T_IH": pih * spec.loss_scale.recip(),
+        "prediction_T_G": pg.map(|t| t * spec.loss_scale.recip()),
+        "prediction_T_IH": pih.map(|t| t * spec.loss_scale.recip()),
         "phase1_monotone_w_G_and_p": monotone,
         "ih_plateau_loss": spec.model().ih_plateau_loss(),
     })

@@ -369,7 +369,7 @@ impl RichModel {
             return Some(format!(
                 "w^2 = {} >= 1/2{}: E[exp(w^2 x_L^2)] diverges and the large-L IH loss of §4 is \
                  invalid (use estimator = \"monte_carlo\")",
-                w * w,
+                round6(w * w),
                 if p1.is_some() { " (times rho^2)" } else { "" }
             ));
         }
@@ -377,7 +377,7 @@ impl RichModel {
             return Some(format!(
                 "w*w_star = {} >= 1/2: the large-L IH loss of §4 is invalid (use estimator = \
                  \"monte_carlo\")",
-                w * self.w_star
+                round6(w * self.w_star)
             ));
         }
         None
@@ -497,6 +497,11 @@ impl GradientFlow for RichFlow {
         }
         m.ih_domain_error(m.w(theta), m.p1(theta))
     }
+}
+
+/// `x` to six decimals, for messages (0.6561000000000001 → 0.6561).
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
 }
 
 #[cfg(test)]
