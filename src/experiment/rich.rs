@@ -235,11 +235,7 @@ pub fn solve(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<J
     let times = sample_times(sol.t_end(), spec.samples, spec.spacing);
     let table = trajectory_table(&inst, &sol, &times);
     let mut files = vec![out.write_csv("trajectory.csv", &table)?];
-    let mut ev = Table::new(["event", "t"]);
-    for e in sol.events() {
-        ev.push(vec![e.name.as_str().into(), e.t.into()]);
-    }
-    files.push(out.write_csv("events.csv", &ev)?);
+    files.push(out.write_csv("events.csv", &super::solve::events_table(&sol))?);
     let ph = phases(&sol);
     let mut pt = Table::new(["phase", "t_start", "t_end"]);
     for (name, a, b) in &ph {
@@ -279,19 +275,14 @@ pub fn solve(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<J
             at_start.join(", ")
         ));
     }
+    let mut manifest = super::solve::solve_manifest(&inst, &sol, t_max, solve_seconds);
+    manifest["phases"] = ph
+        .iter()
+        .map(|(n, a, b)| json!({"phase": n, "t_start": a, "t_end": b}))
+        .collect();
+    manifest["diagnostics"] = diag;
     Ok(JobOutput {
-        manifest: json!({
-            "job": "solve",
-            "system": inst.label,
-            "t_max": t_max,
-            "t_end": sol.t_end(),
-            "stop_reason": sol.stop,
-            "solver_stats": sol.stats,
-            "solve_seconds": solve_seconds,
-            "events": sol.events().iter().map(|e| json!({"event": e.name, "t": e.t, "value": e.value})).collect::<Vec<_>>(),
-            "phases": ph.iter().map(|(n, a, b)| json!({"phase": n, "t_start": a, "t_end": b})).collect::<Vec<_>>(),
-            "diagnostics": diag,
-        }),
+        manifest,
         files,
         console,
         partial: false,

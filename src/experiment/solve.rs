@@ -75,11 +75,7 @@ pub fn run(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<Job
     let table = trajectory_table(&inst, &sol, &times);
     let mut files = vec![out.write_csv("trajectory.csv", &table)?];
 
-    let mut ev = Table::new(["event", "t"]);
-    for e in sol.events() {
-        ev.push(vec![e.name.as_str().into(), e.t.into()]);
-    }
-    files.push(out.write_csv("events.csv", &ev)?);
+    files.push(out.write_csv("events.csv", &events_table(&sol))?);
     files.extend(out.write_figure(
         "trajectory",
         &trajectory_figure(&inst, &sol, &table, &event_colors, spec.spacing),
@@ -87,19 +83,38 @@ pub fn run(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<Job
 
     let console = console_summary(&inst, &sol);
     Ok(JobOutput {
-        manifest: json!({
-            "job": "solve",
-            "system": inst.label,
-            "t_max": t_max,
-            "t_end": sol.t_end(),
-            "stop_reason": sol.stop,
-            "solver_stats": sol.stats,
-            "solve_seconds": solve_seconds,
-            "events": sol.events().iter().map(|e| json!({"event": e.name, "t": e.t, "value": e.value})).collect::<Vec<_>>(),
-        }),
+        manifest: solve_manifest(&inst, &sol, t_max, solve_seconds),
         files,
         console,
         partial: false,
+    })
+}
+
+/// `events.csv` of a solve: `event,t` (empty t for an event that did not happen).
+pub fn events_table(sol: &Solution) -> Table {
+    let mut ev = Table::new(["event", "t"]);
+    for e in sol.events() {
+        ev.push(vec![e.name.as_str().into(), e.t.into()]);
+    }
+    ev
+}
+
+/// The manifest entry of a solve: horizon, where and why it ended, solver statistics, events.
+pub fn solve_manifest(
+    inst: &Instance,
+    sol: &Solution,
+    t_max: f64,
+    solve_seconds: f64,
+) -> serde_json::Value {
+    json!({
+        "job": "solve",
+        "system": inst.label,
+        "t_max": t_max,
+        "t_end": sol.t_end(),
+        "stop_reason": sol.stop,
+        "solver_stats": sol.stats,
+        "solve_seconds": solve_seconds,
+        "events": sol.events().iter().map(|e| json!({"event": e.name, "t": e.t, "value": e.value})).collect::<Vec<_>>(),
     })
 }
 
