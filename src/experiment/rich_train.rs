@@ -42,6 +42,22 @@ struct Track {
     loss_i: Option<Vec<f64>>,
 }
 
+impl Track {
+    /// An empty track; `with_loss_i` for models that have an IH loss of their own.
+    fn new(model: &'static str, with_loss_i: bool) -> Self {
+        Track {
+            model,
+            t: Vec::new(),
+            w: Vec::new(),
+            w_g: Vec::new(),
+            v: Vec::new(),
+            loss: Vec::new(),
+            loss_g: Vec::new(),
+            loss_i: with_loss_i.then(Vec::new),
+        }
+    }
+}
+
 /// First time `f` reaches `level` (rising or falling), by linear interpolation between the
 /// neighbouring checkpoints; the first checkpoint's time if it is already there.
 fn crossing(t: &[f64], f: &[f64], level: f64, rises: bool) -> Option<f64> {
@@ -204,16 +220,7 @@ pub fn run(
         ]);
     }
     let ode_times = sample_times(sol.t_end(), 400, Spacing::Log);
-    let mut ode = Track {
-        model: "flow",
-        t: Vec::new(),
-        w: Vec::new(),
-        w_g: Vec::new(),
-        v: Vec::new(),
-        loss: Vec::new(),
-        loss_g: Vec::new(),
-        loss_i: Some(Vec::new()),
-    };
+    let mut ode = Track::new("flow", true);
     let rl = model.layout();
     let mut obs = vec![0.0; flow.observable_names().len()];
     for &t in &ode_times {
@@ -332,16 +339,7 @@ fn run_sgd(
     header.extend(model.names());
     header.extend(["w", "loss", "loss_G", "loss_I", "loss_cross"].map(String::from));
     let mut table = Table::new(header);
-    let mut track = Track {
-        model: "sgd",
-        t: Vec::new(),
-        w: Vec::new(),
-        w_g: Vec::new(),
-        v: Vec::new(),
-        loss: Vec::new(),
-        loss_g: Vec::new(),
-        loss_i: Some(Vec::new()),
-    };
+    let mut track = Track::new("sgd", true);
     let lay = model.layout();
     let mut obs = [0.0; 4];
     let started = std::time::Instant::now();
@@ -423,16 +421,7 @@ fn run_full(
         }
     }
     let mut table = Table::new(header);
-    let mut track = Track {
-        model: "full",
-        t: Vec::new(),
-        w: Vec::new(),
-        w_g: Vec::new(),
-        v: Vec::new(),
-        loss: Vec::new(),
-        loss_g: Vec::new(),
-        loss_i: None,
-    };
+    let mut track = Track::new("full", false);
     let started = std::time::Instant::now();
     train_full::<Error>(
         &fm,

@@ -37,21 +37,27 @@ pub struct Param {
 }
 
 /// Build the system described by `spec`.
+/// The query mode and (when not 1) the loss scale of a Musat system, for labels.
+fn musat_labels(query: crate::theory::musat3::Query, loss_scale: f64) -> (&'static str, String) {
+    let query = match query {
+        crate::theory::musat3::Query::Last => "last",
+        crate::theory::musat3::Query::Uniform => "uniform",
+    };
+    let scale = if loss_scale == 1.0 {
+        String::new()
+    } else {
+        format!(", loss scale {loss_scale}")
+    };
+    (query, scale)
+}
+
 pub fn instantiate(spec: &SystemSpec) -> Instance {
     match spec {
         SystemSpec::Rich(r) => super::rich::instance(r),
         SystemSpec::Gih(g) => super::gih::instance(g),
         SystemSpec::Musat3(m) => {
             let n = m.n;
-            let query = match m.query {
-                crate::theory::musat3::Query::Last => "last",
-                crate::theory::musat3::Query::Uniform => "uniform",
-            };
-            let scale = if m.loss_scale == 1.0 {
-                String::new()
-            } else {
-                format!(", loss scale {}", m.loss_scale)
-            };
+            let (query, scale) = musat_labels(m.query, m.loss_scale);
             Instance {
                 flow: Box::new(Musat3::new(n, m.query, m.loss_scale)),
                 init: m.init.to_vec(),
@@ -74,15 +80,7 @@ pub fn instantiate(spec: &SystemSpec) -> Instance {
         }
         SystemSpec::Musat19(m) => {
             let n = m.n;
-            let query = match m.query {
-                crate::theory::musat3::Query::Last => "last",
-                crate::theory::musat3::Query::Uniform => "uniform",
-            };
-            let scale = if m.loss_scale == 1.0 {
-                String::new()
-            } else {
-                format!(", loss scale {}", m.loss_scale)
-            };
+            let (query, scale) = musat_labels(m.query, m.loss_scale);
             let cue = match m.label_position {
                 LabelPosition::Rotated => "",
                 LabelPosition::Same => ", label position same",
