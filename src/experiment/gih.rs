@@ -19,13 +19,16 @@ use crate::model::gih_common::{Layout, simplex_weights};
 use crate::model::gih_transformer::{FullSettings, GihTransformer};
 use crate::model::markov::{ChainShape, DataSpec, KernelPrior, Sequences, generate, split};
 use crate::model::train::{FlatLearner, Guard, Optimizer, Stage as GdStage, train as train_gd};
-use crate::report::figure::{Axis, Figure, Heatmap, LegendAt, Panel, Series, VLine, color};
+use crate::report::figure::{Axis, Figure, Heatmap, LegendAt, Marker, Panel, Series, VLine, color};
 use crate::report::{Cell, OutputDir, Table, fmt_f64};
-use crate::scenario::{GihJobSpec, GihSpec, Scenario, SolverSpec, SweepSpec, SystemSpec};
+use crate::scenario::{GdData, GihJobSpec, GihSpec, Scenario, SolverSpec, SweepSpec, SystemSpec};
 use crate::theory::gih::{Block, GihFlow, GihInit, GihModel, replicator, replicator_rate};
 use crate::theory::gih_mi::{MiEstimate, MiSpec, chi2_mi};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
+
+mod gd;
+pub use gd::{FreshBatches, GdRun, GdSource, batch_seed};
 
 /// The prior of the scenario: a fresh kernel per sequence with Dirichlet(α) rows.
 pub fn prior(s: &GihSpec) -> KernelPrior {
@@ -329,8 +332,21 @@ pub struct GihRun {
     pub n_val: usize,
     pub reduced: ReducedRun,
     pub full: Option<FullRun>,
+    /// GD (or SGD on fresh batches) on the reduced model, `[gih.gd]`.
+    pub gd: Option<GdRun>,
     /// (name, start, end) of every stage on the time axis.
     pub stages: Vec<(String, f64, f64)>,
+}
+
+impl GihRun {
+    /// Every event: the reduced flow's, the full model's, then GD's.
+    pub fn events(&self) -> impl Iterator<Item = &EventRow> {
+        self.reduced
+            .events
+            .iter()
+            .chain(self.full.iter().flat_map(|f| f.events.iter()))
+            .chain(self.gd.iter().flat_map(|g| g.events.iter()))
+    }
 }
 
 /// The stage an event time falls in (the earlier stage at a boundary) and the time since that
@@ -547,6 +563,147 @@ fn checkpoints(steps: u64, n: usize) -> Vec<u64> {
     v
 }
 
+/// The GD schedule of the job's stages over a θ of layout `lay`: stage k trains the blocks of
+/// `gih.stages[k]` (plus `extra` coordinates when it trains `layer1`), with t = lr × steps.
+fn gd_stages(job: &GihJobSpec, lay: &Layout, layer1: std::ops::Range<usize>) -> Vec<GdStage> {
+    job.stages
+        .iter()
+        .map(|st| {
+            let mut trained_idx = trained(lay, &st.train);
+            if st.train.contains(&Block::Layer1) {
+                trained_idx.extend(layer1.clone());
+            }
+            GdStage {
+                name: st.name.clone(),
+                trained: Some(trained_idx),
+                lr: st.lr,
+                dt: st.lr,
+                steps: st.steps,
+            }
+        })
+        .collect()
+}
+
+/// How a model trained by GD beside the flow is recorded.
+struct GdRecorder<'a> {
+    /// `model` in `events.csv` ("full", "gd").
+    model: &'static str,
+    /// What is trained, for the progress bar and divergence messages.
+    what: &'a str,
+    /// The model whose observables (p_S, σ) and coordinate names fill the rows.
+    observables: &'a dyn GradientFlow,
+    /// The `loss` column from θ and the loss of the step's batch.
+    train_loss: &'a dyn Fn(&[f64], f64) -> f64,
+    /// The `val_loss` column.
+    val_loss: &'a dyn Fn(&[f64]) -> f64,
+    /// Checkpoint rows per stage.
+    samples: usize,
+}
+
+/// What a recorded GD run produced.
+struct GdRecord {
+    table: Table,
+    events: Vec<EventRow>,
+    steps: u64,
+    /// θ at the start and at the end of every stage.
+    stage_ends: Vec<Vec<f64>>,
+}
+
+/// Train `learner` through the job's stages with the shared driver, recording checkpoint rows
+/// (log-spaced per stage) and the events of [`event_defs`], located by linear interpolation in
+/// t between consecutive GD steps. Used by the full model and by GD on the reduced model.
+#[allow(clippy::too_many_arguments)]
+fn train_recorded<F: FnMut(u64, &[f64], &mut [f64]) -> f64>(
+    learner: &mut FlatLearner<'_, F>,
+    stages: &[GdStage],
+    job: &GihJobSpec,
+    lay: &Layout,
+    defs: Vec<EventDef>,
+    rec: &GdRecorder<'_>,
+    progress: bool,
+) -> Result<GdRecord, Error> {
+    let marks: Vec<Vec<u64>> = job
+        .stages
+        .iter()
+        .map(|st| checkpoints(st.steps, rec.samples))
+        .collect();
+    let model = rec.observables;
+    let mut obs = vec![0.0; model.observable_names().len()];
+    model.observables(&learner.theta, &mut obs);
+    let mut probes: Vec<Probe> = defs
+        .into_iter()
+        .map(|d| Probe::new(d, &learner.theta, &obs))
+        .collect();
+    let mut table = Table::new(header(model, lay, true));
+    let mut stage_ends = vec![learner.theta.clone()];
+    let total: u64 = job.stages.iter().map(|s| s.steps).sum();
+    let bar = if progress {
+        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{} {{bar:30}} {{pos}}/{{len}} steps [{{elapsed}}, ETA {{eta}}]",
+            rec.what
+        ))
+        .expect("valid template"),
+    );
+    let guard = Guard {
+        what: rec.what.to_string(),
+        hint: "gih.stages[].lr".into(),
+        bound: 1e100,
+    };
+    train_gd::<_, Error>(learner, stages, &guard, |p, l| {
+        let theta = l.theta.as_slice();
+        model.observables(theta, &mut obs);
+        for pr in probes.iter_mut() {
+            pr.observe(p.t, theta, &obs);
+        }
+        let at_end = p.stage_step == job.stages[p.stage].steps;
+        let boundary = p.stage_step == 0 && p.stage > 0;
+        let mark = marks[p.stage].binary_search(&p.stage_step).is_ok();
+        if boundary || mark {
+            let (loss, val) = ((rec.train_loss)(theta, p.loss), (rec.val_loss)(theta));
+            if boundary {
+                // the end of the previous stage (same state)
+                let prev = &job.stages[p.stage - 1].name;
+                table.push(row(Some(p.step), p.t, prev, loss, val, theta, &obs, lay));
+                stage_ends.push(theta.to_vec());
+            }
+            if mark {
+                let name = &job.stages[p.stage].name;
+                table.push(row(Some(p.step), p.t, name, loss, val, theta, &obs, lay));
+            }
+        }
+        if p.last {
+            stage_ends.push(theta.to_vec());
+        }
+        if !at_end && p.step % 64 == 0 {
+            bar.set_position(p.step);
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    let mut events: Vec<EventRow> = probes
+        .iter()
+        .map(|p| EventRow {
+            name: p.def.name.clone(),
+            model: rec.model,
+            t: p.found.map(|f| f.0),
+            value: p.found.map(|f| f.1),
+            located_by: if p.at_start { "initial state" } else { BY_GD },
+        })
+        .collect();
+    events.push(stage_two_done(&events, rec.model, job.delta2, BY_GD));
+    Ok(GdRecord {
+        table,
+        events,
+        steps: total,
+        stage_ends,
+    })
+}
+
 fn run_full(
     s: &GihSpec,
     job: &GihJobSpec,
@@ -568,118 +725,39 @@ fn run_full(
     let flay = *full.layout();
     let lay = flay.base;
     let th0 = full.initial_theta(&init(s).theta(&s.shape(), &lay));
-    let gd_stages: Vec<GdStage> = job
-        .stages
-        .iter()
-        .map(|st| {
-            let mut trained_idx = trained(&lay, &st.train);
-            if st.train.contains(&Block::Layer1) {
-                trained_idx.extend(flay.layer1_range());
-            }
-            GdStage {
-                name: st.name.clone(),
-                trained: Some(trained_idx),
-                lr: st.lr,
-                dt: st.lr,
-                steps: st.steps,
-            }
-        })
-        .collect();
-    let marks: Vec<Vec<u64>> = job
-        .stages
-        .iter()
-        .map(|st| checkpoints(st.steps, f.samples))
-        .collect();
-    let n_obs = full.observable_names().len();
-    let mut obs = vec![0.0; n_obs];
-    full.observables(&th0, &mut obs);
-    let mut probes: Vec<Probe> = event_defs(&lay, s, job, mi)
-        .into_iter()
-        .map(|d| Probe::new(d, &th0, &obs))
-        .collect();
-    let mut table = Table::new(header(&full, &lay, true));
-    let total: u64 = job.stages.iter().map(|s| s.steps).sum();
-    let bar = if progress {
-        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "full model GD {bar:30} {pos}/{len} steps [{elapsed}, ETA {eta}]",
-        )
-        .expect("valid template"),
-    );
+    let stages = gd_stages(job, &lay, flay.layer1_range());
     let names = full.names().to_vec();
     let mut learner = FlatLearner::new(&th0, &names, Optimizer::Gd, |_, th, g| {
         full.loss_and_grad(th, Some(g))
     });
-    let guard = Guard {
-        what: "full model GD".into(),
-        hint: "gih.stages[].lr".into(),
-        bound: 1e100,
+    let rec = GdRecorder {
+        model: "full",
+        what: "full model GD",
+        observables: &full,
+        train_loss: &|_, batch_loss| batch_loss,
+        val_loss: &|th| val_model.loss(th),
+        samples: f.samples,
     };
-    train_gd::<_, Error>(&mut learner, &gd_stages, &guard, |p, l| {
-        let theta = l.theta.as_slice();
-        full.observables(theta, &mut obs);
-        for pr in probes.iter_mut() {
-            pr.observe(p.t, theta, &obs);
-        }
-        let at_end = p.stage_step == job.stages[p.stage].steps;
-        if p.stage_step == 0 && p.stage > 0 {
-            // the end of the previous stage (same state)
-            let prev = &job.stages[p.stage - 1].name;
-            table.push(row(
-                Some(p.step),
-                p.t,
-                prev,
-                p.loss,
-                val_model.loss(theta),
-                theta,
-                &obs,
-                &lay,
-            ));
-        }
-        if marks[p.stage].binary_search(&p.stage_step).is_ok() {
-            let name = &job.stages[p.stage].name;
-            table.push(row(
-                Some(p.step),
-                p.t,
-                name,
-                p.loss,
-                val_model.loss(theta),
-                theta,
-                &obs,
-                &lay,
-            ));
-        }
-        if !at_end && p.step % 64 == 0 {
-            bar.set_position(p.step);
-        }
-        Ok(())
-    })?;
+    let defs = event_defs(&lay, s, job, mi);
+    let record = train_recorded(&mut learner, &stages, job, &lay, defs, &rec, progress)?;
     let final_theta = learner.theta;
-    bar.finish_and_clear();
-    let mut events: Vec<EventRow> = probes
-        .iter()
-        .map(|p| EventRow {
-            name: p.def.name.clone(),
-            model: "full",
-            t: p.found.map(|f| f.0),
-            value: p.found.map(|f| f.1),
-            located_by: if p.at_start { "initial state" } else { BY_GD },
-        })
-        .collect();
-    events.push(stage_two_done(&events, "full", job.delta2, BY_GD));
     Ok(FullRun {
-        table,
-        events,
-        steps: total,
+        table: record.table,
+        events: record.events,
+        steps: record.steps,
         seconds: started.elapsed().as_secs_f64(),
         final_loss: full.loss(&final_theta),
         final_val_loss: val_model.loss(&final_theta),
         final_theta,
     })
+}
+
+/// "fixed sample" or "fresh batches of B".
+fn gd_data_label(data: GdData) -> String {
+    match data {
+        GdData::Fixed => "full batch on the training sample".into(),
+        GdData::Fresh { batch } => format!("fresh batches of {batch}"),
+    }
 }
 
 fn spec_of(scenario: &Scenario) -> &GihSpec {
@@ -689,12 +767,13 @@ fn spec_of(scenario: &Scenario) -> &GihSpec {
     }
 }
 
-/// Compute the whole job (nothing is written).
+/// Compute the whole job (nothing is written); the full model and GD on the reduced model only
+/// `with_trained`.
 pub fn compute(
     scenario: &Scenario,
     job: &GihJobSpec,
     progress: bool,
-    with_full: bool,
+    with_trained: bool,
 ) -> Result<GihRun, Error> {
     let s = spec_of(scenario);
     let started = std::time::Instant::now();
@@ -713,8 +792,12 @@ pub fn compute(
     let mi_seconds = started.elapsed().as_secs_f64();
     let (train, val) = data(s);
     let reduced = run_reduced(s, job, &scenario.solver, &train, &val, &mi)?;
-    let full = match (&job.full, with_full) {
+    let full = match (&job.full, with_trained) {
         (Some(_), true) => Some(run_full(s, job, &train, &val, &mi, progress)?),
+        _ => None,
+    };
+    let gd = match (&job.gd, with_trained) {
+        (Some(_), true) => Some(gd::run_gd(s, job, &train, &val, &mi, progress)?),
         _ => None,
     };
     let mut stages = Vec::new();
@@ -730,6 +813,7 @@ pub fn compute(
         n_val: val.len(),
         reduced,
         full,
+        gd,
         stages,
     })
 }
@@ -767,12 +851,7 @@ pub fn run(
         "value",
         "located_by",
     ]);
-    for e in r
-        .reduced
-        .events
-        .iter()
-        .chain(r.full.iter().flat_map(|f| f.events.iter()))
-    {
+    for e in r.events() {
         let at = e.t.map(|t| stage_at(&r.stages, t));
         ev.push(vec![
             e.name.as_str().into(),
@@ -787,6 +866,9 @@ pub fn run(
     files.push(out.write_csv("events.csv", &ev)?);
     if let Some(f) = &r.full {
         files.push(out.write_csv("full_trajectory.csv", &f.table)?);
+    }
+    if let Some(g) = &r.gd {
+        files.push(out.write_csv("gd_trajectory.csv", &g.table)?);
     }
     let figs = figures(s, job, &r);
     for (stem, fig) in &figs {
@@ -823,13 +905,21 @@ pub fn run(
             f.steps, f.final_loss, f.final_val_loss, f.seconds
         ));
     }
+    if let Some(g) = &r.gd {
+        let norms: Vec<String> = g.c_norms.iter().map(|v| format!("{v:.4}")).collect();
+        console.push(format!(
+            "  reduced GD ({}): {} steps, final loss {:.5}, validation loss {:.5}, ||c|| at the \
+             stage ends {} ({:.2} s)",
+            gd_data_label(g.data),
+            g.steps,
+            g.final_loss,
+            g.final_val_loss,
+            norms.join(" -> "),
+            g.seconds
+        ));
+    }
     console.push("  events (t on the time axis Σ lr × steps):".into());
-    for e in r
-        .reduced
-        .events
-        .iter()
-        .chain(r.full.iter().flat_map(|f| f.events.iter()))
-    {
+    for e in r.events() {
         console.push(format!(
             "    {:<8} {:<24} {}",
             e.model,
@@ -866,6 +956,15 @@ pub fn run(
                 "final_val_loss": r.reduced.final_val_loss,
                 "events": events_json(&r.reduced.events),
             },
+            "gd": r.gd.as_ref().map(|g| json!({
+                "data": g.data,
+                "steps": g.steps,
+                "seconds": g.seconds,
+                "final_loss": g.final_loss,
+                "final_val_loss": g.final_val_loss,
+                "c_norm_at_stage_ends": g.c_norms,
+                "events": events_json(&g.events),
+            })),
             "full": r.full.as_ref().map(|f| json!({
                 "steps": f.steps,
                 "seconds": f.seconds,
@@ -1029,14 +1128,22 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
             .map(|(k, _)| k)
             .collect()
     };
-    let events_of = |model: &str| -> Vec<&EventRow> {
-        r.reduced
-            .events
-            .iter()
-            .chain(r.full.iter().flat_map(|f| f.events.iter()))
-            .filter(|e| e.model == model)
+    let events_of =
+        |model: &str| -> Vec<&EventRow> { r.events().filter(|e| e.model == model).collect() };
+    // GD on the reduced model is drawn over the reduced flow's panels, as circles at its
+    // checkpoints (t > 0 within the stage).
+    let gd_points = |stage: &str, column: &str, t0: f64| -> Vec<(f64, f64)> {
+        r.gd.as_ref()
+            .map(|g| series(&g.table, stage, column, t0))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(t, _)| *t > 0.0)
             .collect()
     };
+    let gd_name = r.gd.as_ref().map(|g| match g.data {
+        GdData::Fixed => "GD".to_string(),
+        GdData::Fresh { batch } => format!("SGD, B = {batch}"),
+    });
     let model_key = |i: usize| if i == 0 { "reduced" } else { "full" };
     let since = |name: &str| Axis::log(format!("time since the start of stage {name} (log scale)"));
     // Side-by-side panels share the time range: from the latest first sample of the models (GD
@@ -1102,6 +1209,18 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
                         d.unlabelled()
                     });
                 }
+                if i == 0
+                    && let Some(gn) = &gd_name
+                {
+                    let m = Series::markers(
+                        format!("circles: {gn} on (c, w, a)"),
+                        gd_points(name, &format!("p_{lab}"), *t0),
+                        color(sidx),
+                        Marker::Circle,
+                    );
+                    p.series
+                        .push(if sidx == r.mi.best { m } else { m.unlabelled() });
+                }
             }
             for e in events_of(model_key(i)) {
                 if let (true, Some(t)) = (e.name.starts_with(&format!("p_{star}@")), e.t)
@@ -1128,7 +1247,12 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
     let w_stages = stages_with(Block::W);
     if let (Some(&first), Some(&last)) = (w_stages.first(), w_stages.last()) {
         let mut panels = Vec::new();
-        for (title, table) in &models {
+        let gd_title = gd_name.as_ref().map(|gn| format!("reduced model, {gn}"));
+        let mut rpe_models: Vec<(&str, &Table)> = models.clone();
+        if let (Some(g), Some(title)) = (&r.gd, &gd_title) {
+            rpe_models.push((title.as_str(), &g.table));
+        }
+        for (title, table) in &rpe_models {
             for (when, k, t) in [
                 ("before", first, r.stages[first].1),
                 ("after", last, r.stages[last].2),
@@ -1152,7 +1276,7 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
         }
         out.push((
             "rpe".to_string(),
-            Figure::grid(cols, 2, panels).titled(format!(
+            Figure::grid(rpe_models.len(), 2, panels).titled(format!(
                 "RPE attention of the layer-1 heads (S* = {star}; grey: outside a head's window)"
             )),
         ));
@@ -1172,6 +1296,16 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
                 .filter(|(t, _)| *t > 0.0)
                 .collect();
             p.series.push(Series::line("a", pts, color(0)));
+            if i == 0
+                && let Some(gn) = &gd_name
+            {
+                p.series.push(Series::markers(
+                    format!("a, {gn} on (c, w, a)"),
+                    gd_points(name, "a", *t0),
+                    color(0),
+                    Marker::Circle,
+                ));
+            }
             let a_events = events_of(model_key(i))
                 .into_iter()
                 .filter(|e| e.name.starts_with("a@"));
@@ -1222,6 +1356,28 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
                 } else {
                     Series::dashed(lab, pts, color(j + 2))
                 });
+            }
+        }
+        if let (Some(g), Some(gn)) = (&r.gd, &gd_name) {
+            for (j, (which, column)) in [("train", "loss"), ("validation", "val_loss")]
+                .into_iter()
+                .enumerate()
+            {
+                let raw = series(&g.table, name, column, *t0);
+                let Some(&(_, first)) = raw.first() else {
+                    continue;
+                };
+                let pts: Vec<(f64, f64)> = raw
+                    .into_iter()
+                    .filter(|(t, _)| *t > 0.0)
+                    .map(|(t, v)| (t, v - first))
+                    .collect();
+                p.series.push(Series::markers(
+                    format!("reduced {gn}, {which}"),
+                    pts,
+                    color(j),
+                    Marker::Circle,
+                ));
             }
         }
         p.legend = LegendAt::Best;

@@ -280,21 +280,15 @@ impl Buckets {
     /// Group the positions of `seqs` by their tokens at offsets 1..=depth (and x_l itself when
     /// `include_self`). Ids are assigned in order of first appearance, so they are deterministic.
     pub fn build(seqs: &Sequences, depth: usize, include_self: bool) -> Self {
-        let d = seqs.d;
-        let length = seqs.length;
-        assert!(length >= depth, "L must be >= the largest offset");
-        let key_len = depth + usize::from(include_self);
-        let mut feature_ids: HashMap<Vec<u8>, u32> = HashMap::new();
-        let mut query_ids: HashMap<Vec<u8>, u32> = HashMap::new();
         let mut b = Buckets {
-            d,
-            length,
+            d: seqs.d,
+            length: seqs.length,
             depth,
             include_self,
-            key_len,
+            key_len: depth + usize::from(include_self),
             feature_keys: Vec::new(),
             query_keys: Vec::new(),
-            seq_offsets: vec![0],
+            seq_offsets: Vec::new(),
             seq_query: Vec::with_capacity(seqs.len()),
             seq_target: Vec::with_capacity(seqs.len()),
             bucket_feature: Vec::new(),
@@ -302,6 +296,38 @@ impl Buckets {
             bucket_counts: Vec::new(),
             max_buckets: 0,
         };
+        b.rebuild(seqs);
+        b
+    }
+
+    /// Regroup the positions of another sample of the same vocabulary and length in place (same
+    /// depth and `include_self`), reusing this one's buffers (fresh batches).
+    pub fn rebuild(&mut self, seqs: &Sequences) {
+        let (d, length, depth, include_self, key_len) = (
+            self.d,
+            self.length,
+            self.depth,
+            self.include_self,
+            self.key_len,
+        );
+        assert!(
+            seqs.d == d && seqs.length == length,
+            "the new sample's vocabulary and length differ from the buckets'"
+        );
+        assert!(length >= depth, "L must be >= the largest offset");
+        let mut feature_ids: HashMap<Vec<u8>, u32> = HashMap::new();
+        let mut query_ids: HashMap<Vec<u8>, u32> = HashMap::new();
+        let b = self;
+        b.feature_keys.clear();
+        b.query_keys.clear();
+        b.seq_offsets.clear();
+        b.seq_offsets.push(0);
+        b.seq_query.clear();
+        b.seq_target.clear();
+        b.bucket_feature.clear();
+        b.bucket_total.clear();
+        b.bucket_counts.clear();
+        b.max_buckets = 0;
         let mut key = vec![0u8; key_len];
         // slot[id] = (sequence stamp, bucket index) for the sequence being built
         let mut slot: Vec<(usize, usize)> = Vec::new();
@@ -367,7 +393,6 @@ impl Buckets {
             b.seq_offsets.push(b.bucket_feature.len());
             b.max_buckets = b.max_buckets.max(b.bucket_feature.len() - start);
         }
-        b
     }
 
     pub fn n_sequences(&self) -> usize {
@@ -506,6 +531,36 @@ impl Layer2 {
             subsets,
             chunks,
         }
+    }
+
+    /// Replace the sample by `seqs` (same vocabulary and length; fresh batches): the positions
+    /// are regrouped ([`Buckets::rebuild`]), the chunk ranges move and the per-chunk sums and
+    /// scratch are resized in place (no allocation once they are large enough). Resize every
+    /// [`Layer2Sums`] passed to [`Layer2::evaluate`] with [`Layer2::fit_sums`].
+    pub fn set_data(&mut self, seqs: &Sequences) {
+        self.buckets.rebuild(seqs);
+        let buckets = &self.buckets;
+        let n = buckets.n_sequences();
+        let (heads, d, ns) = (self.heads, buckets.d, self.subsets.len());
+        let nb = buckets.max_buckets.max(1);
+        let (nf, nq) = (buckets.n_features(), buckets.n_queries());
+        for (c, chunk) in self.chunks.iter_mut().enumerate() {
+            let ch = chunk.get_mut().expect("a chunk lock is never poisoned");
+            ch.range = (c * n / CHUNKS)..((c + 1) * n / CHUNKS);
+            ch.sums.dfeat.resize(nf * heads * d, 0.0);
+            ch.sums.dqfeat.resize(nq * heads * d, 0.0);
+            ch.scratch.g.resize(nb * heads, 0.0);
+            ch.scratch.big_g.resize(nb * ns, 0.0);
+            ch.scratch.k.resize(nb, 0.0);
+            ch.scratch.e.resize(nb, 0.0);
+        }
+    }
+
+    /// Resize an accumulator to the current sample (after [`Layer2::set_data`]).
+    pub fn fit_sums(&self, sums: &mut Layer2Sums) {
+        let hd = self.heads * self.buckets.d;
+        sums.dfeat.resize(self.buckets.n_features() * hd, 0.0);
+        sums.dqfeat.resize(self.buckets.n_queries() * hd, 0.0);
     }
 
     /// A zeroed accumulator of the right sizes (allocate once, reuse).

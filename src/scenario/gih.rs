@@ -260,10 +260,18 @@ impl RawGih {
 /// history (at most min(n L, (d+1)^{R(+1)}) of them, R the largest offset): refuse settings
 /// whose tables would exceed 2^27 numbers (1 GiB).
 fn check_feature_memory(s: &GihSpec, full: bool, field: &str) -> Result<(), FieldError> {
+    check_feature_memory_n(s, s.n_sequences, full, field)
+}
+
+/// [`check_feature_memory`] for a sample of `n` sequences.
+fn check_feature_memory_n(
+    s: &GihSpec,
+    n: usize,
+    full: bool,
+    field: &str,
+) -> Result<(), FieldError> {
     let r = s.shape().max_offset() as u32 + u32::from(full);
-    let histories = ((s.d + 1) as f64)
-        .powi(r as i32)
-        .min((s.n_sequences * s.length) as f64);
+    let histories = ((s.d + 1) as f64).powi(r as i32).min((n * s.length) as f64);
     let numbers = histories * (s.heads * s.d * crate::model::gih_common::CHUNKS) as f64;
     check(field, numbers <= (1u64 << 27) as f64, || {
         format!(
@@ -290,6 +298,7 @@ pub struct RawGihJob {
     #[serde(default)]
     mi: RawMi,
     full: Option<RawFull>,
+    gd: Option<RawGd>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,6 +330,46 @@ struct RawFull {
     ln_eps: Option<f64>,
     samples: Option<usize>,
 }
+
+/// Where the reduced model's GD steps get their data (theory/chen.md §13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GdDataName {
+    /// The flow's training sample, full batch.
+    #[default]
+    Fixed,
+    /// `batch` new sequences (and kernels) from the chain prior at every step.
+    Fresh,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGd {
+    #[serde(default)]
+    data: GdDataName,
+    batch: Option<i64>,
+    samples: Option<usize>,
+}
+
+/// The data of the reduced model's GD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum GdData {
+    Fixed,
+    Fresh { batch: usize },
+}
+
+/// `[gih.gd]`: discrete GD (or SGD on fresh batches) on the reduced model (c, w, a) through
+/// the same stages as the flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct GihGdSpec {
+    pub data: GdData,
+    /// Checkpoint rows per stage in `gd_trajectory.csv`.
+    pub samples: usize,
+}
+
+/// Largest fresh batch.
+pub const MAX_GD_BATCH: i64 = 1_000_000;
 
 /// One training stage: the blocks that move, the learning rate and the number of GD steps. On
 /// the time axis it lasts lr × steps (theory/chen.md §10).
@@ -370,6 +419,7 @@ pub struct GihJobSpec {
     pub log_c: bool,
     pub mi: MiJobSpec,
     pub full: Option<GihFullSpec>,
+    pub gd: Option<GihGdSpec>,
 }
 
 impl RawGihJob {
@@ -493,6 +543,50 @@ impl RawGihJob {
                 })
             }
         };
+        let gd = match self.gd {
+            None => None,
+            Some(g) => {
+                let data = match (g.data, g.batch) {
+                    (GdDataName::Fixed, None) => GdData::Fixed,
+                    (GdDataName::Fixed, Some(_)) => {
+                        return Err(FieldError::new(
+                            "gih.gd.batch",
+                            "only data = \"fresh\" takes a batch (data = \"fixed\" uses the whole \
+                             training sample)",
+                        ));
+                    }
+                    (GdDataName::Fresh, None) => {
+                        return Err(FieldError::new(
+                            "gih.gd.batch",
+                            format!(
+                                "required with data = \"fresh\": the sequences drawn per step, \
+                                 in 1..={MAX_GD_BATCH}"
+                            ),
+                        ));
+                    }
+                    (GdDataName::Fresh, Some(b)) => {
+                        let batch = int_in("gih.gd.batch", b, 1, MAX_GD_BATCH)?;
+                        check(
+                            "gih.gd.batch",
+                            (batch as u128) * (system.length as u128 + 1) <= 2_000_000_000,
+                            || {
+                                format!(
+                                    "batch x (L + 1) tokens must be <= 2e9, got {batch} x {}",
+                                    system.length + 1
+                                )
+                            },
+                        )?;
+                        check_feature_memory_n(system, batch, false, "gih.gd.batch")?;
+                        GdData::Fresh { batch }
+                    }
+                };
+                let gs = g.samples.unwrap_or(samples);
+                check("gih.gd.samples", (2..=100_000).contains(&gs), || {
+                    format!("must be in 2..=100000, got {gs}")
+                })?;
+                Some(GihGdSpec { data, samples: gs })
+            }
+        };
         Ok(GihJobSpec {
             stages,
             samples,
@@ -508,6 +602,7 @@ impl RawGihJob {
                 seed: self.mi.seed.unwrap_or(seed.wrapping_add(1)),
             },
             full,
+            gd,
         })
     }
 }

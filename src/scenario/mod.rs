@@ -15,7 +15,8 @@ mod sweep;
 mod validate;
 
 pub use gih::{
-    GihFullSpec, GihJobSpec, GihSpec, LossName, MiJobSpec, RawGih, RawGihJob, StageSpec,
+    GdData, GihFullSpec, GihGdSpec, GihJobSpec, GihSpec, LossName, MiJobSpec, RawGih, RawGihJob,
+    StageSpec,
 };
 pub use musat::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
 pub use musat_full::{CompareSpec, InitKind, Musat19Spec, RawCompare, RawMusat19};

@@ -180,6 +180,33 @@ impl GihFlow {
         }
     }
 
+    /// The loss and its gradient (written into `grad`) in one evaluation.
+    pub fn loss_and_grad(&self, theta: &[f64], grad: &mut [f64]) -> f64 {
+        self.evaluate(theta, Some(grad))
+    }
+
+    /// Replace the sample by `data` (same vocabulary and length; fresh batches): the positions are
+    /// regrouped and every buffer is resized in place, so a batch no larger than the ones before
+    /// allocates nothing here beyond the grouping's hash maps.
+    pub fn set_data(&mut self, data: &Sequences) {
+        assert_eq!(self.model.shape.d, data.d, "the data's vocabulary differs");
+        self.layer2.set_data(data);
+        let (h, d) = (self.model.shape.heads, self.model.shape.d);
+        let (nf, nq) = (
+            self.layer2.buckets.n_features(),
+            self.layer2.buckets.n_queries(),
+        );
+        let s = self
+            .scratch
+            .get_mut()
+            .expect("the scratch lock is never poisoned");
+        s.feat.resize(nf * h * d, 0.0);
+        s.qfeat.resize(nq * h * d, 0.0);
+        s.norms.resize(nf * h, 0.0);
+        s.qnorms.resize(nq * h, 0.0);
+        self.layer2.fit_sums(&mut s.sums);
+    }
+
     /// Loss, and with `grad = Some(out)` its gradient.
     fn evaluate(&self, theta: &[f64], grad: Option<&mut [f64]>) -> f64 {
         let mut guard = self
