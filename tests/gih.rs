@@ -328,3 +328,142 @@ fn generic_solve_and_phase_run_on_a_gih_system() {
     );
     assert!(!dir.path().join("output").exists());
 }
+
+/// TINY with GD on the reduced model from fresh batches of `batch` sequences and system seed
+/// `seed`.
+fn tiny_fresh(seed: u64, batch: usize) -> String {
+    TINY.replace("seed = 7", &format!("seed = {seed}"))
+        + &format!("[gih.gd]\ndata = \"fresh\"\nbatch = {batch}\nsamples = 9\n")
+}
+
+fn p_columns(path: &Path) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let cols: Vec<usize> = (0..header.len())
+        .filter(|&i| header[i].starts_with("p_"))
+        .collect();
+    assert_eq!(cols.len(), 7);
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            cols.iter().map(|&i| r[i].to_string()).collect()
+        })
+        .collect()
+}
+
+/// `[gih.gd]` writes gd_trajectory.csv (step, then trajectory.csv's columns; checkpoint rows per
+/// stage plus the stage ends) and events with model `gd` located between GD steps; with fresh
+/// batches the file is byte-identical on 1 and 2 threads, and another system seed (another
+/// batch stream) gives other p_S rows.
+#[test]
+fn reduced_gd_on_fresh_batches_is_deterministic_and_seeded() {
+    let dir = tmp();
+    let mut runs = Vec::new();
+    for (i, (seed, threads)) in [(7, "1"), (7, "2"), (8, "2")].into_iter().enumerate() {
+        let f = write(dir.path(), &format!("f{i}.toml"), &tiny_fresh(seed, 30));
+        let out = dir.path().join(format!("run{i}"));
+        let r = ihdyn(
+            dir.path(),
+            &["run", &f, "--out", out.to_str().unwrap(), "-q"],
+            &[("RAYON_NUM_THREADS", threads)],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        runs.push(out);
+    }
+    let traj = first_line(&runs[0].join("trajectory.csv"));
+    assert_eq!(
+        first_line(&runs[0].join("gd_trajectory.csv")),
+        format!("step,{traj}")
+    );
+    let read = |p: &Path| std::fs::read(p.join("gd_trajectory.csv")).unwrap();
+    assert!(
+        read(&runs[0]) == read(&runs[1]),
+        "gd_trajectory.csv differs between 1 and 2 threads"
+    );
+    let events = std::fs::read_to_string(runs[0].join("events.csv")).unwrap();
+    assert!(
+        events.contains("\"p_{1,2}@0.5\",gd,")
+            && events.contains("linear interpolation between GD steps")
+            && events.contains("stage_II_done,gd,"),
+        "{events}"
+    );
+    let (a, b) = (
+        p_columns(&runs[0].join("gd_trajectory.csv")),
+        p_columns(&runs[2].join("gd_trajectory.csv")),
+    );
+    assert_eq!(a.len(), b.len());
+    // the first row is the common initial point; later rows follow each seed's batches
+    assert_eq!(a[0], b[0]);
+    assert!(a[1..].iter().zip(&b[1..]).all(|(x, y)| x != y));
+    // 3 stages x checkpoints(40, 9) rows + 2 stage-end rows
+    let rows = std::fs::read_to_string(runs[0].join("gd_trajectory.csv"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(rows > 3 * 5 && rows <= 1 + 3 * 9 + 2, "{rows}");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs[0].join("manifest.json")).unwrap())
+            .unwrap();
+    let gd = &m["jobs"][0]["gd"];
+    assert_eq!(gd["steps"], 120);
+    assert_eq!(gd["data"]["kind"], "fresh");
+    assert_eq!(gd["data"]["batch"], 30);
+    assert_eq!(gd["c_norm_at_stage_ends"].as_array().unwrap().len(), 4);
+}
+
+/// Bad `[gih.gd]` input: exit 2, one message naming `gih.gd.<field>` and the accepted values,
+/// nothing written.
+#[test]
+fn bad_gih_gd_input_exits_2_names_the_field_and_writes_nothing() {
+    let gd = |body: &str| format!("{TINY}[gih.gd]\n{body}\n");
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown data",
+            gd("data = \"bogus\""),
+            "gih.gd.data: unknown variant `bogus`, expected `fixed` or `fresh`",
+        ),
+        (
+            "batch = 0",
+            gd("data = \"fresh\"\nbatch = 0"),
+            "gih.gd.batch: must be in 1..=1000000, got 0",
+        ),
+        (
+            "batch too large",
+            gd("data = \"fresh\"\nbatch = 1000001"),
+            "gih.gd.batch: must be in 1..=1000000, got 1000001",
+        ),
+        (
+            "fresh without a batch",
+            gd("data = \"fresh\""),
+            "gih.gd.batch: required with data = \"fresh\": the sequences drawn per step, in 1..=1000000",
+        ),
+        (
+            "a batch with the fixed sample",
+            gd("batch = 10"),
+            "gih.gd.batch: only data = \"fresh\" takes a batch",
+        ),
+        (
+            "samples = 1",
+            gd("samples = 1"),
+            "gih.gd.samples: must be in 2..=100000, got 1",
+        ),
+        (
+            "unknown field",
+            gd("bach = 3"),
+            "gih.gd.bach: unknown field",
+        ),
+    ];
+    for (what, text, message) in cases {
+        let dir = tmp();
+        let f = write(dir.path(), "bad.toml", &text);
+        let r = ihdyn(dir.path(), &["run", &f], &[]);
+        assert_eq!(r.code, 2, "{what}: {}", r.stderr);
+        assert!(r.stderr.contains(message), "{what}: got {:?}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{what}: one message");
+        assert!(
+            !dir.path().join("output").exists(),
+            "{what}: output/ was created"
+        );
+    }
+}

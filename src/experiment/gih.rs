@@ -1144,6 +1144,10 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
         GdData::Fixed => "GD".to_string(),
         GdData::Fresh { batch } => format!("SGD, B = {batch}"),
     });
+    let with_gd = |i: usize, title: &str| match (&gd_name, i) {
+        (Some(gn), 0) => format!("{title} (lines), {gn} (circles)"),
+        _ => title.to_string(),
+    };
     let model_key = |i: usize| if i == 0 { "reduced" } else { "full" };
     let since = |name: &str| Axis::log(format!("time since the start of stage {name} (log scale)"));
     // Side-by-side panels share the time range: from the latest first sample of the models (GD
@@ -1175,7 +1179,7 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
         let mut panels = Vec::new();
         for (i, (title, table)) in models.iter().enumerate() {
             let mut p = Panel::new(
-                format!("{title}: p_S in stage {name}"),
+                format!("{}: p_S in stage {name}", with_gd(i, title)),
                 shared(k),
                 Axis::linear("p_S = c_S² / ‖c‖²").with_range(0.0, 1.02),
             );
@@ -1287,7 +1291,7 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
         let mut panels = Vec::new();
         for (i, (title, table)) in models.iter().enumerate() {
             let mut p = Panel::new(
-                format!("{title}: a in stage {name}"),
+                format!("{}: a in stage {name}", with_gd(i, title)),
                 shared(k),
                 Axis::linear("classifier scalar a"),
             );
