@@ -5,7 +5,9 @@
 //!
 //! Outputs: `mi.csv`, `trajectory.csv`, `replicator.csv`, `events.csv`, the figures
 //! `selection`, `rpe`, `classifier`, `loss` (PNG + SVG), and with the full model
-//! `full_trajectory.csv` (and the full model's panels beside the reduced ones in every figure).
+//! `full_trajectory.csv` (and the full model's panels beside the reduced ones in every figure),
+//! and with `[gih.gd]` (GD or SGD on fresh batches on the reduced model, [`gd`])
+//! `gd_trajectory.csv` (drawn over the reduced flow's curves).
 //!
 //! In a scenario with a `[sweep]`, `[gih]` configures every sweep point ([`point`]) and is not
 //! run on its own.
