@@ -1020,11 +1020,26 @@ where
     } else {
         (area.clone(), None)
     };
+    // The y tick labels get the room they need (powers of ten are wider than plain numbers).
+    let y_tick_w = {
+        let probe: Vec<f64> = if p.y.log {
+            log_ticks(ylo, yhi)
+        } else {
+            nice_ticks(ylo, yhi, 10.0)
+        };
+        let style = TextStyle::from(("sans-serif", 17).into_font());
+        probe
+            .iter()
+            .filter_map(|&v| area.estimate_text_size(&y_ticks.label(v), &style).ok())
+            .map(|(w, _)| w)
+            .max()
+            .unwrap_or(0)
+    };
     let mut chart = ChartBuilder::on(&main)
         .caption(&p.title, ("sans-serif", 24).into_font())
         .margin(12)
         .x_label_area_size(58)
-        .y_label_area_size(86)
+        .y_label_area_size((y_tick_w + 46).max(86))
         .build_cartesian_2d(xr, yr)
         .map_err(|e| err(&e))?;
     let (plot_x, plot_y) = chart.plotting_area().get_pixel_range();
@@ -1400,17 +1415,18 @@ where
 /// Width of the colour-bar column right of a plot.
 const COLORBAR_W: u32 = 124;
 
-/// Round tick values inside [lo, hi] (steps of 1, 2 or 5 times a power of ten, at most 6).
-fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
+/// Round tick values inside [lo, hi] (steps of 1, 2 or 5 times a power of ten, at most
+/// `most_steps` + 1 of them).
+fn nice_ticks(lo: f64, hi: f64, most_steps: f64) -> Vec<f64> {
     if !(hi > lo && lo.is_finite() && hi.is_finite()) {
         return vec![lo];
     }
-    let raw = (hi - lo) / 5.0;
+    let raw = (hi - lo) / most_steps;
     let base = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 5.0, 10.0]
         .iter()
         .map(|m| m * base)
-        .find(|s| (hi - lo) / s <= 5.5)
+        .find(|s| (hi - lo) / s <= most_steps + 0.5)
         .unwrap_or(10.0 * base);
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
@@ -1457,7 +1473,7 @@ fn draw_colorbar<DB: DrawingBackend>(
     let ticks = TickStyle::of(lo, lo + span, false);
     let font =
         TextStyle::from(("sans-serif", 16).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-    for v in nice_ticks(lo, lo + span) {
+    for v in nice_ticks(lo, lo + span, 5.0) {
         let y = y1 - ((v - lo) / span * (y1 - y0) as f64).round() as i32;
         bar.draw(&PathElement::new(vec![(x1, y), (x1 + 5, y)], BLACK))
             .map_err(e)?;
@@ -1685,7 +1701,7 @@ mod tick_style_tests {
 
     #[test]
     fn colour_bar_ticks_are_round_and_inside() {
-        let t = nice_ticks(-2.11, -0.45);
+        let t = nice_ticks(-2.11, -0.45, 5.0);
         assert_eq!(t, vec![-2.0, -1.5, -1.0, -0.5]);
     }
 }
