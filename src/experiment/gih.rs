@@ -27,6 +27,7 @@ use crate::scenario::{GdData, GihJobSpec, GihSpec, Scenario, SolverSpec, SweepSp
 use crate::theory::gih::{Block, GihFlow, GihInit, GihModel, replicator, replicator_rate};
 use crate::theory::gih_mi::{MiEstimate, MiSpec, chi2_mi};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use plotters::style::RGBColor;
 use serde_json::json;
 
 mod gd;
@@ -1185,6 +1186,9 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
                 shared(k),
                 Axis::linear("p_S = c_S² / ‖c‖²").with_range(0.0, 1.02),
             );
+            // The replicator curves go after every p_S line, so that the legend lists the p_S
+            // together and the dashed curves are drawn on top.
+            let mut replicator = Vec::new();
             for sidx in 0..r.mi.subsets.len() {
                 let lab = r.mi.subsets.label(sidx);
                 let pts: Vec<(f64, f64)> = series(table, name, &format!("p_{lab}"), *t0)
@@ -1206,7 +1210,7 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
                         .filter(|(t, _)| *t > 0.0)
                         .collect();
                     let d = Series::dashed("", pts, color(sidx));
-                    p.series.push(if sidx == r.mi.best {
+                    replicator.push(if sidx == r.mi.best {
                         Series {
                             label: Some("dashed: replicator with U_S = Ĩ(S)".into()),
                             ..d
@@ -1228,15 +1232,23 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
                         .push(if sidx == r.mi.best { m } else { m.unlabelled() });
                 }
             }
+            p.series.append(&mut replicator);
+            // One colour per event (none of the p_S colours), so the markers tell apart.
+            const EVENT_COLORS: [RGBColor; 3] = [
+                RGBColor(0, 0, 0),
+                RGBColor(136, 34, 85),
+                RGBColor(110, 80, 20),
+            ];
             for e in events_of(model_key(i)) {
                 if let (true, Some(t)) = (e.name.starts_with(&format!("p_{star}@")), e.t)
                     && t > *t0
                     && t <= *t1
                 {
+                    let k = p.vlines.len();
                     p.vlines.push(VLine {
                         x: t - t0,
                         label: format!("{} at {}", e.name, short(t - t0)),
-                        color: color(6),
+                        color: EVENT_COLORS[k % EVENT_COLORS.len()],
                     });
                 }
             }

@@ -509,11 +509,13 @@ fn train_figure(
     let colors = [color(7), color(1), color(0)];
     let mut panels = Vec::new();
     for (title, ylabel, pick, log_y) in [
+        // w grows by decades on the plateau: a log axis (points with w ≤ 0, which it cannot
+        // show, are left out below).
         (
             "IH logit scale w",
-            "w (full model: (W_Q e₁)·(W_K u) of head 1)",
+            "w (log scale; full model: (W_Q e₁)·(W_K u), head 1)",
             0,
-            false,
+            true,
         ),
         ("loss", "loss (log scale)", 1, true),
         ("4-gram value weight w_G", "w_G", 2, false),
@@ -532,8 +534,17 @@ fn train_figure(
                 2 => &tr.w_g,
                 _ => &tr.v,
             };
+            let mut pts = pos(tr, ys);
+            if log_y {
+                // A log axis has no place for w ≤ 0 (or a non-finite value): the line breaks there.
+                for q in &mut pts {
+                    if !(q.1 > 0.0 && q.1.is_finite()) {
+                        q.1 = f64::NAN;
+                    }
+                }
+            }
             p.series
-                .push(Series::line(label(tr.model), pos(tr, ys), colors[k % 3]));
+                .push(Series::line(label(tr.model), pts, colors[k % 3]));
         }
         if pick == 0 {
             let level = spec.events.theta_ih * spec.w_star;
