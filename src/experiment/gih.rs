@@ -1189,6 +1189,7 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
             // The replicator curves go after every p_S line, so that the legend lists the p_S
             // together and the dashed curves are drawn on top.
             let mut replicator = Vec::new();
+            let mut gd_markers = Vec::new();
             for sidx in 0..r.mi.subsets.len() {
                 let lab = r.mi.subsets.label(sidx);
                 let pts: Vec<(f64, f64)> = series(table, name, &format!("p_{lab}"), *t0)
@@ -1228,11 +1229,11 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
                         color(sidx),
                         Marker::Circle,
                     );
-                    p.series
-                        .push(if sidx == r.mi.best { m } else { m.unlabelled() });
+                    gd_markers.push(if sidx == r.mi.best { m } else { m.unlabelled() });
                 }
             }
             p.series.append(&mut replicator);
+            p.series.append(&mut gd_markers);
             // One colour per event (none of the p_S colours), so the markers tell apart.
             const EVENT_COLORS: [RGBColor; 3] = [
                 RGBColor(0, 0, 0),

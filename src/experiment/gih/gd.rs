@@ -37,7 +37,7 @@ pub enum GdSource<'a> {
     /// The fixed training sample (full batch).
     Fixed(&'a GihFlow),
     /// A new batch per step.
-    Fresh(FreshBatches),
+    Fresh(Box<FreshBatches>),
 }
 
 impl GdSource<'_> {
@@ -118,7 +118,7 @@ pub(super) fn run_gd(
     let names = flow.names().to_vec();
     let mut source = match g.data {
         GdData::Fixed => GdSource::Fixed(&flow),
-        GdData::Fresh { batch } => GdSource::Fresh(FreshBatches::new(
+        GdData::Fresh { batch } => GdSource::Fresh(Box::new(FreshBatches::new(
             m,
             DataSpec {
                 prior: prior(s),
@@ -128,7 +128,7 @@ pub(super) fn run_gd(
                 seed: 0,
             },
             s.seed,
-        )),
+        ))),
     };
     let fresh = matches!(g.data, GdData::Fresh { .. });
     let mut learner = FlatLearner::new(&th0, &names, Optimizer::Gd, |step, th, gr| {
