@@ -146,7 +146,8 @@ fn check_resume(scenario: &Scenario, opts: &RunOptions) -> Result<(), Error> {
         Err(_) if !opts.out.file(sweep::POINTS_LOG).exists() => return Ok(()),
         Err(e) => {
             return Err(Error::Usage(format!(
-                "--resume: cannot read `{}` ({e}), so the points in `{}` cannot be checked;                  drop --resume to start over",
+                "--resume: cannot read `{}` ({e}), so the points in `{}` cannot be checked; \
+                 drop --resume to start over",
                 path.display(),
                 sweep::POINTS_LOG
             )));

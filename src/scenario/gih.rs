@@ -275,7 +275,8 @@ fn check_feature_memory_n(
     let numbers = histories * (s.heads * s.d * crate::model::gih_common::CHUNKS) as f64;
     check(field, numbers <= (1u64 << 27) as f64, || {
         format!(
-            "d = {}, H = {}, largest offset {} give up to {histories:e} distinct local histories,              too many for the gradient's tables; use a smaller d, M or H",
+            "d = {}, H = {}, largest offset {} give up to {histories:e} distinct local histories, \
+             too many for the gradient's tables; use a smaller d, M or H",
             s.d,
             s.heads,
             s.shape().max_offset()
