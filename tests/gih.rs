@@ -266,6 +266,21 @@ fn bad_gih_input_exits_2_names_the_field_and_writes_nothing() {
             "gih: the [gih] job needs [system] kind = \"gih\"",
         ),
         (
+            "a transfer length within the window",
+            format!("{TINY}[gih.transfer]\nL = [3, 50]\n"),
+            "gih.transfer.L: each length must be in 4..=100000",
+        ),
+        (
+            "a transfer prior alpha = 0",
+            format!("{TINY}[gih.transfer]\nalpha = [0.1, 0.0]\n"),
+            "gih.transfer.alpha: must be > 0",
+        ),
+        (
+            "too few transfer sequences for the batch standard error",
+            format!("{TINY}[gih.transfer]\nn_sequences = 9\n"),
+            "gih.transfer.n_sequences: must be in 10..=10000000, got 9",
+        ),
+        (
             "Monte Carlo MI with power 1",
             TINY.replace(
                 "draws = 300",
@@ -466,4 +481,56 @@ fn bad_gih_gd_input_exits_2_names_the_field_and_writes_nothing() {
             "{what}: output/ was created"
         );
     }
+}
+
+/// `[gih.transfer]` (Fig. 7's protocol): every trained model at every (α, L), in order, and
+/// at the training (L, α) the loss of the trained flow on fresh sequences agrees with its loss
+/// on the validation sample (an independent sample of the same law) within 4 standard errors.
+#[test]
+fn transfer_evaluates_the_trained_models_at_other_lengths() {
+    let dir = tmp();
+    let text = format!(
+        "{}[gih.transfer]\nL = [20, 8, 60]\nalpha = [0.3, 1.0]\nn_sequences = 400\n",
+        TINY.replace("n_sequences = 200", "n_sequences = 2000")
+    );
+    let f = write(dir.path(), "t.toml", &text);
+    let out = dir.path().join("out");
+    let r = ihdyn(
+        dir.path(),
+        &["run", &f, "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let csv = std::fs::read_to_string(out.join("transfer.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("model,L,alpha,loss,stderr,n_sequences"));
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    // flow and full, 2 priors, 3 lengths; sorted by model, alpha, L
+    assert_eq!(rows.len(), 12, "{csv}");
+    let keys: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r[0].clone(), r[2].clone(), r[1].clone()))
+        .collect();
+    assert_eq!(keys[0], ("flow".into(), "0.3".into(), "8".into()));
+    assert_eq!(keys[2], ("flow".into(), "0.3".into(), "60".into()));
+    assert_eq!(keys[3], ("flow".into(), "1".into(), "8".into()));
+    assert_eq!(keys[6], ("full".into(), "0.3".into(), "8".into()));
+    for r in &rows {
+        let (loss, se): (f64, f64) = (r[3].parse().unwrap(), r[4].parse().unwrap());
+        assert!(loss.is_finite() && se > 0.0 && se < 0.1, "{r:?}");
+        assert_eq!(r[5], "400");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let job = &manifest["jobs"][0];
+    let val = job["reduced"]["final_val_loss"].as_f64().unwrap();
+    let at_train = &rows[1]; // flow, alpha 0.3, L 20: the training law
+    let (loss, se): (f64, f64) = (at_train[3].parse().unwrap(), at_train[4].parse().unwrap());
+    assert!(
+        (loss - val).abs() < 4.0 * se,
+        "transfer at the training law {loss} ± {se} vs validation loss {val}"
+    );
+    assert!(out.join("transfer.png").exists() && out.join("transfer.svg").exists());
 }

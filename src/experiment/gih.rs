@@ -13,6 +13,7 @@
 //! run on its own.
 
 use super::JobOutput;
+use super::gih_transfer;
 use super::points::{Column, PointRows, Role};
 use super::system::{Instance, Param};
 use crate::Error;
@@ -23,7 +24,9 @@ use crate::model::markov::{ChainShape, DataSpec, KernelPrior, Sequences, generat
 use crate::model::train::{FlatLearner, Guard, Optimizer, Stage as GdStage, train as train_gd};
 use crate::report::figure::{Axis, Figure, Heatmap, LegendAt, Marker, Panel, Series, VLine, color};
 use crate::report::{Cell, OutputDir, Table, fmt_f64};
-use crate::scenario::{GdData, GihJobSpec, GihSpec, Scenario, SolverSpec, SweepSpec, SystemSpec};
+use crate::scenario::{
+    GdData, GihFullSpec, GihJobSpec, GihSpec, Scenario, SolverSpec, SweepSpec, SystemSpec,
+};
 use crate::theory::gih::{Block, GihFlow, GihInit, GihModel, replicator, replicator_rate};
 use crate::theory::gih_mi::{MiEstimate, MiSpec, chi2_mi};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -43,14 +46,23 @@ pub fn prior(s: &GihSpec) -> KernelPrior {
 
 /// One generated set of `n_sequences`, split into training and validation (§3, §12).
 pub fn data(s: &GihSpec) -> (Sequences, Sequences) {
-    let all = generate(&DataSpec {
-        prior: prior(s),
-        length: s.length,
-        start: s.start,
-        n_sequences: s.n_sequences,
-        seed: s.seed,
-    });
+    let all = generate(&data_spec_with(s, s.length, s.alpha, s.n_sequences, s.seed));
     split(&all, s.train_fraction)
+}
+
+/// `n` fresh sequences of length `length` under a Dirichlet(`alpha`) prior, otherwise as the
+/// scenario's chain (parents, start), seeded with `seed`.
+pub fn data_spec_with(s: &GihSpec, length: usize, alpha: f64, n: usize, seed: u64) -> DataSpec {
+    DataSpec {
+        prior: KernelPrior::Dirichlet {
+            shape: ChainShape::new(s.d, &s.parents()),
+            alpha,
+        },
+        length,
+        start: s.start,
+        n_sequences: n,
+        seed,
+    }
 }
 
 pub fn model(s: &GihSpec) -> GihModel {
@@ -566,6 +578,16 @@ fn checkpoints(steps: u64, n: usize) -> Vec<u64> {
     v
 }
 
+/// The full model's settings of a `[gih.full]` table.
+fn full_settings(f: &GihFullSpec) -> FullSettings {
+    FullSettings {
+        layer_norm: f.layer_norm,
+        ln_eps: f.ln_eps,
+        self_attention: f.self_attention,
+        proj_init: f.proj_init,
+    }
+}
+
 /// The GD schedule of the job's stages over a θ of layout `lay`: stage k trains the blocks of
 /// `gih.stages[k]` (plus `extra` coordinates when it trains `layer1`), with t = lr × steps.
 fn gd_stages(job: &GihJobSpec, lay: &Layout, layer1: std::ops::Range<usize>) -> Vec<GdStage> {
@@ -717,12 +739,7 @@ fn run_full(
 ) -> Result<FullRun, Error> {
     let f = job.full.as_ref().expect("called with a full model");
     let started = std::time::Instant::now();
-    let settings = FullSettings {
-        layer_norm: f.layer_norm,
-        ln_eps: f.ln_eps,
-        self_attention: f.self_attention,
-        proj_init: f.proj_init,
-    };
+    let settings = full_settings(f);
     let full = GihTransformer::new(s.shape(), s.loss, settings, train);
     let val_model = GihTransformer::new(s.shape(), s.loss, settings, val);
     let flay = *full.layout();
@@ -877,6 +894,32 @@ pub fn run(
     for (stem, fig) in &figs {
         files.extend(out.write_figure(stem, fig)?);
     }
+    let transfer = match &job.transfer {
+        None => None,
+        Some(t) => {
+            let started = std::time::Instant::now();
+            let mut trained = vec![gih_transfer::Trained {
+                name: "flow",
+                theta: &r.reduced.final_theta,
+                full: None,
+            }];
+            if let (Some(f), Some(fs)) = (&r.full, &job.full) {
+                trained.push(gih_transfer::Trained {
+                    name: "full",
+                    theta: &f.final_theta,
+                    full: Some(full_settings(fs)),
+                });
+            }
+            let rows = gih_transfer::evaluate(s, t, &trained);
+            files.push(out.write_csv("transfer.csv", &gih_transfer::table(&rows, t.n_sequences))?);
+            let title = format!("Fig. 7 protocol: trained at L = {}", s.length);
+            files.extend(out.write_figure(
+                "transfer",
+                &gih_transfer::figure(s, &rows, &title, &label(s)),
+            )?);
+            Some((rows, started.elapsed().as_secs_f64()))
+        }
+    };
     let mut console = vec![format!(
         "gih: {} — {} training / {} validation sequences",
         label(s),
@@ -907,6 +950,29 @@ pub fn run(
             "  full model: {} GD steps, final loss {:.5}, validation loss {:.5} ({:.2} s)",
             f.steps, f.final_loss, f.final_val_loss, f.seconds
         ));
+    }
+    if let (Some((rows, secs)), Some(t)) = (&transfer, &job.transfer) {
+        console.push(format!(
+            "  transfer ({} fresh sequences per point, {secs:.2} s): loss at L = {}",
+            t.n_sequences,
+            t.lengths
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        for chunk in rows.chunk_by(|a, b| a.model == b.model && a.alpha == b.alpha) {
+            console.push(format!(
+                "    {:<5} α = {:<6} {}",
+                chunk[0].model,
+                chunk[0].alpha,
+                chunk
+                    .iter()
+                    .map(|r| format!("{:.4}", r.loss))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
     }
     if let Some(g) = &r.gd {
         let norms: Vec<String> = g.c_norms.iter().map(|v| format!("{v:.4}")).collect();
@@ -974,6 +1040,13 @@ pub fn run(
                 "final_loss": f.final_loss,
                 "final_val_loss": f.final_val_loss,
                 "events": events_json(&f.events),
+            })),
+            "transfer": job.transfer.as_ref().map(|t| json!({
+                "L": t.lengths,
+                "alpha": t.alphas,
+                "n_sequences": t.n_sequences,
+                "seed": t.seed,
+                "seconds": transfer.as_ref().map(|x| x.1),
             })),
             "seconds": started.elapsed().as_secs_f64(),
         }),

@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod gih;
+pub mod gih_transfer;
 pub mod phase;
 pub mod points;
 pub mod rich;

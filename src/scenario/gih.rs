@@ -300,6 +300,17 @@ pub struct RawGihJob {
     mi: RawMi,
     full: Option<RawFull>,
     gd: Option<RawGd>,
+    transfer: Option<RawTransfer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransfer {
+    #[serde(rename = "L")]
+    lengths: Option<Vec<i64>>,
+    alpha: Option<Vec<f64>>,
+    n_sequences: Option<i64>,
+    seed: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -407,6 +418,19 @@ pub struct GihFullSpec {
     pub samples: usize,
 }
 
+/// Validated `[gih.transfer]`: the trained parameters evaluated on fresh sequences of other
+/// lengths and priors (theory/chen.md §12, Fig. 7).
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferSpec {
+    pub lengths: Vec<usize>,
+    pub alphas: Vec<f64>,
+    pub n_sequences: usize,
+    pub seed: u64,
+}
+
+/// Batches whose means give the standard error of a transfer loss.
+pub const TRANSFER_BATCHES: usize = 10;
+
 /// Validated `[gih]` job.
 #[derive(Debug, Clone, Serialize)]
 pub struct GihJobSpec {
@@ -420,6 +444,7 @@ pub struct GihJobSpec {
     pub log_c: bool,
     pub mi: MiJobSpec,
     pub full: Option<GihFullSpec>,
+    pub transfer: Option<TransferSpec>,
     pub gd: Option<GihGdSpec>,
 }
 
@@ -544,6 +569,10 @@ impl RawGihJob {
                 })
             }
         };
+        let transfer = match self.transfer {
+            None => None,
+            Some(t) => Some(validate_transfer(t, system, full.is_some())?),
+        };
         let gd = match self.gd {
             None => None,
             Some(g) => {
@@ -603,7 +632,65 @@ impl RawGihJob {
                 seed: self.mi.seed.unwrap_or(seed.wrapping_add(1)),
             },
             full,
+            transfer,
             gd,
         })
     }
+}
+
+fn validate_transfer(
+    t: RawTransfer,
+    system: &GihSpec,
+    full: bool,
+) -> Result<TransferSpec, FieldError> {
+    let reach = system.shape().max_offset();
+    let raw = t
+        .lengths
+        .unwrap_or_else(|| vec![10, 20, 50, 100, 200, 400, 700, 1000]);
+    check(
+        "gih.transfer.L",
+        !raw.is_empty() && raw.len() <= 1000,
+        || format!("must list 1..=1000 lengths, got {}", raw.len()),
+    )?;
+    let mut lengths = Vec::new();
+    for &l in &raw {
+        let l = int_in("gih.transfer.L", l, reach as i64 + 1, 100_000).map_err(|_| {
+            FieldError::new(
+                "gih.transfer.L",
+                format!(
+                    "each length must be in {}..=100000 (longer than the largest offset \
+                     {reach}), got {l}",
+                    reach + 1
+                ),
+            )
+        })?;
+        lengths.push(l);
+    }
+    let alphas = t.alpha.unwrap_or_else(|| vec![system.alpha]);
+    check(
+        "gih.transfer.alpha",
+        !alphas.is_empty() && alphas.len() <= 100,
+        || format!("must list 1..=100 values, got {}", alphas.len()),
+    )?;
+    for &a in &alphas {
+        check_positive("gih.transfer.alpha", a)?;
+    }
+    let n = int_in(
+        "gih.transfer.n_sequences",
+        t.n_sequences.unwrap_or(1000),
+        TRANSFER_BATCHES as i64,
+        10_000_000,
+    )?;
+    // the gradient tables of the longest evaluation must fit like the training ones
+    // the gradient tables of the longest evaluation must fit like the training ones (the same
+    // number of tokens as n sequences of that length)
+    let longest = lengths.iter().copied().max().unwrap_or(system.length);
+    let tokens_as_n = (n * longest).div_ceil(system.length);
+    check_feature_memory_n(system, tokens_as_n, full, "gih.transfer.n_sequences")?;
+    Ok(TransferSpec {
+        lengths,
+        alphas,
+        n_sequences: n,
+        seed: t.seed.unwrap_or(system.seed.wrapping_add(3)),
+    })
 }

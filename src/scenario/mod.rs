@@ -16,7 +16,7 @@ mod validate;
 
 pub use gih::{
     GdData, GihFullSpec, GihGdSpec, GihJobSpec, GihSpec, LossName, MiJobSpec, RawGih, RawGihJob,
-    StageSpec,
+    StageSpec, TRANSFER_BATCHES, TransferSpec,
 };
 pub use musat::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
 pub use musat_full::{CompareSpec, InitKind, Musat19Spec, RawCompare, RawMusat19};
