@@ -534,3 +534,35 @@ fn transfer_evaluates_the_trained_models_at_other_lengths() {
     );
     assert!(out.join("transfer.png").exists() && out.join("transfer.svg").exists());
 }
+
+/// `start = "uniform_last"` (the one-parent variant) is accepted and changes the data, hence the
+/// trajectory; an unknown start names the accepted values.
+#[test]
+fn the_one_parent_variant_runs_and_changes_the_data() {
+    let dir = tmp();
+    let mut csv = Vec::new();
+    for (i, start) in ["uniform", "uniform_last"].iter().enumerate() {
+        let text = TINY
+            .replace("pa = [-1, -2]", "pa = [-1]")
+            .replace("seed = 7", &format!("seed = 7\nstart = \"{start}\""));
+        let f = write(dir.path(), &format!("s{i}.toml"), &text);
+        let out = dir.path().join(format!("o{i}"));
+        let r = ihdyn(
+            dir.path(),
+            &["run", &f, "--out", out.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{start}: {}", r.stderr);
+        csv.push(std::fs::read_to_string(out.join("trajectory.csv")).unwrap());
+    }
+    assert_ne!(csv[0], csv[1], "the variant must change the sample");
+    let text = TINY.replace("seed = 7", "seed = 7\nstart = \"last\"");
+    let f = write(dir.path(), "bad.toml", &text);
+    let r = ihdyn(dir.path(), &["run", &f], &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("system.start") && r.stderr.contains("uniform_last"),
+        "{}",
+        r.stderr
+    );
+}

@@ -36,6 +36,10 @@ pub enum Start {
     Uniform,
     /// From the stationary law of the lifted chain (the theory).
     Stationary,
+    /// As `Uniform`, and the last input token x_L is redrawn uniformly before the target is
+    /// drawn from the kernel (the authors' one-parent variant, theory/chen.md §3).
+    #[serde(rename = "uniform_last")]
+    UniformLast,
 }
 
 /// A parent set and vocabulary: the shape of a kernel.
@@ -274,7 +278,7 @@ impl Kernel {
         let r_max = self.shape.r_max();
         out.clear();
         match start {
-            Start::Uniform => {
+            Start::Uniform | Start::UniformLast => {
                 for _ in 0..r_max.min(len) {
                     out.push(rng.random_range(0..d) as u8);
                 }
@@ -292,6 +296,10 @@ impl Kernel {
             }
         }
         while out.len() < len {
+            if start == Start::UniformLast && out.len() + 1 == len && len >= 2 {
+                // x_L (the last input token) uniform, then the target from the kernel
+                out[len - 2] = rng.random_range(0..d) as u8;
+            }
             let x = self.next_token(out, rng);
             out.push(x);
         }
@@ -466,7 +474,7 @@ pub fn generate(spec: &DataSpec) -> Sequences {
                     own = kernel.start_law();
                     Some(own.as_slice())
                 }
-                (None, Start::Uniform) => None,
+                (None, Start::Uniform | Start::UniformLast) => None,
             };
             let mut out = Vec::with_capacity(w);
             kernel.sample_sequence(w, spec.start, mu, &mut rng, &mut out);

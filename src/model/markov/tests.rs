@@ -178,3 +178,43 @@ fn sequences_follow_the_kernel() {
         assert_eq!(out[l], out[l - 2]);
     }
 }
+
+/// The one-parent variant: with the rule x_l = x_{l−1} + 1 (mod 3), the chain is followed up to
+/// x_{L−1}; x_L is uniform and independent of x_{L−1} (all 9 pairs appear, about equally
+/// often), and the target follows the kernel from the redrawn x_L. With `Uniform` x_L follows
+/// the rule (3 pairs only).
+#[test]
+fn uniform_last_redraws_the_last_input_token() {
+    let k = Kernel::from_fn(ChainShape::new(3, &[1]), |ctx| {
+        let mut r = vec![0.0; 3];
+        r[(ctx[0] + 1) % 3] = 1.0;
+        r
+    });
+    let len = 12; // L = 11 inputs and the target
+    let mut pairs = [[0usize; 3]; 3];
+    let mut out = Vec::new();
+    for i in 0..9000 {
+        k.sample_sequence(len, Start::UniformLast, None, &mut item_rng(3, i), &mut out);
+        for l in 1..len - 2 {
+            assert_eq!(
+                out[l] as usize,
+                (out[l - 1] as usize + 1) % 3,
+                "chain before x_L"
+            );
+        }
+        assert_eq!(
+            out[len - 1] as usize,
+            (out[len - 2] as usize + 1) % 3,
+            "target from x_L"
+        );
+        pairs[out[len - 3] as usize][out[len - 2] as usize] += 1;
+    }
+    for row in &pairs {
+        for &c in row {
+            // 1000 expected per pair; 5 sigma of a binomial(9000, 1/9) is about 150
+            assert!((850..=1150).contains(&c), "{pairs:?}");
+        }
+    }
+    k.sample_sequence(len, Start::Uniform, None, &mut item_rng(3, 0), &mut out);
+    assert_eq!(out[len - 2] as usize, (out[len - 3] as usize + 1) % 3);
+}
