@@ -1143,6 +1143,24 @@ fn num(c: &Cell) -> Option<f64> {
 }
 
 /// (t, value) of a column over the rows of one stage (t shifted by −offset).
+/// A column in a stage as its change since the stage's first row (for log-t axes: t > 0 only),
+/// with that first value; None when the stage has no rows.
+fn change_since_start(
+    table: &Table,
+    stage: &str,
+    name: &str,
+    offset: f64,
+) -> Option<(f64, Vec<(f64, f64)>)> {
+    let raw = series(table, stage, name, offset);
+    let &(_, first) = raw.first()?;
+    let pts = raw
+        .into_iter()
+        .filter(|(t, _)| *t > 0.0)
+        .map(|(t, v)| (t, v - first))
+        .collect();
+    Some((first, pts))
+}
+
 fn series(table: &Table, stage: &str, name: &str, offset: f64) -> Vec<(f64, f64)> {
     let (ct, cs, cv) = (col(table, "t"), col(table, "stage"), col(table, name));
     table
@@ -1433,15 +1451,9 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
                 .into_iter()
                 .enumerate()
             {
-                let raw = series(table, name, column, *t0);
-                let Some(&(_, first)) = raw.first() else {
+                let Some((first, pts)) = change_since_start(table, name, column, *t0) else {
                     continue;
                 };
-                let pts: Vec<(f64, f64)> = raw
-                    .into_iter()
-                    .filter(|(t, _)| *t > 0.0)
-                    .map(|(t, v)| (t, v - first))
-                    .collect();
                 let lab = format!("{title}, {which} (at start {})", short(first));
                 p.series.push(if i == 0 {
                     Series::line(lab, pts, color(j))
@@ -1455,15 +1467,9 @@ fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {
                 .into_iter()
                 .enumerate()
             {
-                let raw = series(&g.table, name, column, *t0);
-                let Some(&(_, first)) = raw.first() else {
+                let Some((_, pts)) = change_since_start(&g.table, name, column, *t0) else {
                     continue;
                 };
-                let pts: Vec<(f64, f64)> = raw
-                    .into_iter()
-                    .filter(|(t, _)| *t > 0.0)
-                    .map(|(t, v)| (t, v - first))
-                    .collect();
                 p.series.push(Series::markers(
                     format!("reduced {gn}, {which}"),
                     pts,
