@@ -129,7 +129,8 @@ fn gih_run_writes_every_output_with_exact_headers() {
 #[test]
 fn gih_csv_is_byte_identical_on_one_and_two_threads() {
     let dir = tmp();
-    let f = write(dir.path(), "tiny.toml", TINY);
+    let text = format!("{TINY}[gih.transfer]\nL = [10, 40]\nn_sequences = 100\n");
+    let f = write(dir.path(), "tiny.toml", &text);
     let mut outputs = Vec::new();
     for (i, threads) in ["1", "2"].iter().enumerate() {
         let out = dir.path().join(format!("run{i}"));
@@ -146,6 +147,7 @@ fn gih_csv_is_byte_identical_on_one_and_two_threads() {
                 "replicator.csv",
                 "events.csv",
                 "full_trajectory.csv",
+                "transfer.csv",
             ]
             .map(|n| std::fs::read(out.join(n)).unwrap()),
         );
