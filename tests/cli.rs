@@ -3,7 +3,6 @@
 mod common;
 use common::*;
 use serde::Deserialize;
-use std::path::Path;
 
 #[derive(Deserialize)]
 struct Manifest {
@@ -13,12 +12,6 @@ struct Manifest {
     scenario: serde_json::Value,
     wall_seconds: f64,
     jobs: Vec<serde_json::Value>,
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
 }
 
 #[test]
@@ -126,25 +119,10 @@ fn bad_input_exits_2_names_the_field_and_writes_nothing() {
             "unknown field `plots`",
         ),
     ];
-    for (what, text, message) in cases {
-        let dir = tmp();
-        let f = write(dir.path(), "bad.toml", &text);
-        let good = write(
-            dir.path(),
-            "good.toml",
-            "name = \"good\"\n[system]\nkind = \"musat3\"\nn = 4\n[solve]\n",
-        );
-        // The good scenario listed first must not run either: validation precedes writing.
-        let r = ihdyn(dir.path(), &["run", &good, &f], &[]);
-        assert_eq!(r.code, 2, "{what}: {}", r.stderr);
-        assert!(r.stderr.contains(message), "{what}: got {:?}", r.stderr);
-        assert_eq!(r.stderr.trim().lines().count(), 1, "{what}: one message");
-        assert!(r.stderr.starts_with("ihdyn: "), "{what}");
-        assert!(
-            !dir.path().join("output").exists(),
-            "{what}: output/ was created"
-        );
-    }
+    assert_refused(
+        &cases,
+        Some("name = \"good\"\n[system]\nkind = \"musat3\"\nn = 4\n[solve]\n"),
+    );
 }
 
 #[test]

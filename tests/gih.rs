@@ -45,12 +45,6 @@ lr = 1.0
 steps = 40
 "#;
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
-}
-
 #[test]
 fn gih_run_writes_every_output_with_exact_headers() {
     let dir = tmp();
@@ -291,18 +285,7 @@ fn bad_gih_input_exits_2_names_the_field_and_writes_nothing() {
             "gih.mi.power: the monte_carlo method supports only power = 2",
         ),
     ];
-    for (what, text, message) in cases {
-        let dir = tmp();
-        let f = write(dir.path(), "bad.toml", &text);
-        let r = ihdyn(dir.path(), &["run", &f], &[]);
-        assert_eq!(r.code, 2, "{what}: {}", r.stderr);
-        assert!(r.stderr.contains(message), "{what}: got {:?}", r.stderr);
-        assert_eq!(r.stderr.trim().lines().count(), 1, "{what}: one message");
-        assert!(
-            !dir.path().join("output").exists(),
-            "{what}: output/ was created"
-        );
-    }
+    assert_refused(&cases, None);
 }
 
 /// The generic jobs work on a gih system: `[solve]` integrates the joint flow of (c, w, a) from
@@ -471,18 +454,7 @@ fn bad_gih_gd_input_exits_2_names_the_field_and_writes_nothing() {
             "gih.gd.bach: unknown field",
         ),
     ];
-    for (what, text, message) in cases {
-        let dir = tmp();
-        let f = write(dir.path(), "bad.toml", &text);
-        let r = ihdyn(dir.path(), &["run", &f], &[]);
-        assert_eq!(r.code, 2, "{what}: {}", r.stderr);
-        assert!(r.stderr.contains(message), "{what}: got {:?}", r.stderr);
-        assert_eq!(r.stderr.trim().lines().count(), 1, "{what}: one message");
-        assert!(
-            !dir.path().join("output").exists(),
-            "{what}: output/ was created"
-        );
-    }
+    assert_refused(&cases, None);
 }
 
 /// `[gih.transfer]` (Fig. 7's protocol): every trained model at every (α, L), in order, and

@@ -14,12 +14,6 @@ use std::path::Path;
 const NAMES: &str = "alpha1,alpha2,alpha3,beta1,beta2,beta3,beta4,beta5,beta6,beta7,beta8,beta9,\
 beta10,beta11,beta12,gamma1,gamma2,gamma3,gamma4";
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
-}
-
 fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -214,18 +208,7 @@ fn bad_compare_input_exits_2_names_the_field_and_writes_nothing() {
             "system.freeze: unknown coordinate `beta13`",
         ),
     ];
-    for (what, text, message) in cases {
-        let dir = tmp();
-        let f = write(dir.path(), "bad.toml", &text);
-        let r = ihdyn(dir.path(), &["run", &f], &[]);
-        assert_eq!(r.code, 2, "{what}: {}", r.stderr);
-        assert!(r.stderr.contains(message), "{what}: got {:?}", r.stderr);
-        assert_eq!(r.stderr.trim().lines().count(), 1, "{what}: one message");
-        assert!(
-            !dir.path().join("output").exists(),
-            "{what}: output/ was created"
-        );
-    }
+    assert_refused(&cases, None);
 }
 
 #[test]

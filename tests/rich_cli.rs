@@ -5,12 +5,6 @@ mod common;
 use common::*;
 use std::path::Path;
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
-}
-
 fn run_ok(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let r = ihdyn(dir, args, env);
     assert_eq!(r.code, 0, "{:?}: {}", args, r.stderr);
@@ -327,23 +321,10 @@ fn bad_input_exits_2_names_the_field_and_writes_nothing() {
             "train: not available for kind \"musat3\"",
         ),
     ];
-    for (what, text, message) in cases {
-        let dir = tmp();
-        let f = write(dir.path(), "bad.toml", &text);
-        let good = write(
-            dir.path(),
-            "good.toml",
-            "name = \"good\"\n[system]\nkind = \"rich\"\nL = 8\n[solve]\n",
-        );
-        let r = ihdyn(dir.path(), &["run", &good, &f], &[]);
-        assert_eq!(r.code, 2, "{what}: {}", r.stderr);
-        assert!(r.stderr.contains(message), "{what}: got {:?}", r.stderr);
-        assert_eq!(r.stderr.trim().lines().count(), 1, "{what}: one message");
-        assert!(
-            !dir.path().join("output").exists(),
-            "{what}: output/ was created"
-        );
-    }
+    assert_refused(
+        &cases,
+        Some("name = \"good\"\n[system]\nkind = \"rich\"\nL = 8\n[solve]\n"),
+    );
 }
 
 #[test]

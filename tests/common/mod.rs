@@ -61,3 +61,34 @@ pub fn first_line(path: &Path) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// Write `text` to `dir/name` and return the path as a string (for the command line).
+pub fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// Every `(what, scenario text, expected message)` must be refused: exit code 2, exactly one
+/// line on stderr, starting with `ihdyn: ` and containing the message, and no `output/`
+/// folder. With `good_first`, that valid scenario is listed before the bad one on the command
+/// line and must not run either (validation precedes writing).
+pub fn assert_refused(cases: &[(&str, String, &str)], good_first: Option<&str>) {
+    for (what, text, message) in cases {
+        let dir = tmp();
+        let bad = write(dir.path(), "bad.toml", text);
+        let good = good_first.map(|g| write(dir.path(), "good.toml", g));
+        let mut args = vec!["run"];
+        args.extend(good.as_deref());
+        args.push(&bad);
+        let r = ihdyn(dir.path(), &args, &[]);
+        assert_eq!(r.code, 2, "{what}: {}", r.stderr);
+        assert!(r.stderr.contains(message), "{what}: got {:?}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{what}: one message");
+        assert!(r.stderr.starts_with("ihdyn: "), "{what}: {:?}", r.stderr);
+        assert!(
+            !dir.path().join("output").exists(),
+            "{what}: output/ was created"
+        );
+    }
+}
