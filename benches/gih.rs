@@ -4,11 +4,14 @@
 //!   (9000 training sequences, L = 100, TF(3,3,3,2), pa = {-1,-2}, alpha = 0.1);
 //! - `gradient_full`: one gradient of the full TF(3,3,3,2) (QK, OV, LayerNorm) on the same sample;
 //! - `mi`: the modified chi^2 MI over 10^4 Dirichlet kernel draws (exact per kernel);
-//! - `paper_scenario`: the whole `scenarios/chen-paper.toml` computation without writing files.
+//! - `paper_scenario`: the whole `scenarios/chen-paper.toml` computation without writing files;
+//! - `fresh_batch_gradient`: one step of `[gih.gd] data = "fresh"` at the paper's setting with
+//!   B = 900: draw the batch (fresh kernels), swap it into the flow's buffers, loss and gradient.
 
 use ihdyn::experiment::gih;
 use ihdyn::flow::GradientFlow;
 use ihdyn::model::gih_transformer::{FullSettings, GihTransformer};
+use ihdyn::model::markov::{DataSpec, generate};
 use ihdyn::scenario::{self, Scenario, SystemSpec};
 use ihdyn::theory::gih::GihFlow;
 use ihdyn::theory::gih_mi::{MiMethod, MiSpec, chi2_mi};
@@ -94,5 +97,27 @@ fn paper_scenario(bencher: divan::Bencher) {
             .unwrap()
             .reduced
             .final_loss
+    });
+}
+
+#[divan::bench(sample_count = 30)]
+fn fresh_batch_gradient(bencher: divan::Bencher) {
+    let s = paper();
+    let SystemSpec::Gih(g) = &s.system else {
+        unreachable!()
+    };
+    let spec = gih::data_spec_with(g, g.length, g.alpha, 900, 1);
+    let mut flow = GihFlow::new(gih::model(g), &generate(&spec));
+    let th = gih::init(g).theta(&g.shape(), flow.layout());
+    let mut out = vec![0.0; th.len()];
+    let mut step = 1u64;
+    bencher.bench_local(|| {
+        step += 1;
+        let batch = generate(&DataSpec {
+            seed: step,
+            ..spec.clone()
+        });
+        flow.set_data(&batch);
+        flow.loss_and_grad(divan::black_box(&th), &mut out)
     });
 }
