@@ -203,12 +203,78 @@ fn bad_compare_input_exits_2_names_the_field_and_writes_nothing() {
             "compare.lr: unknown field `lr`",
         ),
         (
+            "temperature = 0",
+            format!("{sys}[compare]\nsteps = 10\ntemperature = 0\n"),
+            "compare.temperature: must be > 0 and finite",
+        ),
+        (
+            "temperature < 0",
+            format!("{sys}[compare]\nsteps = 10\ntemperature = -1\n"),
+            "compare.temperature: must be > 0 and finite",
+        ),
+        (
+            "unknown mask",
+            format!("{sys}[compare]\nsteps = 10\nmask = \"bogus\"\n"),
+            "compare.mask: unknown variant `bogus`, expected `strict` or `inclusive`",
+        ),
+        (
             "unknown musat19 coordinate",
             format!("{sys}freeze = [\"beta13\"]\n[solve]\n"),
             "system.freeze: unknown coordinate `beta13`",
         ),
     ];
     assert_refused(&cases, None);
+}
+
+/// The attention ablations (temperature, inclusive mask) train the full model only: the
+/// reduced flows are listed under `not_run` with the reason, and both settings are echoed.
+#[test]
+fn attention_ablations_train_the_full_model_and_skip_the_flows() {
+    for (extra, temperature, mask) in [
+        ("temperature = 0.7\n", 0.7, "strict"),
+        ("mask = \"inclusive\"\n", 1.0, "inclusive"),
+    ] {
+        let dir = tmp();
+        let text = SMALL.replace("steps = 120", "steps = 20").to_string() + extra;
+        let f = write(dir.path(), "abl.toml", &text);
+        let out = dir.path().join("out");
+        let r = ihdyn(
+            dir.path(),
+            &["run", &f, "--out", out.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{extra}: {}", r.stderr);
+        let doc = json(&out.join("compare.json"));
+        let sources: Vec<&str> = doc["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["source"].as_str().unwrap())
+            .collect();
+        assert_eq!(sources, ["full"], "{extra}");
+        let not_run = doc["not_run"].as_array().unwrap();
+        assert_eq!(not_run.len(), 2, "{extra}");
+        for (entry, src) in not_run.iter().zip(["ode19", "ode3"]) {
+            assert_eq!(entry["source"], src);
+            let reason = entry["reason"].as_str().unwrap();
+            assert!(reason.contains("temperature 1, strict mask"), "{reason}");
+        }
+        assert_eq!(doc["temperature"].as_f64(), Some(temperature));
+        assert_eq!(doc["mask"], mask);
+        let m = json(&out.join("manifest.json"));
+        assert_eq!(
+            m["scenario"]["compare"]["temperature"].as_f64(),
+            Some(temperature)
+        );
+        assert_eq!(m["scenario"]["compare"]["mask"], mask);
+        let csv = std::fs::read_to_string(out.join("compare.csv")).unwrap();
+        assert!(
+            csv.lines()
+                .skip(1)
+                .all(|l| l.split(',').nth(1) == Some("full")),
+            "{extra}: only full-model rows"
+        );
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use super::JobOutput;
 use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Solution};
 use crate::model::data::{DataKind, LabelPosition};
-use crate::model::disentangled::{FullGd, Params, Trainer};
+use crate::model::disentangled::{FullGd, Mask, Params, Trainer};
 use crate::model::subspace::{ALPHA3, BETA2, GAMMA3, NAMES19, Residuals, project, residuals};
 use crate::model::train::{Guard, Stage, TrainError, train};
 use crate::report::figure::{Axis, Figure, LegendAt, Panel, Series, Style, color};
@@ -208,6 +208,13 @@ fn initial_params(spec: &CompareSpec) -> Params {
     }
 }
 
+fn mask_name(mask: Mask) -> &'static str {
+    match mask {
+        Mask::Strict => "strict",
+        Mask::Inclusive => "inclusive",
+    }
+}
+
 fn musat19_spec(scenario: &Scenario) -> &Musat19Spec {
     match &scenario.system {
         SystemSpec::Musat19(m) => m,
@@ -248,7 +255,8 @@ pub fn run(
     let mut runs = Vec::new();
     for &batch in &spec.batch {
         let mut learner = FullGd {
-            trainer: Trainer::new(data, batch, sys.loss_scale, spec.refresh, spec.seed),
+            trainer: Trainer::new(data, batch, sys.loss_scale, spec.refresh, spec.seed)
+                .with_attention(spec.attention()),
             params: params0.clone(),
         };
         let mut rows = Vec::new();
@@ -297,6 +305,10 @@ pub fn run(
     if t_reached == 0.0 {
         for src in ["ode19", "ode3"] {
             skipped.push(json!({"source": src, "reason": "the full model stopped at t = 0"}));
+        }
+    } else if !spec.attention().is_paper() {
+        for s in ["ode19", "ode3"] {
+            skipped.push(json!({"source": s, "reason": format!("the reduced flows describe the paper's attention (temperature 1, strict mask; theory/musat.md §4, §13); the full model runs with temperature {} and the {} mask", fmt_f64(spec.temperature), mask_name(spec.mask))}));
         }
     } else if spec.data == DataKind::Orthonormal {
         let m19 = Musat19::new(n, sys.query, sys.label_position, sys.loss_scale);
@@ -371,6 +383,8 @@ pub fn run(
         "time": "pseudo-time t = eta * step / D; every event is also given as full-model steps = t * D / eta",
         "d": spec.d,
         "eta": spec.eta,
+        "temperature": spec.temperature,
+        "mask": mask_name(spec.mask),
         "steps_per_unit_t": steps_per_t,
         "event_location": {
             "ode19": "bisection on the Dormand-Prince dense output",
@@ -390,8 +404,15 @@ pub fn run(
         DataKind::Orthonormal => "",
         DataKind::Isotropic => ", isotropic data",
     };
+    let mut attention_text = String::new();
+    if spec.temperature != 1.0 {
+        attention_text += &format!(", τ = {}", fmt_f64(spec.temperature));
+    }
+    if spec.mask == Mask::Inclusive {
+        attention_text += ", inclusive mask";
+    }
     let label = format!(
-        "full model (D = {}, η = {}){against} — N = {n}, query {}{data_text}",
+        "full model (D = {}, η = {}{attention_text}){against} — N = {n}, query {}{data_text}",
         spec.d,
         fmt_f64(spec.eta),
         match sys.query {

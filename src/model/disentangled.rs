@@ -9,6 +9,10 @@
 //! h²_T  = [h¹_T; u²]                           (4D → 8D)        ŷ = W³ h²_T
 //! L     = loss_scale · (1/B) Σ_b ‖ŷ_b − y_b‖²
 //! ```
+//! Two ablations of theory/musat.md §13 ([`Attention`]): an attention temperature τ (both
+//! layers use softmax(s / τ); τ = 1 is the paper's model, bit for bit) and an inclusive mask
+//! (every position also attends to itself: keys j ≤ k in layer 1, j ≤ T in layer 2; then
+//! u¹_1 = h⁰_1). The 19-dim and 3-parameter closed forms assume τ = 1 and the strict mask.
 //! Only the query position's output enters the loss, so layer 2 is evaluated for the query row
 //! alone. W rows index query slots and columns key slots.
 //!
@@ -28,6 +32,43 @@ pub const CHUNK: usize = 16;
 
 /// Gradient entries per parallel task of the chunk-order reduction.
 const REDUCE_BLOCK: usize = 1024;
+
+/// Which keys a query attends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mask {
+    /// Keys j < k (the paper's; token 1 has no key and u¹_1 = 0).
+    #[default]
+    Strict,
+    /// Keys j ≤ k: every position also attends to itself.
+    Inclusive,
+}
+
+/// The attention ablations of theory/musat.md §13: softmax temperature and mask, the same for
+/// both layers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attention {
+    /// τ > 0: A = softmax(s / τ). 1 is the paper's model.
+    pub temperature: f64,
+    pub mask: Mask,
+}
+
+impl Default for Attention {
+    fn default() -> Self {
+        Attention {
+            temperature: 1.0,
+            mask: Mask::Strict,
+        }
+    }
+}
+
+impl Attention {
+    /// Whether this is the paper's model (τ = 1, strict mask), the one the reduced flows
+    /// describe.
+    pub fn is_paper(&self) -> bool {
+        *self == Attention::default()
+    }
+}
 
 /// Sizes of the model for N pairs and content dimension D.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +232,8 @@ struct Workspace {
 }
 
 impl Workspace {
+    /// Sized for either mask: a layer-1 row has at most T keys (inclusive mask, k = T), as does
+    /// the layer-2 query row, so `a1` holds T × T per sequence, `a2` and `row` T.
     fn new(dims: Dims, m: usize) -> Self {
         let (t, e, f, g, d) = (dims.t(), dims.e(), dims.f(), dims.g(), dims.d);
         Workspace {
@@ -334,13 +377,14 @@ fn chunk_pass(
     ws: &mut Workspace,
     grad: &mut Params,
     want_grad: bool,
+    att: Attention,
 ) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked at run time just above).
-        return unsafe { chunk_pass_avx2(dims, params, x, y, m, coef, ws, grad, want_grad) };
+        return unsafe { chunk_pass_avx2(dims, params, x, y, m, coef, ws, grad, want_grad, att) };
     }
-    chunk_pass_body(dims, params, x, y, m, coef, ws, grad, want_grad)
+    chunk_pass_body(dims, params, x, y, m, coef, ws, grad, want_grad, att)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -356,14 +400,15 @@ fn chunk_pass_avx2(
     ws: &mut Workspace,
     grad: &mut Params,
     want_grad: bool,
+    att: Attention,
 ) -> f64 {
-    chunk_pass_body(dims, params, x, y, m, coef, ws, grad, want_grad)
+    chunk_pass_body(dims, params, x, y, m, coef, ws, grad, want_grad, att)
 }
 
 /// Forward and backward pass over one chunk of m sequences. Writes the chunk's gradient (of
 /// `coef/2 · Σ_b ‖ŷ_b − y_b‖²`, i.e. with dL/dŷ = coef (ŷ − y)) into `grad`, and returns the
 /// chunk's sum of squared errors Σ_b ‖ŷ_b − y_b‖². With `want_grad = false` only the forward
-/// pass runs.
+/// pass runs. `att` sets the temperature and the mask of both layers.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn chunk_pass_body(
@@ -376,10 +421,14 @@ fn chunk_pass_body(
     ws: &mut Workspace,
     grad: &mut Params,
     want_grad: bool,
+    att: Attention,
 ) -> f64 {
     let (t, e, f, g, d) = (dims.t(), dims.e(), dims.f(), dims.g(), dims.d);
     let rows = m * t;
     let kq = t - 1; // the query token (0-based)
+    // keys of row k: 0..k + inc (strict: j < k; inclusive: j <= k)
+    let inc = usize::from(att.mask == Mask::Inclusive);
+    let inv_tau = 1.0 / att.temperature; // τ = 1: the scaling by 1.0 is exact
     let Workspace {
         p1,
         a1,
@@ -414,11 +463,16 @@ fn chunk_pass_body(
         for k in 0..t {
             h1b[k * f..k * f + e].copy_from_slice(&xb[k * e..(k + 1) * e]);
         }
-        h1b[e..f].fill(0.0); // u¹_1 = 0 (token 1 has no key)
-        for k in 1..t {
+        if inc == 0 {
+            h1b[e..f].fill(0.0); // u¹_1 = 0 (token 1 has no key)
+        }
+        for k in 1 - inc..t {
             let pk = &p1[(b * t + k) * e..(b * t + k + 1) * e];
-            let s = &mut a1[(b * t + k) * t..(b * t + k) * t + k];
+            let s = &mut a1[(b * t + k) * t..(b * t + k) * t + k + inc];
             dots(pk, xb, e, e, s);
+            for v in s.iter_mut() {
+                *v *= inv_tau;
+            }
             softmax(s);
             combine(s, xb, e, &mut h1b[k * f + e..(k + 1) * f]);
         }
@@ -439,8 +493,11 @@ fn chunk_pass_body(
     for b in 0..m {
         let h1b = &h1[b * t * f..(b + 1) * t * f];
         let gb = &gq[b * f..(b + 1) * f];
-        let s = &mut a2[b * t..b * t + kq];
+        let s = &mut a2[b * t..b * t + kq + inc];
         dots(gb, h1b, f, f, s);
+        for v in s.iter_mut() {
+            *v *= inv_tau;
+        }
         softmax(s);
         let h2b = &mut h2[b * g..(b + 1) * g];
         h2b[..f].copy_from_slice(&h1b[kq * f..(kq + 1) * f]);
@@ -495,21 +552,21 @@ fn chunk_pass_body(
         let h1b = &h1[b * t * f..(b + 1) * t * f];
         let gb = &gq[b * f..(b + 1) * f];
         let du2 = &dh2[b * g + f..(b + 1) * g];
-        let ab = &a2[b * t..b * t + kq];
-        let ds = &mut row[..kq];
+        let ab = &a2[b * t..b * t + kq + inc];
+        let ds = &mut row[..kq + inc];
         dots(du2, h1b, f, f, ds);
         let mut mean = 0.0;
         for (a, d) in ab.iter().zip(ds.iter()) {
             mean += a * d;
         }
         for (d, a) in ds.iter_mut().zip(ab) {
-            *d = a * (*d - mean); // dL/ds²_j
+            *d = a * (*d - mean) * inv_tau; // dL/ds²_j (s² the unscaled score)
         }
         combine(ds, h1b, f, &mut v[b * f..(b + 1) * f]);
         let du1b = &mut du1[b * t * e..(b + 1) * t * e];
         let (du2u, gbu) = (&du2[e..f], &gb[e..f]);
-        for j in 0..kq {
-            // dL/du¹_j = A²_j du²[u¹ part] + ds²_j g_b[u¹ part]
+        for j in 0..kq + inc {
+            // dL/du¹_j = A²_j du²[u¹ part] + ds²_j g_b[u¹ part] (inclusive: j = T too)
             let (aj, sj) = (ab[j], ds[j]);
             for ((d, x), y) in du1b[j * e..(j + 1) * e].iter_mut().zip(du2u).zip(gbu) {
                 *d = aj * x + sj * y;
@@ -541,26 +598,35 @@ fn chunk_pass_body(
         let dq = &mut du1[(b * t + kq) * e..(b * t + kq + 1) * e];
         let direct = &dh2[b * g + e..b * g + f];
         let via_scores = &w2v[b * e..(b + 1) * e];
-        for i in 0..e {
-            dq[i] = direct[i] + via_scores[i];
+        if inc == 0 {
+            for i in 0..e {
+                dq[i] = direct[i] + via_scores[i];
+            }
+        } else {
+            // the query's h¹ is also a key and a value of layer 2: keep those terms
+            for i in 0..e {
+                dq[i] += direct[i] + via_scores[i];
+            }
         }
     }
 
     // ---- backward through layer 1: dA¹, dS¹, Wm_k = Σ_j dS¹_kj x_j, dW¹ = Xᵀ Wm.
     for b in 0..m {
         let xb = &x[b * t * e..(b + 1) * t * e];
-        wm[b * t * e..b * t * e + e].fill(0.0);
-        for k in 1..t {
+        if inc == 0 {
+            wm[b * t * e..b * t * e + e].fill(0.0);
+        }
+        for k in 1 - inc..t {
             let duk = &du1[(b * t + k) * e..(b * t + k + 1) * e];
-            let ak = &a1[(b * t + k) * t..(b * t + k) * t + k];
-            let ds = &mut row[..k];
+            let ak = &a1[(b * t + k) * t..(b * t + k) * t + k + inc];
+            let ds = &mut row[..k + inc];
             dots(duk, xb, e, e, ds);
             let mut mean = 0.0;
             for (a, d) in ak.iter().zip(ds.iter()) {
                 mean += a * d;
             }
             for (d, a) in ds.iter_mut().zip(ak) {
-                *d = a * (*d - mean);
+                *d = a * (*d - mean) * inv_tau;
             }
             combine(ds, xb, e, &mut wm[(b * t + k) * e..(b * t + k + 1) * e]);
         }
@@ -593,6 +659,7 @@ struct Chunk {
 pub struct Model {
     dims: Dims,
     loss_scale: f64,
+    attention: Attention,
     batch: usize,
     chunks: Vec<Chunk>,
 }
@@ -616,9 +683,24 @@ impl Model {
         Model {
             dims,
             loss_scale,
+            attention: Attention::default(),
             batch,
             chunks,
         }
+    }
+
+    /// The same model with the attention ablations `attention` (default: the paper's).
+    pub fn with_attention(mut self, attention: Attention) -> Self {
+        assert!(
+            attention.temperature > 0.0 && attention.temperature.is_finite(),
+            "temperature must be > 0 and finite"
+        );
+        self.attention = attention;
+        self
+    }
+
+    pub fn attention(&self) -> Attention {
+        self.attention
     }
 
     pub fn dims(&self) -> Dims {
@@ -642,7 +724,7 @@ impl Model {
     fn run(&mut self, params: &Params, batch: &Batch, grads: Option<&mut Params>) -> f64 {
         assert_eq!(batch.size(), self.batch, "batch size");
         assert_eq!((batch.spec.n, batch.spec.d), (self.dims.n, self.dims.d));
-        let (dims, coef, want) = (self.dims, self.coef(), grads.is_some());
+        let (dims, coef, want, att) = (self.dims, self.coef(), grads.is_some(), self.attention);
         let seq = batch.spec.sequence_len();
         let d = self.dims.d;
         self.chunks.par_iter_mut().enumerate().for_each(|(c, ch)| {
@@ -659,6 +741,7 @@ impl Model {
                 &mut ch.ws,
                 &mut ch.grad,
                 want,
+                att,
             );
         });
         if let Some(g) = grads {
@@ -749,6 +832,12 @@ impl Trainer {
         }
     }
 
+    /// The same trainer with the attention ablations `attention` (see [`Model::with_attention`]).
+    pub fn with_attention(mut self, attention: Attention) -> Self {
+        self.model = self.model.with_attention(attention);
+        self
+    }
+
     pub fn model(&self) -> &Model {
         &self.model
     }
@@ -768,7 +857,7 @@ impl Trainer {
         let fresh = !(self.drawn && self.refresh == Refresh::Fixed);
         let seq = self.spec.sequence_len();
         let d = self.spec.d;
-        let (dims, coef) = (self.model.dims, self.model.coef());
+        let (dims, coef, att) = (self.model.dims, self.model.coef(), self.model.attention);
         let Batch {
             tokens,
             targets,
@@ -796,6 +885,7 @@ impl Trainer {
                     &mut ch.ws,
                     &mut ch.grad,
                     true,
+                    att,
                 );
             });
         self.drawn = true;

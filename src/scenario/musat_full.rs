@@ -3,7 +3,7 @@
 
 use super::validate::{FieldError, check, check_positive, init_and_freeze};
 use crate::model::data::{DataKind, DataSpec, LabelPosition};
-use crate::model::disentangled::Refresh;
+use crate::model::disentangled::{Attention, Mask, Refresh};
 use crate::model::subspace::NAMES19;
 use crate::theory::musat3::Query;
 use serde::{Deserialize, Serialize};
@@ -120,6 +120,9 @@ pub struct RawCompare {
     #[serde(default)]
     refresh: Refresh,
     threshold: Option<f64>,
+    temperature: Option<f64>,
+    #[serde(default)]
+    mask: Mask,
 }
 
 /// Validated `[compare]` settings.
@@ -139,6 +142,10 @@ pub struct CompareSpec {
     pub data: DataKind,
     pub refresh: Refresh,
     pub threshold: f64,
+    /// Attention temperature τ of the full model (softmax(s / τ); 1 is the paper's).
+    pub temperature: f64,
+    /// Attention mask of the full model (strict is the paper's).
+    pub mask: Mask,
 }
 
 impl CompareSpec {
@@ -150,6 +157,14 @@ impl CompareSpec {
             data: self.data,
             query: system.query,
             label_position: system.label_position,
+        }
+    }
+
+    /// The full model's attention ablations.
+    pub fn attention(&self) -> Attention {
+        Attention {
+            temperature: self.temperature,
+            mask: self.mask,
         }
     }
 
@@ -240,6 +255,17 @@ impl RawCompare {
             threshold > 0.0 && threshold.is_finite(),
             || format!("must be > 0, got {threshold}"),
         )?;
+        let temperature = self.temperature.unwrap_or(1.0);
+        check(
+            "compare.temperature",
+            temperature > 0.0 && temperature.is_finite(),
+            || {
+                format!(
+                    "must be > 0 and finite (attention softmax(s / temperature); default 1), \
+                     got {temperature}"
+                )
+            },
+        )?;
         Ok(CompareSpec {
             d: d as usize,
             batch: batch.into_iter().map(|b| b as usize).collect(),
@@ -252,6 +278,8 @@ impl RawCompare {
             data: self.data,
             refresh: self.refresh,
             threshold,
+            temperature,
+            mask: self.mask,
         })
     }
 }

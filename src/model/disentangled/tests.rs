@@ -13,8 +13,16 @@ fn spec(n: usize, d: usize, data: DataKind) -> DataSpec {
 }
 
 /// The forward pass of theory/musat.md §4 written out naively for one sequence: every row of
-/// both layers, explicit matrices, no batching.
-fn naive_output(p: &Params, tokens: &[f64], n: usize, d: usize) -> Vec<f64> {
+/// both layers, explicit matrices, no batching; scores divided by `tau`, and with `inclusive`
+/// every row k also attends to itself (keys 0..=k).
+fn naive_output(
+    p: &Params,
+    tokens: &[f64],
+    n: usize,
+    d: usize,
+    tau: f64,
+    inclusive: bool,
+) -> Vec<f64> {
     let t = 2 * n + 1;
     let e = 2 * d;
     let h0: Vec<Vec<f64>> = (0..t)
@@ -32,14 +40,15 @@ fn naive_output(p: &Params, tokens: &[f64], n: usize, d: usize) -> Vec<f64> {
     let attend = |w: &[f64], dim: usize, h: &[Vec<f64>]| -> Vec<Vec<f64>> {
         (0..h.len())
             .map(|k| {
-                if k == 0 {
+                let keys = if inclusive { k + 1 } else { k };
+                if keys == 0 {
                     return vec![0.0; dim];
                 }
-                let s: Vec<f64> = (0..k).map(|j| bil(w, dim, &h[k], &h[j])).collect();
+                let s: Vec<f64> = (0..keys).map(|j| bil(w, dim, &h[k], &h[j]) / tau).collect();
                 let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
                 let mut u = vec![0.0; dim];
-                for j in 0..k {
+                for j in 0..keys {
                     let a = (s[j] - m).exp() / z;
                     for i in 0..dim {
                         u[i] += a * h[j][i];
@@ -60,34 +69,83 @@ fn naive_output(p: &Params, tokens: &[f64], n: usize, d: usize) -> Vec<f64> {
         .collect()
 }
 
+/// The paper's model and the three ablated variants (τ = 0.7, inclusive mask, both).
+const ATTENTIONS: [Attention; 4] = [
+    Attention {
+        temperature: 1.0,
+        mask: Mask::Strict,
+    },
+    Attention {
+        temperature: 0.7,
+        mask: Mask::Strict,
+    },
+    Attention {
+        temperature: 1.0,
+        mask: Mask::Inclusive,
+    },
+    Attention {
+        temperature: 0.7,
+        mask: Mask::Inclusive,
+    },
+];
+
 #[test]
 fn batched_loss_equals_the_naive_forward_pass() {
     let (n, d, size) = (3, 8, 37); // three chunks, the last one partial
     let s = spec(n, d, DataKind::Orthonormal);
     let batch = Batch::sample(&mut Sampler::new(s, 1, 0), size);
     let p = Params::gaussian(d, 0.4, 2);
-    let mut model = Model::new(Dims { n, d }, size, 0.5);
-    let got = model.loss(&p, &batch);
-    let mut want = 0.0;
-    for b in 0..size {
-        let seq = s.sequence_len();
-        let out = naive_output(&p, &batch.tokens[b * seq..(b + 1) * seq], n, d);
-        for (o, y) in out.iter().zip(&batch.targets[b * d..(b + 1) * d]) {
-            want += (o - y).powi(2);
+    let mut losses = Vec::new();
+    for att in ATTENTIONS {
+        let mut model = Model::new(Dims { n, d }, size, 0.5).with_attention(att);
+        let got = model.loss(&p, &batch);
+        let mut want = 0.0;
+        for b in 0..size {
+            let seq = s.sequence_len();
+            let out = naive_output(
+                &p,
+                &batch.tokens[b * seq..(b + 1) * seq],
+                n,
+                d,
+                att.temperature,
+                att.mask == Mask::Inclusive,
+            );
+            for (o, y) in out.iter().zip(&batch.targets[b * d..(b + 1) * d]) {
+                want += (o - y).powi(2);
+            }
+        }
+        want *= 0.5 / size as f64;
+        assert!(
+            (got - want).abs() < 1e-12 * want,
+            "{att:?}: {got} vs {want}"
+        );
+        losses.push(got);
+    }
+    // the options change the model (else the comparison above would not see them)
+    for i in 0..losses.len() {
+        for j in 0..i {
+            assert!(
+                (losses[i] - losses[j]).abs() > 1e-6 * losses[i],
+                "{:?} and {:?} give the same loss",
+                ATTENTIONS[i],
+                ATTENTIONS[j]
+            );
         }
     }
-    want *= 0.5 / size as f64;
-    assert!((got - want).abs() < 1e-12 * want, "{got} vs {want}");
 }
 
 #[test]
 fn gradient_matches_central_differences_in_every_block() {
-    for (data, std) in [(DataKind::Isotropic, 0.8), (DataKind::Orthonormal, 0.5)] {
+    let cases = ATTENTIONS
+        .iter()
+        .map(|&a| (DataKind::Orthonormal, 0.5, a))
+        .chain([(DataKind::Isotropic, 0.8, Attention::default())]);
+    for (data, std, att) in cases {
         let (n, d, size) = (2, 6, 19);
         let s = spec(n, d, data);
         let batch = Batch::sample(&mut Sampler::new(s, 5, 0), size);
         let p = Params::gaussian(d, std, 6);
-        let mut model = Model::new(Dims { n, d }, size, 1.0);
+        let mut model = Model::new(Dims { n, d }, size, 1.0).with_attention(att);
         let mut g = Params::zeros(d);
         model.loss_and_grad(&p, &batch, &mut g);
         let h = 1e-6;
@@ -102,11 +160,39 @@ fn gradient_matches_central_differences_in_every_block() {
                 let an = g.blocks()[block][i];
                 assert!(
                     (an - fd).abs() < 1e-7 + 1e-6 * fd.abs(),
-                    "{data:?} W{} entry {i}: analytic {an}, finite difference {fd}",
+                    "{data:?} {att:?} W{} entry {i}: analytic {an}, finite difference {fd}",
                     block + 1
                 );
             }
         }
+    }
+}
+
+/// τ = 1 with the strict mask set explicitly is the default model, bit for bit (the scaling by
+/// 1/τ = 1 is exact and the strict paths are the paper's), in the loss and every gradient entry.
+#[test]
+fn unit_temperature_and_strict_mask_are_the_default_model_bitwise() {
+    let (n, d, size) = (3, 8, 21);
+    for data in [DataKind::Orthonormal, DataKind::Isotropic] {
+        let s = spec(n, d, data);
+        let batch = Batch::sample(&mut Sampler::new(s, 8, 0), size);
+        let p = Params::gaussian(d, 0.6, 5);
+        let mut plain = Model::new(Dims { n, d }, size, 1.0);
+        let explicit = Attention {
+            temperature: 1.0,
+            mask: Mask::Strict,
+        };
+        let mut set = Model::new(Dims { n, d }, size, 1.0).with_attention(explicit);
+        let (mut g0, mut g1) = (Params::zeros(d), Params::zeros(d));
+        let l0 = plain.loss_and_grad(&p, &batch, &mut g0);
+        let l1 = set.loss_and_grad(&p, &batch, &mut g1);
+        assert_eq!(l0.to_bits(), l1.to_bits());
+        let bits =
+            |g: &Params| -> Vec<u64> { g.blocks().concat().iter().map(|v| v.to_bits()).collect() };
+        assert_eq!(bits(&g0), bits(&g1));
+        // ... and a different option does change them
+        let mut hot = Model::new(Dims { n, d }, size, 1.0).with_attention(ATTENTIONS[1]);
+        assert_ne!(hot.loss(&p, &batch).to_bits(), l0.to_bits());
     }
 }
 
