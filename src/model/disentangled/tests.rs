@@ -168,34 +168,6 @@ fn gradient_matches_central_differences_in_every_block() {
     }
 }
 
-/// τ = 1 with the strict mask set explicitly is the default model, bit for bit (the scaling by
-/// 1/τ = 1 is exact and the strict paths are the paper's), in the loss and every gradient entry.
-#[test]
-fn unit_temperature_and_strict_mask_are_the_default_model_bitwise() {
-    let (n, d, size) = (3, 8, 21);
-    for data in [DataKind::Orthonormal, DataKind::Isotropic] {
-        let s = spec(n, d, data);
-        let batch = Batch::sample(&mut Sampler::new(s, 8, 0), size);
-        let p = Params::gaussian(d, 0.6, 5);
-        let mut plain = Model::new(Dims { n, d }, size, 1.0);
-        let explicit = Attention {
-            temperature: 1.0,
-            mask: Mask::Strict,
-        };
-        let mut set = Model::new(Dims { n, d }, size, 1.0).with_attention(explicit);
-        let (mut g0, mut g1) = (Params::zeros(d), Params::zeros(d));
-        let l0 = plain.loss_and_grad(&p, &batch, &mut g0);
-        let l1 = set.loss_and_grad(&p, &batch, &mut g1);
-        assert_eq!(l0.to_bits(), l1.to_bits());
-        let bits =
-            |g: &Params| -> Vec<u64> { g.blocks().concat().iter().map(|v| v.to_bits()).collect() };
-        assert_eq!(bits(&g0), bits(&g1));
-        // ... and a different option does change them
-        let mut hot = Model::new(Dims { n, d }, size, 1.0).with_attention(ATTENTIONS[1]);
-        assert_ne!(hot.loss(&p, &batch).to_bits(), l0.to_bits());
-    }
-}
-
 #[test]
 fn results_are_bit_identical_on_one_and_two_threads() {
     let (n, d) = (4, 12);
