@@ -125,30 +125,17 @@ fn gih_csv_is_byte_identical_on_one_and_two_threads() {
     let dir = tmp();
     let text = format!("{TINY}[gih.transfer]\nL = [10, 40]\nn_sequences = 100\n");
     let f = write(dir.path(), "tiny.toml", &text);
-    let mut outputs = Vec::new();
-    for (i, threads) in ["1", "2"].iter().enumerate() {
-        let out = dir.path().join(format!("run{i}"));
-        let r = ihdyn(
-            dir.path(),
-            &["run", &f, "--out", out.to_str().unwrap(), "-q"],
-            &[("RAYON_NUM_THREADS", threads)],
-        );
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        outputs.push(
-            [
-                "mi.csv",
-                "trajectory.csv",
-                "replicator.csv",
-                "events.csv",
-                "full_trajectory.csv",
-                "transfer.csv",
-            ]
-            .map(|n| std::fs::read(out.join(n)).unwrap()),
-        );
-    }
-    assert!(
-        outputs[0] == outputs[1],
-        "CSV differs between 1 and 2 threads"
+    assert_same_on_1_and_2_threads(
+        dir.path(),
+        &f,
+        &[
+            "mi.csv",
+            "trajectory.csv",
+            "replicator.csv",
+            "events.csv",
+            "full_trajectory.csv",
+            "transfer.csv",
+        ],
     );
 }
 

@@ -126,21 +126,7 @@ fn compare_csv_is_byte_identical_on_one_and_two_threads() {
         "small.toml",
         &SMALL.replace("steps = 120", "steps = 30"),
     );
-    let mut outs = Vec::new();
-    for threads in ["1", "2"] {
-        let out = dir.path().join(format!("t{threads}"));
-        let r = ihdyn(
-            dir.path(),
-            &["run", &f, "--out", out.to_str().unwrap(), "-q"],
-            &[("RAYON_NUM_THREADS", threads)],
-        );
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        outs.push((
-            std::fs::read(out.join("compare.csv")).unwrap(),
-            std::fs::read(out.join("compare.json")).unwrap(),
-        ));
-    }
-    assert!(outs[0] == outs[1], "outputs differ between 1 and 2 threads");
+    assert_same_on_1_and_2_threads(dir.path(), &f, &["compare.csv", "compare.json"]);
 }
 
 #[test]

@@ -115,22 +115,9 @@ fn sweep_has_the_documented_columns_and_is_byte_identical_on_1_and_2_threads() {
         "s.toml",
         "name = \"s\"\n[system]\nkind = \"rich\"\n[sweep.fields]\n\"system.L\" = [16, 64, 256]\n\"system.c_I\" = [0.5, 0.75]\n",
     );
-    let mut outs = Vec::new();
-    for threads in ["1", "2"] {
-        let out = dir.path().join(format!("o{threads}"));
-        run_ok(
-            dir.path(),
-            &["run", &f, "--out", out.to_str().unwrap(), "-q"],
-            &[("RAYON_NUM_THREADS", threads)],
-        );
-        outs.push((
-            std::fs::read(out.join("sweep.csv")).unwrap(),
-            std::fs::read(out.join("fit.json")).unwrap(),
-        ));
-        assert!(out.join("sweep.png").is_file());
-    }
-    assert_eq!(outs[0], outs[1]);
-    let text = String::from_utf8(outs[0].0.clone()).unwrap();
+    let outs = assert_same_on_1_and_2_threads(dir.path(), &f, &["sweep.csv", "fit.json"]);
+    assert!(outs.iter().all(|o| o.join("sweep.png").is_file()));
+    let text = std::fs::read_to_string(outs[0].join("sweep.csv")).unwrap();
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
@@ -153,7 +140,8 @@ fn sweep_has_the_documented_columns_and_is_byte_identical_on_1_and_2_threads() {
         c05.iter().all(|v| (v / c05[0] - 1.0).abs() < 1e-6),
         "{c05:?}"
     );
-    let fit: serde_json::Value = serde_json::from_slice(&outs[0].1).unwrap();
+    let fit: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(outs[0].join("fit.json")).unwrap()).unwrap();
     let tih: Vec<&serde_json::Value> = fit["fits"]
         .as_array()
         .unwrap()
@@ -175,27 +163,18 @@ fn training_alongside_is_byte_identical_on_1_and_2_threads() {
         "tr.toml",
         "name = \"tr\"\n[system]\nkind = \"rich\"\nL = 8\nsigma = 0.05\n[train]\nmodels = [\"sgd\", \"full\"]\neta = 0.1\nbatch = 16\nt_max = 30\ncheckpoints = 40\neval_samples = 64\n[train.full]\nd = 3\nheads2 = 2\n",
     );
-    let mut outs = Vec::new();
-    for threads in ["1", "2"] {
-        let out = dir.path().join(format!("o{threads}"));
-        run_ok(
-            dir.path(),
-            &["run", &f, "--out", out.to_str().unwrap(), "-q"],
-            &[("RAYON_NUM_THREADS", threads)],
-        );
-        outs.push(
-            ["train_sgd.csv", "train_full.csv", "train_events.csv"]
-                .map(|f| std::fs::read(out.join(f)).unwrap()),
-        );
-        assert!(out.join("train.png").is_file());
-    }
-    assert_eq!(outs[0], outs[1]);
-    let sgd = String::from_utf8(outs[0][0].clone()).unwrap();
+    let outs = assert_same_on_1_and_2_threads(
+        dir.path(),
+        &f,
+        &["train_sgd.csv", "train_full.csv", "train_events.csv"],
+    );
+    assert!(outs.iter().all(|o| o.join("train.png").is_file()));
+    let sgd = std::fs::read_to_string(outs[0].join("train_sgd.csv")).unwrap();
     assert_eq!(
         sgd.lines().next().unwrap(),
         "step,t,w_G,p,v,w_K,w_Q,w,loss,loss_G,loss_I,loss_cross"
     );
-    let full = String::from_utf8(outs[0][1].clone()).unwrap();
+    let full = std::fs::read_to_string(outs[0].join("train_full.csv")).unwrap();
     assert!(
         full.lines().next().unwrap().starts_with(
             "step,t,loss,w_G,p,v,w,p1,loss_G,kq_norm,prev_mass,corr_G,corr_I,entropy_IH,slope_h0"
@@ -218,7 +197,7 @@ fn training_alongside_is_byte_identical_on_1_and_2_threads() {
         .collect();
     assert_eq!(last[0], 300.0);
     assert!((last[1] - 30.0).abs() < 1e-12);
-    let events = String::from_utf8(outs[0][2].clone()).unwrap();
+    let events = std::fs::read_to_string(outs[0].join("train_events.csv")).unwrap();
     assert_eq!(events.lines().next().unwrap(), "model,event,t,method");
     assert!(events.contains("sgd,T_G,"), "{events}");
     assert!(events.contains("full,T_IH,"), "{events}");

@@ -92,3 +92,27 @@ pub fn assert_refused(cases: &[(&str, String, &str)], good_first: Option<&str>) 
         );
     }
 }
+
+/// Run `ihdyn run scenario --out DIR -q` with RAYON_NUM_THREADS = 1 and then 2, require success,
+/// and require every file in `files` to be byte-identical between the two runs. Returns the
+/// output folders of the two runs (1 thread first).
+pub fn assert_same_on_1_and_2_threads(dir: &Path, scenario: &str, files: &[&str]) -> [PathBuf; 2] {
+    let outs = ["1", "2"].map(|threads| {
+        let out = dir.join(format!("threads{threads}"));
+        let r = ihdyn(
+            dir,
+            &["run", scenario, "--out", out.to_str().unwrap(), "-q"],
+            &[("RAYON_NUM_THREADS", threads)],
+        );
+        assert_eq!(r.code, 0, "{threads} thread(s): {}", r.stderr);
+        out
+    });
+    for f in files {
+        let read = |d: &PathBuf| std::fs::read(d.join(f)).unwrap();
+        assert!(
+            read(&outs[0]) == read(&outs[1]),
+            "{f} differs between 1 and 2 threads"
+        );
+    }
+    outs
+}
