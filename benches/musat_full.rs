@@ -72,12 +72,14 @@ fn musat3_gradient_n16(bencher: divan::Bencher) {
 
 /// The reduced flows of `scenarios/musat-compare.toml` (N = 4, query last, rtol 1e-10, atol
 /// 1e-12) solved from zero to their own α₃ emergence (threshold 0.5), exactly as the compare
-/// job times them (`wall_seconds_to_T_alpha3` in its manifest).
-#[divan::bench(args = ["ode19", "ode3"])]
-fn to_alpha3(bencher: divan::Bencher, source: &str) {
-    use ihdyn::flow::{EventSpec, FlowProblem, Quantity};
+/// job times them (`wall_seconds_to_T_alpha3` in its manifest), with either integrator.
+#[divan::bench(args = ["ode19/dopri5", "ode19/dop853", "ode3/dopri5", "ode3/dop853"])]
+fn to_alpha3(bencher: divan::Bencher, arg: &str) {
+    use ihdyn::flow::{EventSpec, FlowProblem, Method, Quantity};
     use ihdyn::theory::musat3::Musat3;
     use ihdyn::theory::musat19::Musat19;
+    let (source, method) = arg.split_once('/').unwrap();
+    let method = Method::parse(method).unwrap();
     let (flow, k): (Box<dyn GradientFlow>, usize) = if source == "ode19" {
         let f = Musat19::new(4, Query::Last, LabelPosition::Rotated, 1.0);
         (Box::new(f), ihdyn::model::subspace::ALPHA3)
@@ -90,6 +92,7 @@ fn to_alpha3(bencher: divan::Bencher, source: &str) {
         let sol = FlowProblem::builder(flow.as_ref())
             .init(&theta0)
             .t_max(60.0)
+            .method(method)
             .tolerances(1e-10, 1e-12)
             .events(vec![EventSpec::rises("alpha3", Quantity::Coord(k), 0.5)])
             .stop_after_events(0.0)

@@ -121,6 +121,7 @@ fn solve_ode(
         FlowProblem::builder(flow.as_ref())
             .init(theta0)
             .t_max(t_end)
+            .method(solver.method)
             .tolerances(solver.rtol, solver.atol)
             .max_steps(solver.max_steps)
             .events(events)

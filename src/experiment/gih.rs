@@ -473,6 +473,7 @@ fn run_reduced(
     let mut b = FlowProblem::builder(&flow)
         .init(&th0)
         .stages(stages)
+        .method(solver.method)
         .tolerances(solver.rtol, solver.atol)
         .max_steps(solver.max_steps)
         .events(defs.iter().map(EventDef::spec));

@@ -93,6 +93,7 @@ pub fn build_problem<'a>(
         .init(&inst.init)
         .freeze(inst.frozen.iter().copied())
         .t_max(horizon(inst, solver))
+        .method(solver.method)
         .tolerances(solver.rtol, solver.atol)
         .max_steps(solver.max_steps)
         .events(events);

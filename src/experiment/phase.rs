@@ -133,6 +133,7 @@ fn solve_from(
         .init(init)
         .freeze(frozen)
         .t_max(t_max)
+        .method(scenario.solver.method)
         .tolerances(scenario.solver.rtol, scenario.solver.atol)
         .max_steps(scenario.solver.max_steps)
         .events(events)

@@ -169,6 +169,7 @@ pub fn problem<'a>(
     let mut b = FlowProblem::builder(flow)
         .init(&spec.init)
         .stages(stages(spec, horizon(spec, solver)))
+        .method(solver.method)
         .tolerances(solver.rtol, solver.atol)
         .max_steps(solver.max_steps)
         .events(events);

@@ -205,6 +205,7 @@ pub fn run(
     let sol = FlowProblem::builder(flow.as_ref())
         .init(&spec.init)
         .stages(stages(spec, t_max))
+        .method(scenario.solver.method)
         .tolerances(scenario.solver.rtol, scenario.solver.atol)
         .max_steps(scenario.solver.max_steps)
         .events(events)

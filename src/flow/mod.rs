@@ -1,12 +1,13 @@
 //! The ODE layer: gradient flows dθ/dt = −(mask ⊙ ∇L(θ)) integrated with Dormand–Prince 5(4)
-//! from `ode_solvers`, with events located on the solver's continuous (dense) output.
+//! from `ode_solvers` or Hairer's 8(5,3) (`dop853.rs`; `solver.method`), with events located on
+//! the solver's continuous (dense) output.
 //!
 //! A reduced system implements [`GradientFlow`]. A [`FlowProblem`] is built and validated once
 //! ([`FlowProblem::builder`]), with its initial point, schedule of stages (which coordinates move
 //! in which time window), events and stop rule, and then [`FlowProblem::solve`]d.
 //!
 //! Design notes (see `DESIGN.md`):
-//! - the Dopri5 adapter (`Rhs`) evaluates the right-hand side without allocating and checks each
+//! - the solver adapter (`Rhs`) evaluates the right-hand side without allocating and checks each
 //!   accepted step for divergence and event brackets; the integration loop itself is the
 //!   solver's;
 //! - events are bracketed between accepted steps and then located by bisection on the dense
@@ -16,6 +17,7 @@
 //!   number of tail steps, since a stiff tail needs steps of O(1) however long the run), or at
 //!   the horizon.
 
+mod dop853;
 mod events;
 mod solution;
 
@@ -109,6 +111,37 @@ fn invalid(field: &str, message: impl Into<String>) -> FlowError {
     }
 }
 
+/// The integrator (`solver.method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Dormand–Prince 5(4) with its 4th-order continuous output (`ode_solvers`).
+    #[default]
+    Dopri5,
+    /// Dormand–Prince 8(5,3) with its 7th-order continuous output (Hairer's DOP853): fewer
+    /// steps at tight tolerances.
+    Dop853,
+}
+
+impl Method {
+    pub const NAMES: [&'static str; 2] = ["dopri5", "dop853"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "dopri5" => Some(Method::Dopri5),
+            "dop853" => Some(Method::Dop853),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Dopri5 => "dopri5",
+            Method::Dop853 => "dop853",
+        }
+    }
+}
+
 /// One time window of a schedule: the listed coordinates are frozen (their derivative is zero).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stage {
@@ -137,6 +170,7 @@ pub struct FlowProblem<'a> {
     system: &'a dyn GradientFlow,
     init: Vec<f64>,
     stages: Vec<Stage>,
+    method: Method,
     rtol: f64,
     atol: f64,
     events: Vec<EventSpec>,
@@ -156,6 +190,7 @@ pub struct FlowProblemBuilder<'a> {
     t_max: Option<f64>,
     stages: Option<Vec<Stage>>,
     frozen: Vec<usize>,
+    method: Method,
     rtol: f64,
     atol: f64,
     events: Vec<EventSpec>,
@@ -174,6 +209,7 @@ impl<'a> FlowProblem<'a> {
             t_max: None,
             stages: None,
             frozen: Vec::new(),
+            method: Method::Dopri5,
             rtol: 1e-10,
             atol: 1e-12,
             events: Vec::new(),
@@ -205,6 +241,11 @@ impl<'a> FlowProblemBuilder<'a> {
     /// Coordinates frozen in every stage.
     pub fn freeze(mut self, idx: impl IntoIterator<Item = usize>) -> Self {
         self.frozen.extend(idx);
+        self
+    }
+    /// The integrator (default Dopri5).
+    pub fn method(mut self, method: Method) -> Self {
+        self.method = method;
         self
     }
     pub fn tolerances(mut self, rtol: f64, atol: f64) -> Self {
@@ -356,6 +397,7 @@ impl<'a> FlowProblemBuilder<'a> {
             system: self.system,
             init,
             stages,
+            method: self.method,
             rtol: self.rtol,
             atol: self.atol,
             events: self.events,
@@ -567,6 +609,7 @@ impl FlowProblem<'_> {
                 y_last,
                 dense,
             } = integrate_stage(
+                self.method,
                 rhs,
                 (t0, t1, stage.duration),
                 &theta,
@@ -668,6 +711,7 @@ struct StageRun {
 /// and their temporaries, every step) allocates nothing; larger states use heap vectors. The
 /// arithmetic is the same element by element either way.
 fn integrate_stage(
+    method: Method,
     rhs: Rhs,
     span: (f64, f64, f64),
     y0: &[f64],
@@ -676,13 +720,18 @@ fn integrate_stage(
 ) -> StageRun {
     #[cfg(test)]
     if tests::FORCE_HEAP.with(|f| f.get()) {
-        return run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps);
+        return match method {
+            Method::Dopri5 => run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps),
+            Method::Dop853 => dop853::run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps),
+        };
     }
     macro_rules! by_dim {
         ($($n:literal)*) => {
-            match y0.len() {
-                $($n => run_stage::<Const<$n>>(rhs, span, y0, tolerances, max_steps),)*
-                _ => run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps),
+            match (method, y0.len()) {
+                $((Method::Dopri5, $n) => run_stage::<Const<$n>>(rhs, span, y0, tolerances, max_steps),)*
+                $((Method::Dop853, $n) => dop853::run_stage::<Const<$n>>(rhs, span, y0, tolerances, max_steps),)*
+                (Method::Dopri5, _) => run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps),
+                (Method::Dop853, _) => dop853::run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps),
             }
         };
     }

@@ -79,51 +79,163 @@ fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-300)
 }
 
+const METHODS: [Method; 2] = [Method::Dopri5, Method::Dop853];
+
 #[test]
 fn dense_output_follows_the_exact_solution() {
     let sys = Quadratic::new(&[1.0, 0.1], &[2.0, -1.0]);
     let th0 = [0.0, 3.0];
-    let sol = FlowProblem::builder(&sys)
-        .init(&th0)
-        .t_max(20.0)
-        .build()
-        .unwrap()
-        .solve()
-        .unwrap();
-    assert_eq!(sol.stop, StopReason::Horizon);
-    assert!((sol.t_end() - 20.0).abs() < 1e-12);
-    for k in 0..=200 {
-        let t = 0.1 * k as f64;
-        let got = sol.state_at(t).unwrap();
-        let exact = sys.exact(&th0, t);
-        for i in 0..2 {
-            assert!((got[i] - exact[i]).abs() < 1e-8, "t={t} i={i}");
+    for method in METHODS {
+        let sol = FlowProblem::builder(&sys)
+            .init(&th0)
+            .t_max(20.0)
+            .method(method)
+            .build()
+            .unwrap()
+            .solve()
+            .unwrap();
+        assert_eq!(sol.stop, StopReason::Horizon);
+        assert!((sol.t_end() - 20.0).abs() < 1e-12);
+        for k in 0..=200 {
+            let t = 0.1 * k as f64;
+            let got = sol.state_at(t).unwrap();
+            let exact = sys.exact(&th0, t);
+            for i in 0..2 {
+                assert!((got[i] - exact[i]).abs() < 1e-8, "{method:?} t={t} i={i}");
+            }
+        }
+        assert!(sol.state_at(20.5).is_none());
+    }
+}
+
+#[test]
+fn dop853_dense_output_between_steps_matches_the_logistic_curve() {
+    // Nonlinear, with a closed form; at rtol 1e-10 DOP853 takes steps of O(1), so most sample
+    // points fall inside steps and test the 7th-order interpolant, not the step ends.
+    let sys = Logistic {
+        names: vec!["x".into()],
+    };
+    let th0: f64 = 1e-3;
+    let r = (1.0 - th0) / th0;
+    let exact = |t: f64| 1.0 / (1.0 + r * (-t).exp());
+    let mut steps = Vec::new();
+    for method in METHODS {
+        let sol = FlowProblem::builder(&sys)
+            .init(&[th0])
+            .t_max(20.0)
+            .method(method)
+            .tolerances(1e-10, 1e-12)
+            .build()
+            .unwrap()
+            .solve()
+            .unwrap();
+        let worst = (0..=2000)
+            .map(|k| {
+                let t = 0.01 * k as f64;
+                (sol.state_at(t).unwrap()[0] - exact(t)).abs()
+            })
+            .fold(0.0, f64::max);
+        assert!(worst < 2e-9, "{method:?}: worst error {worst:e}");
+        steps.push(sol.stats.steps);
+    }
+    // The point of the 8th-order method: far fewer steps at tight tolerances.
+    assert!(3 * steps[1] < steps[0], "Dopri5 vs DOP853 steps: {steps:?}");
+}
+
+#[test]
+fn dop853_steps_like_the_ode_solvers_stepper() {
+    // `ode_solvers::Dop853` is the same method without an accessible continuous output: the
+    // same tableau, error norm, controller and initial step must give the same accepted and
+    // rejected steps and the same end state (to rounding: sums are ordered differently, and
+    // the differences, ~1e-13 per run here, accumulate over the steps).
+    use ode_solvers::dop_shared::OutputType;
+    struct Plain<'a>(&'a Quadratic);
+    impl ode_solvers::System<f64, nalgebra::SVector<f64, 3>> for Plain<'_> {
+        fn system(
+            &self,
+            _t: f64,
+            y: &nalgebra::SVector<f64, 3>,
+            dy: &mut nalgebra::SVector<f64, 3>,
+        ) {
+            self.0.grad(y.as_slice(), dy.as_mut_slice());
+            *dy *= -1.0;
         }
     }
-    assert!(sol.state_at(20.5).is_none());
+    // Accuracy-limited (on a stiff problem the stability limit makes accept/reject decisions
+    // hinge on the last bits, and a rounding difference can flip one).
+    let sys = Quadratic::new(&[1.0, 0.3, 0.02], &[2.0, -1.0, 0.5]);
+    let th0 = [0.0, 3.0, -4.0];
+    for (rtol, atol) in [(1e-6, 1e-8), (1e-10, 1e-12)] {
+        let y0 = nalgebra::SVector::<f64, 3>::from_column_slice(&th0);
+        let mut reference = ode_solvers::Dop853::from_param(
+            Plain(&sys),
+            0.0,
+            30.0,
+            30.0,
+            y0,
+            rtol,
+            atol,
+            0.9,
+            0.0,
+            0.333,
+            6.0,
+            30.0,
+            0.0,
+            100_000,
+            u32::MAX,
+            OutputType::Sparse,
+        );
+        let stats = reference.integrate().unwrap();
+        assert!(stats.accepted_steps > 10, "{stats:?}");
+        let y_end = reference.y_out().last().unwrap();
+        let sol = FlowProblem::builder(&sys)
+            .init(&th0)
+            .t_max(30.0)
+            .method(Method::Dop853)
+            .tolerances(rtol, atol)
+            .build()
+            .unwrap()
+            .solve()
+            .unwrap();
+        assert_eq!(sol.stats.steps, stats.accepted_steps, "rtol {rtol}");
+        assert_eq!(
+            sol.stats.rejected_steps, stats.rejected_steps,
+            "rtol {rtol}"
+        );
+        let ours = sol.state_at(30.0).unwrap();
+        for i in 0..3 {
+            assert!(
+                (ours[i] - y_end[i]).abs() < 1e-11,
+                "rtol {rtol}: {ours:?} vs {y_end:?}"
+            );
+        }
+    }
 }
 
 #[test]
 fn threshold_and_loss_events_match_closed_forms() {
-    let sys = Quadratic::new(&[0.7], &[1.0]);
-    // θ(t) = 1 − e^{−0.7 t}; θ ≥ 0.5 at t = ln 2 / 0.7; L = ½·0.7·e^{−1.4 t}, L ≤ L0/4 at ln 4/1.4.
-    let l0 = sys.loss(&[0.0]);
-    let sol = FlowProblem::builder(&sys)
-        .t_max(50.0)
-        .event(EventSpec::rises("half", Quantity::Coord(0), 0.5))
-        .event(EventSpec::falls("loss_quarter", Quantity::Loss, 0.25 * l0))
-        .event(EventSpec::rises("never", Quantity::Coord(0), 2.0))
-        .event(EventSpec::falls("at_start", Quantity::Coord(0), 0.0))
-        .build()
-        .unwrap()
-        .solve()
-        .unwrap();
-    let t_half = sol.event_time("half").unwrap();
-    assert!(rel(t_half, 2f64.ln() / 0.7) < 1e-9, "{t_half}");
-    let t_q = sol.event_time("loss_quarter").unwrap();
-    assert!(rel(t_q, 4f64.ln() / 1.4) < 1e-9, "{t_q}");
-    assert_eq!(sol.event_time("never"), None);
-    assert_eq!(sol.event_time("at_start"), Some(0.0));
+    for method in METHODS {
+        let sys = Quadratic::new(&[0.7], &[1.0]);
+        // θ(t) = 1 − e^{−0.7 t}; θ ≥ 0.5 at t = ln 2 / 0.7; L = ½·0.7·e^{−1.4 t}, L ≤ L0/4 at ln 4/1.4.
+        let l0 = sys.loss(&[0.0]);
+        let sol = FlowProblem::builder(&sys)
+            .t_max(50.0)
+            .method(method)
+            .event(EventSpec::rises("half", Quantity::Coord(0), 0.5))
+            .event(EventSpec::falls("loss_quarter", Quantity::Loss, 0.25 * l0))
+            .event(EventSpec::rises("never", Quantity::Coord(0), 2.0))
+            .event(EventSpec::falls("at_start", Quantity::Coord(0), 0.0))
+            .build()
+            .unwrap()
+            .solve()
+            .unwrap();
+        let t_half = sol.event_time("half").unwrap();
+        assert!(rel(t_half, 2f64.ln() / 0.7) < 1e-9, "{t_half}");
+        let t_q = sol.event_time("loss_quarter").unwrap();
+        assert!(rel(t_q, 4f64.ln() / 1.4) < 1e-9, "{t_q}");
+        assert_eq!(sol.event_time("never"), None);
+        assert_eq!(sol.event_time("at_start"), Some(0.0));
+    }
 }
 
 #[test]
@@ -205,30 +317,33 @@ fn frozen_coordinates_and_stages() {
 
 #[test]
 fn blow_up_is_reported_with_time_and_state() {
-    let sys = BlowUp {
-        names: vec!["x".into()],
-    };
-    let err = FlowProblem::builder(&sys)
-        .init(&[0.5])
-        .t_max(10.0)
-        .divergence_bound(1e8)
-        .build()
-        .unwrap()
-        .solve()
-        .err()
-        .expect("the flow blows up at t = 2");
-    match &err {
-        FlowError::Diverged { t, theta, .. } => {
-            assert!(*t > 1.99 && *t < 2.0 + 1e-6, "t = {t}");
-            assert!(theta[0].abs() > 1e8 || !theta[0].is_finite());
+    for method in METHODS {
+        let sys = BlowUp {
+            names: vec!["x".into()],
+        };
+        let err = FlowProblem::builder(&sys)
+            .init(&[0.5])
+            .t_max(10.0)
+            .method(method)
+            .divergence_bound(1e8)
+            .build()
+            .unwrap()
+            .solve()
+            .err()
+            .expect("the flow blows up at t = 2");
+        match &err {
+            FlowError::Diverged { t, theta, .. } => {
+                assert!(*t > 1.99 && *t < 2.0 + 1e-6, "t = {t}");
+                assert!(theta[0].abs() > 1e8 || !theta[0].is_finite());
+            }
+            other => panic!("expected divergence, got {other}"),
         }
-        other => panic!("expected divergence, got {other}"),
+        let text = err.to_string();
+        assert!(
+            text.contains("diverged at t = 1.99") && text.contains("x = "),
+            "{text}"
+        );
     }
-    let text = err.to_string();
-    assert!(
-        text.contains("diverged at t = 1.99") && text.contains("x = "),
-        "{text}"
-    );
 }
 
 #[test]
@@ -416,49 +531,53 @@ impl GradientFlow for Walled {
 
 #[test]
 fn leaving_the_domain_is_a_typed_error_at_the_edge() {
-    let sys = Walled {
-        names: vec!["x0".into()],
-    };
-    let err = FlowProblem::builder(&sys)
-        .init(&[0.25])
-        .t_max(5.0)
-        .build()
-        .unwrap()
-        .solve()
-        .err()
-        .expect("the run cannot pass the edge");
-    match &err {
-        FlowError::OutsideDomain {
-            t, theta, reason, ..
-        } => {
-            // The last accepted state sits just below the edge, at t just below 0.75.
-            assert!((t - 0.75).abs() < 1e-6, "t = {t}");
-            assert!(theta[0] < 1.0 && theta[0] > 1.0 - 1e-6, "{theta:?}");
-            assert!(reason.contains(">= 1"), "{reason}");
+    for method in METHODS {
+        let sys = Walled {
+            names: vec!["x0".into()],
+        };
+        let err = FlowProblem::builder(&sys)
+            .init(&[0.25])
+            .t_max(5.0)
+            .method(method)
+            .build()
+            .unwrap()
+            .solve()
+            .err()
+            .expect("the run cannot pass the edge");
+        match &err {
+            FlowError::OutsideDomain {
+                t, theta, reason, ..
+            } => {
+                // The last accepted state sits just below the edge, at t just below 0.75.
+                assert!((t - 0.75).abs() < 1e-6, "t = {t}");
+                assert!(theta[0] < 1.0 && theta[0] > 1.0 - 1e-6, "{theta:?}");
+                assert!(reason.contains(">= 1"), "{reason}");
+            }
+            other => panic!("expected OutsideDomain, got {other}"),
         }
-        other => panic!("expected OutsideDomain, got {other}"),
+        assert!(err.to_string().contains("left the domain"), "{err}");
+        // Inside the domain the same flow runs normally.
+        let sol = FlowProblem::builder(&sys)
+            .init(&[0.25])
+            .t_max(0.5)
+            .method(method)
+            .build()
+            .unwrap()
+            .solve()
+            .unwrap();
+        assert!((sol.state_at(0.5).unwrap()[0] - 0.75).abs() < 1e-12);
+        // An initial point outside is refused by the builder.
+        let err = FlowProblem::builder(&sys)
+            .init(&[1.5])
+            .t_max(1.0)
+            .build()
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, FlowError::OutsideDomain { t, .. } if t == 0.0),
+            "{err}"
+        );
     }
-    assert!(err.to_string().contains("left the domain"), "{err}");
-    // Inside the domain the same flow runs normally.
-    let sol = FlowProblem::builder(&sys)
-        .init(&[0.25])
-        .t_max(0.5)
-        .build()
-        .unwrap()
-        .solve()
-        .unwrap();
-    assert!((sol.state_at(0.5).unwrap()[0] - 0.75).abs() < 1e-12);
-    // An initial point outside is refused by the builder.
-    let err = FlowProblem::builder(&sys)
-        .init(&[1.5])
-        .t_max(1.0)
-        .build()
-        .err()
-        .unwrap();
-    assert!(
-        matches!(err, FlowError::OutsideDomain { t, .. } if t == 0.0),
-        "{err}"
-    );
 }
 
 #[test]
@@ -489,7 +608,7 @@ fn stack_and_heap_vectors_give_the_same_bits() {
     // States of up to 24 coordinates are integrated on fixed-size vectors; the arithmetic must
     // be that of the heap vectors, element by element: same steps, events and dense output.
     let sys = Quadratic::new(&[1.0, 0.3, 2.5, 0.05], &[2.0, -1.0, 0.5, 3.0]);
-    let solve = |heap: bool| {
+    let solve = |heap: bool, method: Method| {
         FORCE_HEAP.with(|f| f.set(heap));
         let sol = FlowProblem::builder(&sys)
             .init(&[0.1, 3.0, -2.0, 1.0])
@@ -498,6 +617,7 @@ fn stack_and_heap_vectors_give_the_same_bits() {
                 Stage::new("b", 40.0),
             ])
             .log_coordinates([3])
+            .method(method)
             .event(EventSpec::rises("x0", Quantity::Coord(0), 1.5))
             .event(EventSpec::falls("loss", Quantity::Loss, 0.5))
             .event(EventSpec::peak("rate", Quantity::Rate(2)))
@@ -513,7 +633,9 @@ fn stack_and_heap_vectors_give_the_same_bits() {
         let events: Vec<Option<u64>> = sol.events().iter().map(|e| e.t.map(f64::to_bits)).collect();
         (sol.stats, events, states)
     };
-    let (stack, heap) = (solve(false), solve(true));
-    assert!(stack.0.steps > 20, "{:?}", stack.0);
-    assert_eq!(stack, heap);
+    for method in METHODS {
+        let (stack, heap) = (solve(false, method), solve(true, method));
+        assert!(stack.0.steps > 10, "{method:?}: {:?}", stack.0);
+        assert_eq!(stack, heap, "{method:?}");
+    }
 }

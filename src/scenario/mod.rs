@@ -28,6 +28,7 @@ pub use rich::{
 pub use sweep::{MAX_POINTS, SweepField, SweepPoint, SweepSpec, SweepValue, expand_values};
 pub use validate::FieldError;
 
+use crate::flow::Method;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use validate::{check, check_fraction, check_positive, check_thresholds};
@@ -136,8 +137,9 @@ impl SystemSpec {
 /// Integrator settings (`[solver]`).
 #[derive(Debug, Clone, Serialize)]
 pub struct SolverSpec {
-    /// Always "dopri5" (Dormand–Prince 5(4) with dense output, from `ode_solvers`).
-    pub method: String,
+    /// "dopri5" (Dormand–Prince 5(4), from `ode_solvers`; the default) or "dop853" (Hairer's
+    /// 8(5,3)); both with dense output.
+    pub method: Method,
     pub rtol: f64,
     pub atol: f64,
     /// Absolute horizon, if given.
@@ -537,9 +539,15 @@ fn deserialize_table<T: serde::de::DeserializeOwned>(
 }
 
 fn validate_solver(raw: RawSolver, default_horizon: f64) -> Result<SolverSpec, FieldError> {
-    let method = raw.method.unwrap_or_else(|| "dopri5".into());
-    check("solver.method", method == "dopri5", || {
-        format!("must be \"dopri5\" (the only integrator), got {method:?}")
+    let name = raw.method.unwrap_or_else(|| "dopri5".into());
+    let method = Method::parse(&name).ok_or_else(|| {
+        FieldError::new(
+            "solver.method",
+            format!(
+                "must be one of {} (Dormand–Prince 5(4) or 8(5,3)), got {name:?}",
+                Method::NAMES.map(|m| format!("\"{m}\"")).join(", ")
+            ),
+        )
     })?;
     let rtol = raw.rtol.unwrap_or(1e-10);
     check("solver.rtol", rtol > 0.0 && rtol < 1.0, || {

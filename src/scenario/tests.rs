@@ -138,6 +138,13 @@ fn every_bad_field_is_named_with_its_range() {
         "t.toml: sweep.thresholds: must be > 0, got -0.1"
     );
     assert_eq!(
+        err(&format!(
+            "{base}n = 4\n[solver]\nmethod = \"rk45\"\n[solve]\n"
+        )),
+        "t.toml: solver.method: must be one of \"dopri5\", \"dop853\" (Dormand–Prince 5(4) or \
+         8(5,3)), got \"rk45\""
+    );
+    assert_eq!(
         err(&format!("{base}n = 4\n[solver]\nt_max = 0\n[solve]\n")),
         "t.toml: solver.t_max: must be > 0 and finite, got 0"
     );

@@ -248,3 +248,56 @@ fn with_sixteen_coordinates_frozen_the_flow_reproduces_musat3() {
         }
     }
 }
+
+#[test]
+fn dopri5_and_dop853_agree_on_the_full_19_dim_flow() {
+    // Two integrators of different order and step sequence (≈ 4× fewer steps for DOP853) must
+    // trace the same trajectory and emergence times; the compare scenarios use DOP853.
+    use crate::flow::Method;
+    for query in [Query::Last, Query::Uniform] {
+        let sys = Musat19::new(4, query, LabelPosition::Rotated, 1.0);
+        let solve = |method| {
+            FlowProblem::builder(&sys)
+                .t_max(60.0)
+                .method(method)
+                .tolerances(1e-11, 1e-13)
+                .events(
+                    [ALPHA3, BETA2, GAMMA3]
+                        .map(|k| EventSpec::rises(NAMES19[k], Quantity::Coord(k), 0.5)),
+                )
+                .build()
+                .unwrap()
+                .solve()
+                .unwrap()
+        };
+        let (a, b) = (solve(Method::Dopri5), solve(Method::Dop853));
+        assert!(
+            4 * b.stats.steps < 2 * a.stats.steps,
+            "{:?} vs {:?}",
+            a.stats,
+            b.stats
+        );
+        for k in [ALPHA3, BETA2, GAMMA3] {
+            let (ta, tb) = (
+                a.event_time(NAMES19[k]).unwrap(),
+                b.event_time(NAMES19[k]).unwrap(),
+            );
+            assert!(
+                (ta - tb).abs() < 1e-9 * ta,
+                "{query:?} {}: {ta} vs {tb}",
+                NAMES19[k]
+            );
+        }
+        for i in 0..=600 {
+            let t = 0.1 * i as f64;
+            let (x, y) = (a.state_at(t).unwrap(), b.state_at(t).unwrap());
+            for k in 0..19 {
+                assert!(
+                    (x[k] - y[k]).abs() < 1e-8 * (1.0 + x[k].abs()),
+                    "{query:?} t={t} {}",
+                    NAMES19[k]
+                );
+            }
+        }
+    }
+}
