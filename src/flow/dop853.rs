@@ -146,7 +146,6 @@ where
     };
     let mut controller = Controller::new(0.125, 0.0, 6.0, 0.333, duration, 0.9, 1.0);
     let mut x = t0;
-    let mut y_last = None;
     let mut attempts = 0u32;
 
     // Stage 0 at the start, and the initial step (Hairer's `hinit` for order 8).
@@ -179,7 +178,7 @@ where
             stats.num_eval += 11;
             weighted_sum(&tb.b, &k, &mut incr);
             weighted_sum(&tb.e, &k, &mut e5);
-            for ((yn, yi), inc) in y_new.iter_mut().zip(y.iter()).zip(&incr) {
+            for ((yn, yi), inc) in y_new.as_mut_slice().iter_mut().zip(y.as_slice()).zip(&incr) {
                 *yn = yi + h * inc;
             }
             // Stage 12 = f(x + h, y_new), the next step's stage 0, evaluated before the step is
@@ -187,13 +186,19 @@ where
             // step, as Dopri5's error estimate (which uses this stage) does.
             rhs.system(x + h, &y_new, &mut k[12]);
             stats.num_eval += 1;
-            let outside = k[12].iter().any(|v| !v.is_finite());
+            let outside = k[12].as_slice().iter().any(|v| !v.is_finite());
             // Error: Hairer's mix of the 5th- and 3rd-order estimators.
             let (mut err, mut err2) = (0.0, 0.0);
-            for i in 0..n {
-                let sk = atol + rtol * y[i].abs().max(y_new[i].abs());
-                let e5 = e5[i];
-                let e3 = incr[i] - tb.bhh[0] * k[0][i] - tb.bhh[1] * k[8][i] - tb.bhh[2] * k[11][i];
+            let (k0, k8, k11) = (k[0].as_slice(), k[8].as_slice(), k[11].as_slice());
+            for (i, ((yi, yn), (e5, inc))) in y
+                .as_slice()
+                .iter()
+                .zip(y_new.as_slice())
+                .zip(e5.iter().zip(&incr))
+                .enumerate()
+            {
+                let sk = atol + rtol * yi.abs().max(yn.abs());
+                let e3 = inc - tb.bhh[0] * k0[i] - tb.bhh[1] * k8[i] - tb.bhh[2] * k11[i];
                 err += (e5 / sk) * (e5 / sk);
                 err2 += (e3 / sk) * (e3 / sk);
             }
@@ -227,13 +232,19 @@ where
             let base = dense.coef.len();
             dense.coef.resize(base + 8 * n, 0.0);
             let rc = &mut dense.coef[base..];
+            let (ys, yn, k0, k12) = (
+                y.as_slice(),
+                y_new.as_slice(),
+                k[0].as_slice(),
+                k[12].as_slice(),
+            );
             for i in 0..n {
-                let ydiff = y_new[i] - y[i];
-                let bspl = h * k[0][i] - ydiff;
-                rc[i] = y[i];
+                let ydiff = yn[i] - ys[i];
+                let bspl = h * k0[i] - ydiff;
+                rc[i] = ys[i];
                 rc[n + i] = ydiff;
                 rc[2 * n + i] = bspl;
-                rc[3 * n + i] = ydiff - h * k[12][i] - bspl;
+                rc[3 * n + i] = ydiff - h * k12[i] - bspl;
             }
             for (r, row) in tb.d.iter().enumerate() {
                 let out = &mut rc[(4 + r) * n..(5 + r) * n];
@@ -248,13 +259,13 @@ where
             first[0].copy_from(&rest[0]);
             y.copy_from(&y_new);
             x += h;
-            y_last = Some(y.as_slice().to_vec());
             if rhs.solout(x, &y, &k[0]) || last {
                 break 'integrate Ok(stats);
             }
             h = h_new;
         }
     };
+    let y_last = (stats.accepted_steps > 0).then(|| y.as_slice().to_vec());
     StageRun {
         result,
         t_reached: x,
@@ -276,7 +287,7 @@ fn combine<D: Dim>(
     DefaultAllocator: Allocator<D>,
 {
     weighted_sum(row, k, acc);
-    for ((o, yi), a) in out.iter_mut().zip(y.iter()).zip(acc.iter()) {
+    for ((o, yi), a) in out.iter_mut().zip(y.as_slice()).zip(acc.iter()) {
         *o = yi + h * a;
     }
 }
@@ -288,11 +299,11 @@ where
     DefaultAllocator: Allocator<D>,
 {
     let (&(j0, w0), rest) = row.split_first().expect("a row has a nonzero weight");
-    for (a, kj) in acc.iter_mut().zip(k[j0].iter()) {
+    for (a, kj) in acc.iter_mut().zip(k[j0].as_slice()) {
         *a = w0 * kj;
     }
     for &(j, w) in rest {
-        for (a, kj) in acc.iter_mut().zip(k[j].iter()) {
+        for (a, kj) in acc.iter_mut().zip(k[j].as_slice()) {
             *a += w * kj;
         }
     }
