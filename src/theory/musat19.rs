@@ -49,38 +49,46 @@ use std::collections::BTreeMap;
 /// A sparse vector: (index, value) pairs.
 type Sparse = Vec<(usize, f64)>;
 
-/// A sparse matrix over the tokens before the query: (row i, column j, value).
-type SparseMatrix = Vec<(usize, usize, f64)>;
-
-/// One input sequence, reduced to what the evaluation needs (all θ-independent).
+/// One input sequence, reduced to what the evaluation needs (all θ-independent), in flat
+/// arrays (u32 indices) so that the passes are short loops over contiguous memory.
 #[derive(Debug, Clone)]
 struct Configuration {
     /// Layer-1 row k (k = 1..=Q) has `zeros[k]` keys whose three Gram entries are all 0 (score
-    /// exactly 0) and the special keys `sp_key[sp_start[k]..sp_start[k + 1]]` with their
-    /// (C, P, PJ) entries.
+    /// exactly 0) and the special keys `sp_key[sp_start[k]..sp_start[k + 1]]` (in row
+    /// `sp_row`) with their (C, P, PJ) entries `sp_g`. The specials of row Q are also the
+    /// nonzero entries of row Q of C, P, PJ over the keys j < Q (the z and y terms in β₁, β₂,
+    /// β₅..β₈).
     zeros: Vec<f64>,
-    sp_start: Vec<usize>,
-    sp_key: Vec<usize>,
-    sp_c: Vec<f64>,
-    sp_p: Vec<f64>,
-    sp_pj: Vec<f64>,
-    /// Row k of every special key (`sp_row[i]` for key `sp_key[i]`).
-    sp_row: Vec<usize>,
-    /// C, P, PJ among the tokens before the query (the products a_Q C, a_Q P, a_Q PJ): the
-    /// diagonals (dense, length Q) and the nonzero entries off the diagonal.
-    diag: [Vec<f64>; 3],
-    gram_c: SparseMatrix,
-    gram_p: SparseMatrix,
-    gram_pj: SparseMatrix,
-    /// Row Q of C, P, PJ over the keys j < Q.
-    c_q: Sparse,
-    p_q: Sparse,
-    pj_q: Sparse,
-    /// Content vectors c_0..c_Q (sparse) and the target.
-    contents: Vec<Sparse>,
-    target: Sparse,
+    /// The weight of each key of row k when row k has no special key (1/k; 0 for row 0).
+    plain: Vec<f64>,
+    sp_start: Vec<u32>,
+    sp_key: Vec<u32>,
+    sp_row: Vec<u32>,
+    sp_g: Vec<[f64; 3]>,
+    /// C, P, PJ among the tokens before the query (the products a_Q C, a_Q P, a_Q PJ): only
+    /// those of the three matrices with a nonzero entry (the canonical configurations have no
+    /// PJ on the diagonal and only PJ off it).
+    gram: Vec<GramPart>,
+    /// Content vectors c_0..c_Q in compressed rows: token k has the entries
+    /// `c_idx/c_val[c_start[k]..c_start[k + 1]]`; and the target.
+    /// When every token has exactly one content entry (one-hot tokens), token k's is entry k.
+    c_start: Vec<u32>,
+    one_hot: bool,
+    c_idx: Vec<u32>,
+    c_val: Vec<f64>,
+    target: Vec<(u32, f64)>,
     /// Weight of this configuration in the loss (1/number of configurations).
     weight: f64,
+}
+
+/// One of C, P, PJ among the tokens before the query: its diagonal (dense, length Q; empty
+/// when it is 0) and its nonzero entries off the diagonal (i, j, value).
+#[derive(Debug, Clone)]
+struct GramPart {
+    /// 0, 1, 2 for C, P, PJ.
+    m: usize,
+    diag: Vec<f64>,
+    off: Vec<(u32, u32, f64)>,
 }
 
 /// The 19-dimensional flow of Musat et al.
@@ -100,18 +108,17 @@ pub struct Musat19 {
 /// Per-thread scratch, grown on first use and reused (no allocation in `grad` afterwards).
 #[derive(Default)]
 struct Scratch {
+    /// The (T, D, specials) the buffers hold at least.
+    size: (usize, usize, usize),
     /// A¹ row k: the weight of each key with score 0 (`base[k]`) and of each special key
     /// (aligned with `Configuration::sp_key`); row Q in full (`aq`).
     base: Vec<f64>,
     sw: Vec<f64>,
     aq: Vec<f64>,
-    /// Exclusive prefix sums (T + 1).
-    pre: Vec<f64>,
     a2: Vec<f64>,
     z: Vec<f64>,
     y: Vec<f64>,
     ay: Vec<f64>,
-    v: Vec<f64>,
     w: Vec<f64>,
     r: Vec<f64>,
     gw: Vec<f64>,
@@ -123,13 +130,17 @@ struct Scratch {
 
 impl Scratch {
     fn ensure(&mut self, t: usize, d: usize, specials: usize) {
+        let size = &mut self.size;
+        if size.0 >= t && size.1 >= d && size.2 >= specials {
+            return;
+        }
+        *size = (size.0.max(t), size.1.max(d), size.2.max(specials));
         let grow = |v: &mut Vec<f64>, len: usize| {
             if v.len() < len {
                 v.resize(len, 0.0);
             }
         };
         grow(&mut self.sw, specials);
-        grow(&mut self.pre, t + 1);
         grow(&mut self.r, d);
         for v in [
             &mut self.base,
@@ -138,7 +149,6 @@ impl Scratch {
             &mut self.z,
             &mut self.y,
             &mut self.ay,
-            &mut self.v,
             &mut self.w,
             &mut self.gw,
             &mut self.h,
@@ -160,10 +170,16 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// Σ v x_j over a sparse vector (j, v).
 #[inline(always)]
-fn sparse_dot(sp: &[(usize, f64)], x: &[f64]) -> f64 {
-    sp.iter().map(|&(j, v)| v * x[j]).sum()
+fn dot3(a: [f64; 3], g: &[f64; 3]) -> f64 {
+    a[0] * g[0] + a[1] * g[1] + a[2] * g[2]
+}
+
+#[inline(always)]
+fn axpy3(acc: &mut [f64; 3], s: f64, g: &[f64; 3]) {
+    acc[0] += s * g[0];
+    acc[1] += s * g[1];
+    acc[2] += s * g[2];
 }
 
 /// e^x, remembering the last argument: the rows of layer 1 share their few distinct scores.
@@ -229,116 +245,104 @@ impl Configuration {
             }
         }
         let q = t - 1;
+        let idx = |i: usize| u32::try_from(i).expect("index fits in u32");
         let mut cf = Configuration {
             zeros: vec![0.0; t],
+            plain: vec![0.0; t],
             sp_start: vec![0; t + 1],
-            sp_row: Vec::new(),
             sp_key: Vec::new(),
-            sp_c: Vec::new(),
-            sp_p: Vec::new(),
-            sp_pj: Vec::new(),
-            diag: [vec![0.0; q], vec![0.0; q], vec![0.0; q]],
-            gram_c: Vec::new(),
-            gram_p: Vec::new(),
-            gram_pj: Vec::new(),
-            c_q: Vec::new(),
-            p_q: Vec::new(),
-            pj_q: Vec::new(),
-            contents,
-            target: sparse(target),
+            sp_row: Vec::new(),
+            sp_g: Vec::new(),
+            gram: Vec::new(),
+            c_start: vec![0],
+            one_hot: false,
+            c_idx: Vec::new(),
+            c_val: Vec::new(),
+            target: sparse(target)
+                .into_iter()
+                .map(|(i, x)| (idx(i), x))
+                .collect(),
             weight,
         };
+        let mut parts: Vec<GramPart> = (0..3)
+            .map(|m| GramPart {
+                m,
+                diag: vec![0.0; q],
+                off: Vec::new(),
+            })
+            .collect();
         for (&(k, j), &g) in &gram {
             if g == [0.0; 3] {
                 continue;
             }
             if j < k {
                 // a special layer-1 key (rows are visited in order)
-                cf.sp_row.push(k);
-                cf.sp_key.push(j);
-                cf.sp_c.push(g[0]);
-                cf.sp_p.push(g[1]);
-                cf.sp_pj.push(g[2]);
+                cf.sp_row.push(idx(k));
+                cf.sp_key.push(idx(j));
+                cf.sp_g.push(g);
             }
             if k < q && j < q {
-                if k == j {
-                    for (dg, v) in cf.diag.iter_mut().zip(g) {
-                        dg[k] = v;
-                    }
-                } else {
-                    for (list, v) in [&mut cf.gram_c, &mut cf.gram_p, &mut cf.gram_pj]
-                        .into_iter()
-                        .zip(g)
-                    {
-                        if v != 0.0 {
-                            list.push((k, j, v));
-                        }
+                for (part, v) in parts.iter_mut().zip(g) {
+                    if k == j {
+                        part.diag[k] = v;
+                    } else if v != 0.0 {
+                        part.off.push((idx(k), idx(j), v));
                     }
                 }
-            } else if k == q && j < q {
-                for (list, v) in [&mut cf.c_q, &mut cf.p_q, &mut cf.pj_q].into_iter().zip(g) {
-                    if v != 0.0 {
-                        list.push((j, v));
-                    }
-                }
+            }
+        }
+        for mut part in parts {
+            if part.diag.iter().all(|&v| v == 0.0) {
+                part.diag.clear();
+            }
+            if !part.diag.is_empty() || !part.off.is_empty() {
+                cf.gram.push(part);
             }
         }
         for k in 0..t {
-            let end = cf.sp_row.partition_point(|&r| r <= k);
-            cf.sp_start[k + 1] = end;
-            cf.zeros[k] = (k - (end - cf.sp_start[k])) as f64;
+            let end = cf.sp_row.partition_point(|&r| r as usize <= k);
+            cf.sp_start[k + 1] = idx(end);
+            let specials = end - cf.sp_start[k] as usize;
+            cf.zeros[k] = (k - specials) as f64;
+            if k >= 1 && specials == 0 {
+                cf.plain[k] = 1.0 / k as f64;
+            }
         }
+        for c in &contents {
+            for &(i, x) in c {
+                cf.c_idx.push(idx(i));
+                cf.c_val.push(x);
+            }
+            cf.c_start.push(idx(cf.c_idx.len()));
+        }
+        cf.one_hot = contents.iter().all(|c| c.len() == 1);
         cf
     }
-}
 
-/// The rows 1..=Q of A¹ as the evaluation holds them: a common weight `base[k]` on the keys
-/// with score 0, and the weights `sw` of the special keys `key` (in rows `row`, ascending).
-struct Rows<'a> {
-    base: &'a [f64],
-    sw: &'a [f64],
-    row: &'a [usize],
-    key: &'a [usize],
-}
-
-impl Rows<'_> {
-    /// out[k] = ⟨a_k, x⟩ for k = 1..q−1 (out[0] = 0: token 0 has no keys), from the exclusive
-    /// prefix sums of x (written to `pre`).
+    /// c_k · x for the content vector of token k.
     #[inline(always)]
-    fn dots(&self, q: usize, x: &[f64], out: &mut [f64], pre: &mut [f64]) {
-        let mut acc = 0.0;
-        for ((p, o), (&xi, &bk)) in pre
-            .iter_mut()
-            .zip(out.iter_mut())
-            .zip(x[..q].iter().zip(self.base))
-        {
-            *p = acc;
-            *o = bk * acc;
-            acc += xi;
+    fn content_dot(&self, k: usize, x: &[f64]) -> f64 {
+        if self.one_hot {
+            return self.c_val[k] * x[self.c_idx[k] as usize];
         }
-        out[0] = 0.0;
-        for ((&k, &j), &a) in self.row.iter().zip(self.key).zip(self.sw) {
-            if k >= q {
-                break;
-            }
-            out[k] += (a - self.base[k]) * x[j];
-        }
+        let (lo, hi) = (self.c_start[k] as usize, self.c_start[k + 1] as usize);
+        self.c_idx[lo..hi]
+            .iter()
+            .zip(&self.c_val[lo..hi])
+            .map(|(&i, &v)| v * x[i as usize])
+            .sum()
     }
 
-    /// out = Σ_{k=1}^{q−1} coef_k a_k: suffix sums of coef_k base_k plus the special keys.
+    /// x += s c_k.
     #[inline(always)]
-    fn combine(&self, q: usize, coef: &[f64], out: &mut [f64]) {
-        let mut suffix = 0.0;
-        for i in (1..q).rev() {
-            out[i] = suffix;
-            suffix += coef[i] * self.base[i];
+    fn add_content(&self, k: usize, s: f64, x: &mut [f64]) {
+        if self.one_hot {
+            x[self.c_idx[k] as usize] += s * self.c_val[k];
+            return;
         }
-        out[0] = suffix;
-        for ((&k, &j), &a) in self.row.iter().zip(self.key).zip(self.sw) {
-            if k >= q {
-                break;
-            }
-            out[j] += coef[k] * (a - self.base[k]);
+        let (lo, hi) = (self.c_start[k] as usize, self.c_start[k + 1] as usize);
+        for (&i, &v) in self.c_idx[lo..hi].iter().zip(&self.c_val[lo..hi]) {
+            x[i as usize] += s * v;
         }
     }
 }
@@ -452,8 +456,38 @@ impl Musat19 {
     /// Row k of A¹ is a common weight `base_k` on every key with score 0 plus the weights of
     /// its special keys, so ⟨a_k, x⟩ = base_k Σ_{i<k} x_i + Σ_special (a_kj − base_k) x_j and
     /// Σ_k c_k a_k is a suffix sum plus the special corrections: O(T) per product instead of
-    /// O(T²) on the canonical configurations.
+    /// O(T²) on the canonical configurations. The special corrections are applied first and
+    /// the prefix (suffix) sums are fused with the elementwise work that follows them.
     fn configuration_pass(
+        &self,
+        c: &Configuration,
+        th: &[f64],
+        s: &mut Scratch,
+        grad: Option<&mut [f64]>,
+    ) -> f64 {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked at run time just above).
+            return unsafe { self.configuration_pass_avx2(c, th, s, grad) };
+        }
+        self.configuration_pass_body(c, th, s, grad)
+    }
+
+    /// The same pass compiled for AVX2 (no FMA: the same arithmetic as the plain build).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn configuration_pass_avx2(
+        &self,
+        c: &Configuration,
+        th: &[f64],
+        s: &mut Scratch,
+        grad: Option<&mut [f64]>,
+    ) -> f64 {
+        self.configuration_pass_body(c, th, s, grad)
+    }
+
+    #[inline(always)]
+    fn configuration_pass_body(
         &self,
         c: &Configuration,
         th: &[f64],
@@ -465,16 +499,17 @@ impl Musat19 {
         let [al1, al2, al3] = [th[0], th[1], th[2]];
         let b = &th[3..15]; // b[0] = β₁, ..., b[11] = β₁₂
         let gm = &th[15..19];
+        // the coefficients of (C, P, PJ) in z and y: query row, and a_Q times the Gram matrix
+        let (bzq, byq) = ([b[0], b[4], b[5]], [b[1], b[6], b[7]]);
+        let (bz, by) = ([b[2], b[8], b[9]], [b[3], b[10], b[11]]);
         let Scratch {
             base,
             sw,
             aq,
-            pre,
             a2,
             z,
             y,
             ay,
-            v,
             w,
             r,
             gw,
@@ -482,28 +517,40 @@ impl Musat19 {
             ds,
             big_y,
             gq,
+            ..
         } = s;
-        let (base, aq, pre) = (&mut base[..t], &mut aq[..q], &mut pre[..t]);
-        let (a2, z, y, ay, v) = (
+        let base = &mut base[..t];
+        let (aq, a2, z, y, ay) = (
+            &mut aq[..q],
             &mut a2[..q],
             &mut z[..q],
             &mut y[..q],
             &mut ay[..q],
-            &mut v[..q],
         );
-        let sw = &mut sw[..c.sp_key.len()];
-        let sp = c.sp_start.as_slice();
-        let (key, sc, sp_p, spj) = (&c.sp_key, &c.sp_c, &c.sp_p, &c.sp_pj);
+        let nsp = c.sp_key.len();
+        let sw = &mut sw[..nsp];
+        let (key, row, spg) = (&c.sp_key[..nsp], &c.sp_row[..nsp], &c.sp_g[..nsp]);
+        let sp = &c.sp_start[..t + 1];
+        // the specials of rows 1..q−1 (layer 2 keys), and those of the query row
+        let nk = sp[q] as usize;
+        let qsp = nk..nsp;
 
-        // ---- layer 1: rows k = 1..=q; keys without a Gram entry score exactly 0.
+        // ---- layer 1: rows without special keys weigh each key 1/k; the others are
+        // softmaxes over their special scores and `zeros[k]` scores exactly 0.
         let mut memo = (f64::NAN, f64::NAN);
+        base[0] = 0.0;
         for k in 1..=q {
-            let range = sp[k]..sp[k + 1];
+            let range = sp[k] as usize..sp[k + 1] as usize;
+            if range.is_empty() {
+                base[k] = c.plain[k];
+                continue;
+            }
             let zeros = c.zeros[k];
             let mut m = if zeros > 0.0 { 0.0 } else { f64::NEG_INFINITY };
-            for i in range.clone() {
-                sw[i] = al1 * sc[i] + al2 * sp_p[i] + al3 * spj[i];
-                m = m.max(sw[i]);
+            let (ws, gs) = (&mut sw[range.clone()], &spg[range]);
+            for (x, g) in ws.iter_mut().zip(gs) {
+                *x = al1 * g[0] + al2 * g[1] + al3 * g[2];
+                m = m.max(*x);
             }
             let e0 = if zeros > 0.0 {
                 exp_cached(-m, &mut memo)
@@ -511,66 +558,66 @@ impl Musat19 {
                 0.0
             };
             let mut total = zeros * e0;
-            for x in &mut sw[range.clone()] {
+            for x in ws.iter_mut() {
                 *x = exp_cached(*x - m, &mut memo);
                 total += *x;
             }
             let inv = 1.0 / total;
-            for x in &mut sw[range] {
+            for x in ws.iter_mut() {
                 *x *= inv;
             }
             base[k] = e0 * inv;
         }
         aq.fill(base[q]);
-        for i in sp[q]..sp[q + 1] {
-            aq[key[i]] = sw[i];
+        for i in qsp.clone() {
+            aq[key[i] as usize] = sw[i];
         }
-        let rows = Rows {
-            base,
-            sw,
-            row: &c.sp_row,
-            key,
-        };
+
         // ---- layer 2 (query row): z, y; s²_j = z_j + ⟨a_j, y⟩.
         z.fill(0.0);
         y.fill(0.0);
-        for (list, bz, by) in [
-            (&c.c_q, b[0], b[1]),
-            (&c.p_q, b[4], b[6]),
-            (&c.pj_q, b[5], b[7]),
-        ] {
-            for &(j, val) in list {
-                z[j] += bz * val;
-                y[j] += by * val;
+        ay.fill(0.0);
+        for part in &c.gram {
+            let (bzm, bym) = (bz[part.m], by[part.m]);
+            if !part.diag.is_empty() {
+                for (((zj, yj), &a), &v) in z
+                    .iter_mut()
+                    .zip(y.iter_mut())
+                    .zip(aq.iter())
+                    .zip(&part.diag[..q])
+                {
+                    let u = a * v;
+                    *zj += bzm * u;
+                    *yj += bym * u;
+                }
+            }
+            for &(i, j, v) in &part.off {
+                let u = aq[i as usize] * v;
+                z[j as usize] += bzm * u;
+                y[j as usize] += bym * u;
             }
         }
-        let [dc, dp, dpj] = &c.diag;
-        for (((((zj, yj), a), x), p), pj) in z
-            .iter_mut()
-            .zip(y.iter_mut())
-            .zip(aq.iter())
-            .zip(dc)
-            .zip(dp)
-            .zip(dpj)
-        {
-            *zj += a * (b[2] * x + b[8] * p + b[9] * pj);
-            *yj += a * (b[3] * x + b[10] * p + b[11] * pj);
+        for i in qsp.clone() {
+            let (j, g) = (key[i] as usize, &spg[i]);
+            z[j] += dot3(bzq, g);
+            y[j] += dot3(byq, g);
         }
-        for (list, bz, by) in [
-            (&c.gram_c, b[2], b[3]),
-            (&c.gram_p, b[8], b[10]),
-            (&c.gram_pj, b[9], b[11]),
-        ] {
-            for &(i, j, val) in list {
-                let u = aq[i] * val;
-                z[j] += bz * u;
-                y[j] += by * u;
-            }
+        for i in 0..nk {
+            let k = row[i] as usize;
+            ay[k] += (sw[i] - base[k]) * y[key[i] as usize];
         }
-        rows.dots(q, y, ay, pre);
+        let mut acc = 0.0;
         let mut m = f64::NEG_INFINITY;
-        for ((a, zj), yj) in a2.iter_mut().zip(z.iter()).zip(ay.iter()) {
-            *a = zj + yj;
+        for ((((x, a), &zj), &yj), &bk) in ay
+            .iter_mut()
+            .zip(a2.iter_mut())
+            .zip(z.iter())
+            .zip(y.iter())
+            .zip(base.iter())
+        {
+            *x += bk * acc;
+            acc += yj;
+            *a = zj + *x;
             m = m.max(*a);
         }
         let mut total = 0.0;
@@ -579,26 +626,29 @@ impl Musat19 {
             total += *x;
         }
         let inv = 1.0 / total;
-        for x in a2.iter_mut() {
-            *x *= inv;
-        }
 
         // ---- readout: w = γ₁ e_Q + γ₂ a_Q + γ₃ A² + γ₄ Σ_j A²_j a_j; ŷ = Σ_i w_i c_i.
-        rows.combine(q, a2, v);
         let w = &mut w[..t];
-        for (((wi, a), b2), vi) in w.iter_mut().zip(aq.iter()).zip(a2.iter()).zip(v.iter()) {
-            *wi = gm[1] * a + gm[2] * b2 + gm[3] * vi;
+        for ((wi, x), &a) in w.iter_mut().zip(a2.iter_mut()).zip(aq.iter()) {
+            *x *= inv;
+            *wi = gm[1] * a + gm[2] * *x;
+        }
+        for i in 0..nk {
+            let k = row[i] as usize;
+            w[key[i] as usize] += gm[3] * a2[k] * (sw[i] - base[k]);
         }
         w[q] = gm[0];
         let r = &mut r[..self.d];
         r.fill(0.0);
-        for (wi, ci) in w.iter().zip(&c.contents) {
-            for &(idx, x) in ci {
-                r[idx] += wi * x;
-            }
+        for &(i, x) in &c.target {
+            r[i as usize] = -x;
         }
-        for &(idx, x) in &c.target {
-            r[idx] -= x;
+        c.add_content(q, w[q], r);
+        let mut suffix = 0.0;
+        for i in (0..q).rev() {
+            w[i] += gm[3] * suffix;
+            suffix += a2[i] * base[i];
+            c.add_content(i, w[i], r);
         }
         let scale = self.loss_scale * c.weight;
         let loss = scale * dot(r, r);
@@ -606,98 +656,123 @@ impl Musat19 {
             return loss;
         };
 
-        // ---- backward. ∂L/∂w_i = 2·scale·c_i · (ŷ − y).
+        // ---- backward. ∂L/∂w_i = 2·scale·c_i · (ŷ − y); h_k = ⟨a_k, ∂L/∂w⟩.
         let dy_coef = 2.0 * scale;
-        let gw = &mut gw[..t];
-        for (g, ci) in gw.iter_mut().zip(&c.contents) {
-            *g = dy_coef * sparse_dot(ci, r);
+        let (gw, h) = (&mut gw[..q], &mut h[..q]);
+        let (mut g16, mut g17, mut g18) = (0.0, 0.0, 0.0);
+        let mut acc = 0.0;
+        for (k, ((((g, hk), &a), &b2), &bk)) in gw
+            .iter_mut()
+            .zip(h.iter_mut())
+            .zip(aq.iter())
+            .zip(a2.iter())
+            .zip(base.iter())
+            .enumerate()
+        {
+            let x = dy_coef * c.content_dot(k, r);
+            *g = x;
+            *hk = bk * acc;
+            acc += x;
+            g16 += x * a;
+            g17 += x * b2;
+            g18 += b2 * *hk;
         }
-        grad[15] += gw[q];
-        let gwk = &gw[..q];
-        grad[16] += dot(gwk, aq);
-        grad[17] += dot(gwk, a2);
-        grad[18] += dot(gwk, v);
-        // A²: ∂L/∂A²_j = γ₃ ∂L/∂w_j + γ₄ ⟨∂L/∂w, a_j⟩; softmax backward to ds²_j.
-        let (h, ds) = (&mut h[..q], &mut ds[..q]);
-        rows.dots(q, gwk, h, pre);
-        let mut mean = 0.0;
-        for (((d, g), hj), a) in ds.iter_mut().zip(gwk).zip(h.iter()).zip(a2.iter()) {
-            *d = gm[2] * g + gm[3] * hj;
-            mean += a * *d;
+        for i in 0..nk {
+            let k = row[i] as usize;
+            let u = (sw[i] - base[k]) * gw[key[i] as usize];
+            h[k] += u;
+            g18 += a2[k] * u;
         }
-        for (d, a) in ds.iter_mut().zip(a2.iter()) {
-            *d = a * (*d - mean);
+        // γ: ⟨∂L/∂w, e_Q⟩, ⟨∂L/∂w, a_Q⟩, ⟨∂L/∂w, A²⟩, ⟨∂L/∂w, Σ_k A²_k a_k⟩ = Σ_k A²_k h_k.
+        grad[15] += dy_coef * c.content_dot(q, r);
+        grad[16] += g16;
+        grad[17] += g17;
+        grad[18] += g18;
+        // A²: ∂L/∂A²_j = γ₃ ∂L/∂w_j + γ₄ h_j; softmax backward to ds²_j (the mean
+        // Σ_j A²_j ∂L/∂A²_j is γ₃ g17 + γ₄ g18).
+        let ds = &mut ds[..q];
+        let mean = gm[2] * g17 + gm[3] * g18;
+        for (((d, &g), &hj), &a) in ds.iter_mut().zip(gw.iter()).zip(h.iter()).zip(a2.iter()) {
+            *d = a * (gm[2] * g + gm[3] * hj - mean);
         }
-        // ∂L/∂z = ds, ∂L/∂y = Y = Σ_j ds_j a_j.
-        let big_y = &mut big_y[..q];
-        rows.combine(q, ds, big_y);
-        let gb = &mut grad[3..15];
-        for (list, iz, iy) in [(&c.c_q, 0, 1), (&c.p_q, 4, 6), (&c.pj_q, 5, 7)] {
-            gb[iz] += sparse_dot(list, ds);
-            gb[iy] += sparse_dot(list, big_y);
+        // ∂L/∂z = ds, ∂L/∂y = Y = Σ_j ds_j a_j; ∂L/∂a_Q = γ₂ ∂L/∂w + (β₃ C + β₉ P + β₁₀ PJ) ds
+        // + (β₄ C + β₁₁ P + β₁₂ PJ) Y.
+        let (big_y, gq) = (&mut big_y[..q], &mut gq[..q]);
+        big_y.fill(0.0);
+        for i in 0..nk {
+            let k = row[i] as usize;
+            big_y[key[i] as usize] += ds[k] * (sw[i] - base[k]);
         }
-        // ∂L/∂a_Q = γ₂ ∂L/∂w + (β₃ C + β₉ P + β₁₀ PJ) ds + (β₄ C + β₁₁ P + β₁₂ PJ) Y.
-        let gq = &mut gq[..q];
-        for (g, x) in gq.iter_mut().zip(gwk) {
+        let mut suffix = 0.0;
+        for i in (0..q).rev() {
+            big_y[i] += suffix;
+            suffix += ds[i] * base[i];
+        }
+        for (g, &x) in gq.iter_mut().zip(gw.iter()) {
             *g = gm[1] * x;
         }
-        for ((dg, iz), iy) in c.diag.iter().zip([2, 8, 9]).zip([3, 10, 11]) {
-            let (bz, by) = (b[iz], b[iy]);
-            let (mut sz, mut sy) = (0.0, 0.0);
-            for ((((g, &a), &val), &d), &yy) in gq
-                .iter_mut()
-                .zip(aq.iter())
-                .zip(dg)
-                .zip(ds.iter())
-                .zip(big_y.iter())
-            {
-                let u = a * val;
-                sz += u * d;
-                sy += u * yy;
-                *g += val * (bz * d + by * yy);
+        let (mut sz, mut sy) = ([0.0; 3], [0.0; 3]);
+        for part in &c.gram {
+            let (bzm, bym) = (bz[part.m], by[part.m]);
+            let (mut az, mut ay_) = (0.0, 0.0);
+            if !part.diag.is_empty() {
+                for ((((g, &a), &v), &d), &yy) in gq
+                    .iter_mut()
+                    .zip(aq.iter())
+                    .zip(&part.diag[..q])
+                    .zip(ds.iter())
+                    .zip(big_y.iter())
+                {
+                    let u = a * v;
+                    az += u * d;
+                    ay_ += u * yy;
+                    *g += v * (bzm * d + bym * yy);
+                }
             }
-            gb[iz] += sz;
-            gb[iy] += sy;
+            for &(i, j, v) in &part.off {
+                let (i, j) = (i as usize, j as usize);
+                let (d, yy) = (ds[j], big_y[j]);
+                let u = aq[i] * v;
+                az += u * d;
+                ay_ += u * yy;
+                gq[i] += v * (bzm * d + bym * yy);
+            }
+            sz[part.m] = az;
+            sy[part.m] = ay_;
         }
-        for (list, iz, iy) in [(&c.gram_c, 2, 3), (&c.gram_p, 8, 10), (&c.gram_pj, 9, 11)] {
-            let (bz, by) = (b[iz], b[iy]);
-            let (mut sz, mut sy) = (0.0, 0.0);
-            for &(i, j, val) in list {
-                let u = aq[i] * val;
-                sz += u * ds[j];
-                sy += u * big_y[j];
-                gq[i] += val * (bz * ds[j] + by * big_y[j]);
-            }
-            gb[iz] += sz;
-            gb[iy] += sy;
+        let (mut szq, mut syq) = ([0.0; 3], [0.0; 3]);
+        for i in qsp.clone() {
+            let (j, g) = (key[i] as usize, &spg[i]);
+            axpy3(&mut szq, ds[j], g);
+            axpy3(&mut syq, big_y[j], g);
+        }
+        let gb = &mut grad[3..15];
+        for m in 0..3 {
+            gb[[0, 4, 5][m]] += szq[m];
+            gb[[1, 6, 7][m]] += syq[m];
+            gb[[2, 8, 9][m]] += sz[m];
+            gb[[3, 10, 11][m]] += sy[m];
         }
 
         // ---- layer 1 backward, only where a Gram entry (hence an α) enters the score:
         // ds¹_kj = a_kj (G_kj − ⟨a_k, G_k⟩) with G_k = ∂L/∂a_k.
-        let (mut g1, mut g2, mut g3) = (0.0, 0.0, 0.0);
+        let mut ga = [0.0; 3];
         let mu = dot(aq, gq);
-        for i in sp[q]..sp[q + 1] {
-            let j = key[i];
-            let d1 = aq[j] * (gq[j] - mu);
-            g1 += d1 * sc[i];
-            g2 += d1 * sp_p[i];
-            g3 += d1 * spj[i];
+        for i in qsp {
+            let d1 = sw[i] * (gq[key[i] as usize] - mu);
+            axpy3(&mut ga, d1, &spg[i]);
         }
         // rows k < Q: G_k = γ₄ A²_k ∂L/∂w + ds_k y, so ⟨a_k, G_k⟩ = γ₄ A²_k h_k + ds_k ⟨a_k, y⟩.
-        for k in 1..q {
+        for i in 0..nk {
+            let (k, j) = (row[i] as usize, key[i] as usize);
             let cw = gm[3] * a2[k];
             let mu = cw * h[k] + ds[k] * ay[k];
-            for i in sp[k]..sp[k + 1] {
-                let j = key[i];
-                let d1 = sw[i] * (cw * gw[j] + ds[k] * y[j] - mu);
-                g1 += d1 * sc[i];
-                g2 += d1 * sp_p[i];
-                g3 += d1 * spj[i];
-            }
+            let d1 = sw[i] * (cw * gw[j] + ds[k] * y[j] - mu);
+            axpy3(&mut ga, d1, &spg[i]);
         }
-        grad[0] += g1;
-        grad[1] += g2;
-        grad[2] += g3;
+        grad[0] += ga[0];
+        grad[1] += ga[1];
+        grad[2] += ga[2];
         loss
     }
 }
