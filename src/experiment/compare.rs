@@ -96,6 +96,9 @@ fn event_names(threshold: f64) -> Vec<String> {
     names
 }
 
+/// Repetitions of a reduced flow's solve to its α₃ emergence; its wall time is the fastest.
+const TIMING_REPEATS: usize = 5;
+
 /// Solve one reduced flow from θ₀ to `t_end` with the emergence and loss-half events.
 fn solve_ode(
     name: &'static str,
@@ -129,17 +132,24 @@ fn solve_ode(
     let started = Instant::now();
     let solution = build(events).build()?.solve()?;
     let seconds = started.elapsed().as_secs_f64();
-    // The time the flow takes to reach its own α₃ emergence: stop right at that event.
+    // The time the flow takes to reach its own α₃ emergence: stop right at that event. A
+    // solve this short (well under a millisecond) is timed as the best of a few repetitions,
+    // so that one cold start (first-touch page faults, scratch set-up) does not dominate it.
     let alpha_event = EventSpec::rises("alpha3", Quantity::Coord(coords[2]), threshold);
-    let started = Instant::now();
     let to_alpha = build(vec![alpha_event])
         .stop_after_events(0.0)
         .tail_steps(1)
-        .build()?
-        .solve()?;
-    let seconds_to_alpha3 = to_alpha
-        .event_time("alpha3")
-        .map(|_| started.elapsed().as_secs_f64());
+        .build()?;
+    let mut seconds_to_alpha3 = None;
+    for _ in 0..TIMING_REPEATS {
+        let started = Instant::now();
+        let found = to_alpha.solve()?.event_time("alpha3").is_some();
+        let elapsed = started.elapsed().as_secs_f64();
+        if !found {
+            break;
+        }
+        seconds_to_alpha3 = Some(seconds_to_alpha3.map_or(elapsed, |s: f64| s.min(elapsed)));
+    }
     Ok(OdeRun {
         name,
         flow,
