@@ -8,7 +8,7 @@
 //! - `to_alpha3`: the compare scenario's reduced flows solved to their own α₃ emergence.
 
 use ihdyn::flow::GradientFlow;
-use ihdyn::model::data::{DataKind, DataSpec, LabelPosition};
+use ihdyn::model::data::{DataKind, DataSpec, LabelPosition, QueryPosition};
 use ihdyn::model::disentangled::{Params, Refresh, Trainer};
 use ihdyn::theory::musat3::Query;
 
@@ -24,6 +24,7 @@ fn gd_step(bencher: divan::Bencher, threads: usize) {
         data: DataKind::Orthonormal,
         query: Query::Last,
         label_position: LabelPosition::Rotated,
+        query_position: QueryPosition::Fresh,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use ihdyn::model::data::{DataKind, DataSpec, LabelPosition};
+use ihdyn::model::data::{DataKind, DataSpec, LabelPosition, QueryPosition};
 use ihdyn::model::disentangled::{Params, Refresh, Trainer};
 use ihdyn::model::subspace::{project, residuals};
 use ihdyn::theory::musat3::Query;
@@ -347,6 +347,7 @@ fn off_subspace_residual_falls_with_the_batch_size() {
         data: DataKind::Isotropic,
         query: Query::Uniform,
         label_position: LabelPosition::Rotated,
+        query_position: QueryPosition::Fresh,
     };
     let residual_after = |batch: usize| {
         let mut trainer = Trainer::new(spec, batch, 1.0, Refresh::Step, 7);

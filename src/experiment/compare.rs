@@ -10,7 +10,7 @@
 use super::JobOutput;
 use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Solution};
-use crate::model::data::{DataKind, LabelPosition};
+use crate::model::data::{DataKind, LabelPosition, QueryPosition};
 use crate::model::disentangled::{FullGd, Mask, Params, Trainer};
 use crate::model::subspace::{ALPHA3, BETA2, GAMMA3, NAMES19, Residuals, project, residuals};
 use crate::model::train::{Guard, Stage, TrainError, train};
@@ -322,7 +322,13 @@ pub fn run(
             skipped.push(json!({"source": s, "reason": format!("the reduced flows describe the paper's attention (temperature 1, strict mask; theory/musat.md §4, §13); the full model runs with temperature {} and the {} mask", fmt_f64(spec.temperature), mask_name(spec.mask))}));
         }
     } else if spec.data == DataKind::Orthonormal {
-        let m19 = Musat19::new(n, sys.query, sys.label_position, sys.loss_scale);
+        let m19 = Musat19::with_query_position(
+            n,
+            sys.query,
+            sys.label_position,
+            sys.query_position,
+            sys.loss_scale,
+        );
         odes.push(solve_ode(
             "ode19",
             Box::new(m19),
@@ -332,6 +338,9 @@ pub fn run(
             spec.threshold,
             &scenario.solver,
         )?);
+        // The closed form holds for both query positions: at a point with only α₃, β₂, γ₃
+        // nonzero the query's position enters only its own layer-1 row, which no nonzero
+        // coefficient reads (theory/musat19.rs, "Query position p_q").
         if sys.label_position == LabelPosition::Rotated {
             let m3 = Musat3::new(n, sys.query, sys.loss_scale);
             let th3 = [theta0[ALPHA3], theta0[BETA2], theta0[GAMMA3]];
@@ -355,6 +364,10 @@ pub fn run(
 
     // ---- outputs.
     let names = event_names(spec.threshold);
+    let query_position_text = match sys.query_position {
+        QueryPosition::Fresh => "",
+        QueryPosition::PQ => ", query position p_q",
+    };
     let table = compare_table(&runs, &odes, spec);
     let mut files = vec![out.write_csv("compare.csv", &table)?];
     let ode19 = odes.iter().find(|o| o.name == "ode19");
@@ -389,7 +402,7 @@ pub fn run(
         }));
     }
     let doc = json!({
-        "system": format!("musat, N = {n}, query {:?}, label position {:?}", sys.query, sys.label_position).to_lowercase(),
+        "system": format!("musat, N = {n}, query {:?}, label position {:?}{}", sys.query, sys.label_position, query_position_text).to_lowercase(),
         "threshold": spec.threshold,
         "time": "pseudo-time t = eta * step / D; every event is also given as full-model steps = t * D / eta",
         "d": spec.d,
@@ -423,7 +436,7 @@ pub fn run(
         attention_text += ", inclusive mask";
     }
     let label = format!(
-        "full model (D = {}, η = {}{attention_text}){against} — N = {n}, query {}{data_text}",
+        "full model (D = {}, η = {}{attention_text}){against} — N = {n}, query {}{query_position_text}{data_text}",
         spec.d,
         fmt_f64(spec.eta),
         match sys.query {

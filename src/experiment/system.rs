@@ -3,7 +3,7 @@
 //! (and in which order they are reported), and whose rate peak marks the blow-up.
 
 use crate::flow::GradientFlow;
-use crate::model::data::LabelPosition;
+use crate::model::data::{LabelPosition, QueryPosition};
 use crate::model::subspace;
 use crate::scenario::SystemSpec;
 use crate::theory::musat3::{ALPHA3, BETA2, GAMMA3, Musat3};
@@ -86,8 +86,18 @@ pub fn instantiate(spec: &SystemSpec) -> Instance {
                 LabelPosition::Same => ", label position same",
                 LabelPosition::None => ", label position none",
             };
+            let qpos = match m.query_position {
+                QueryPosition::Fresh => "",
+                QueryPosition::PQ => ", query position p_q",
+            };
             Instance {
-                flow: Box::new(Musat19::new(n, m.query, m.label_position, m.loss_scale)),
+                flow: Box::new(Musat19::with_query_position(
+                    n,
+                    m.query,
+                    m.label_position,
+                    m.query_position,
+                    m.loss_scale,
+                )),
                 init: m.init.clone(),
                 frozen: m.frozen_indices(),
                 time_scale: m.time_scale(),
@@ -97,8 +107,8 @@ pub fn instantiate(spec: &SystemSpec) -> Instance {
                     (subspace::ALPHA3, "alpha3".into()),
                 ],
                 peak: Some((subspace::ALPHA3, "t_peak_alpha_rate".into())),
-                label: format!("musat19, N = {n}, query {query}{scale}{cue}"),
-                family: format!("musat19, query {query}{scale}{cue}"),
+                label: format!("musat19, N = {n}, query {query}{scale}{cue}{qpos}"),
+                family: format!("musat19, query {query}{scale}{cue}{qpos}"),
                 params: vec![Param {
                     column: "N".into(),
                     field: "system.n".into(),

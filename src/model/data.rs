@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | 2i − 2 (item i) | x_i | p_i |
 //! | 2i − 1 (label i) | y_i | M p_i (`rotated`), p_i (`same`) or 0 (`none`) |
-//! | 2N (query) | x_q | p_{N+1} (fresh) |
+//! | 2N (query) | x_q | p_{N+1} (`fresh`) or p_q (`p_q`, an ablation) |
 //!
 //! The target is y_q. M = J = [[0, −I], [I, 0]] (D even).
 //!
@@ -53,6 +53,20 @@ pub enum LabelPosition {
     None,
 }
 
+/// The positional vector of the query token (theory/musat.md §3, §13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum QueryPosition {
+    /// p_{N+1}, independent of every p_i: the paper's layout.
+    #[default]
+    #[serde(rename = "fresh")]
+    Fresh,
+    /// p_q, the queried item's own position (ablation only): the query can find its pair by
+    /// position alone. The samplers still draw p_{N+1} (same random stream as `fresh`) and do
+    /// not use it.
+    #[serde(rename = "p_q")]
+    PQ,
+}
+
 /// Whether the QR factor gets the sign/phase fix that makes it Haar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignFix {
@@ -72,6 +86,7 @@ pub struct DataSpec {
     pub data: DataKind,
     pub query: Query,
     pub label_position: LabelPosition,
+    pub query_position: QueryPosition,
 }
 
 impl DataSpec {
@@ -540,6 +555,7 @@ impl Sampler {
             n,
             d,
             label_position,
+            query_position,
             ..
         } = self.spec;
         let e = 2 * d;
@@ -572,8 +588,13 @@ impl Sampler {
         }
         let query_tok = &mut tokens[2 * n * e..(2 * n + 1) * e];
         query_tok[..d].copy_from_slice(&self.c_re[(q - 1) * d..q * d]);
-        query_tok[d..d + h].copy_from_slice(&self.p_re[n * h..(n + 1) * h]);
-        query_tok[d + h..].copy_from_slice(&self.p_im[n * h..(n + 1) * h]);
+        // p_{N+1} (fresh) is column N of the position frame, p_q is column q − 1
+        let k = match query_position {
+            QueryPosition::Fresh => n,
+            QueryPosition::PQ => q - 1,
+        };
+        query_tok[d..d + h].copy_from_slice(&self.p_re[k * h..(k + 1) * h]);
+        query_tok[d + h..].copy_from_slice(&self.p_im[k * h..(k + 1) * h]);
         target.copy_from_slice(&self.c_re[(n + q - 1) * d..(n + q) * d]);
     }
 
@@ -665,11 +686,13 @@ impl Sampler {
 }
 
 /// The canonical orthonormal configuration of theory/musat.md §3 with D = 2N + 2: x_i = e_i,
-/// y_i = e_{N+i}, p_k = e_k (so J p_k = e_{D/2+k}), query q (1-based). Returns (tokens, target).
+/// y_i = e_{N+i}, p_k = e_k (so J p_k = e_{D/2+k}), query q (1-based); the query's position is
+/// p_{N+1} = e_{N+1} (`fresh`) or p_q = e_q (`p_q`). Returns (tokens, target).
 pub fn canonical_configuration(
     n: usize,
     q: usize,
     label_position: LabelPosition,
+    query_position: QueryPosition,
 ) -> (Vec<f64>, Vec<f64>) {
     assert!(n >= 1 && (1..=n).contains(&q));
     let d = 2 * n + 2;
@@ -691,7 +714,12 @@ pub fn canonical_configuration(
     }
     let query = 2 * n * e;
     tokens[query + (q - 1)] = 1.0;
-    tokens[query + d + n] = 1.0; // p_{N+1} = e_{N+1}
+    tokens[query
+        + d
+        + match query_position {
+            QueryPosition::Fresh => n, // p_{N+1} = e_{N+1}
+            QueryPosition::PQ => q - 1,
+        }] = 1.0;
     let mut target = vec![0.0; d];
     target[n + q - 1] = 1.0;
     (tokens, target)

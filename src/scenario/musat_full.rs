@@ -2,7 +2,7 @@
 //! (the full 28D² model trained alongside, theory/musat.md §10).
 
 use super::validate::{FieldError, check, check_positive, init_and_freeze};
-use crate::model::data::{DataKind, DataSpec, LabelPosition};
+use crate::model::data::{DataKind, DataSpec, LabelPosition, QueryPosition};
 use crate::model::disentangled::{Attention, Mask, Refresh};
 use crate::model::subspace::NAMES19;
 use crate::theory::musat3::Query;
@@ -17,6 +17,8 @@ pub struct RawMusat19 {
     query: Query,
     #[serde(default)]
     label_position: LabelPosition,
+    #[serde(default)]
+    query_position: QueryPosition,
     loss_scale: Option<f64>,
     init: Option<BTreeMap<String, f64>>,
     freeze: Option<Vec<String>>,
@@ -30,6 +32,8 @@ pub struct Musat19Spec {
     pub query: Query,
     /// The label's positional cue (`rotated` = M p_i is the paper's).
     pub label_position: LabelPosition,
+    /// The query token's position (`fresh` = p_{N+1} is the paper's; `p_q` an ablation).
+    pub query_position: QueryPosition,
     pub loss_scale: f64,
     /// Initial point in θ order; default 0.
     pub init: Vec<f64>,
@@ -78,6 +82,7 @@ impl RawMusat19 {
             n: n as usize,
             query: self.query,
             label_position: self.label_position,
+            query_position: self.query_position,
             loss_scale,
             init,
             freeze,
@@ -157,6 +162,7 @@ impl CompareSpec {
             data: self.data,
             query: system.query,
             label_position: system.label_position,
+            query_position: system.query_position,
         }
     }
 

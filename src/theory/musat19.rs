@@ -37,9 +37,42 @@
 //! against the dense full model's backward pass projected onto the basis, on the canonical
 //! configurations, on Haar samples and on arbitrary dense data, and against central
 //! differences.
+//!
+//! ## Query position `p_q` (ablation, theory/musat.md §13)
+//!
+//! [`Musat19::with_query_position`] gives the query token the queried item's position p_q
+//! instead of the fresh p_{N+1}. The 19-dim subspace stays invariant and the canonical
+//! configurations still give the population loss, for the same reasons as with `fresh`:
+//! - **The distribution keeps the symmetry group of §5.** A group element (U, V) (U ∈ O(D) on
+//!   contents, V ∈ O(D) with VJ = JV on positions) maps a sample (x_i, y_i, p_i, q) to
+//!   (U x_i, U y_i, V p_i, q), labels' positions J p_i to J V p_i. The query's position p_q is a
+//!   function of the sample (the position of item q), so it maps to V p_q, the position of item
+//!   q of the image sample: the image is again a `p_q` sample, and since the Haar frames are
+//!   (U, V)-invariant it has the same probability. The loss E ℓ is therefore invariant, its
+//!   gradient equivariant, and the fixed-point set of the group on the weights (the same span
+//!   of I/J blocks, since it depends only on the group, not on the data) is invariant under the
+//!   flow. Nothing here used the independence of p_{N+1}.
+//! - **One orbit per q.** For a fixed q, any two orthonormal `p_q` samples are related by a
+//!   group element (U maps one orthonormal content frame to the other, V ∈ U(D/2) one unitary
+//!   position frame to the other), and q is not moved: so each orthonormal sample has the loss
+//!   of the canonical configuration with p_q = e_q, and query `uniform` averages the N of them.
+//!
+//! - **The 3-parameter closed form is unchanged.** theory/musat.md §7 states its setting with
+//!   the fresh position, but at a point where only α₃, β₂, γ₃ are nonzero the query's position
+//!   enters only the query's own layer-1 row a_Q, which only β₃, β₄, β₉..β₁₂ and γ₂ read (all
+//!   0 there): the loss and the three partials are those of §7 for either position, so musat3
+//!   is the exact restricted flow (A4) under `p_q` too. The other partials differ (β₅ reads
+//!   P_Q, which now has a 1 on item q: the positional shortcut), so the 19-dim flow leaves the
+//!   plane differently.
+//!
+//! Tested in `tests.rs`: every Haar `p_q` sample (D > 2N + 2) has the canonical loss and
+//! projected gradient, the dense model's projected gradient on the canonical `p_q`
+//! configuration equals this one, and the off-subspace part of the dense gradient on Haar
+//! `p_q` batches at a structured point falls like 1/√B (as for `fresh`), and at 3-parameter
+//! points both the structured and the dense `p_q` gradients equal musat3's.
 
 use crate::flow::GradientFlow;
-use crate::model::data::{LabelPosition, canonical_configuration};
+use crate::model::data::{LabelPosition, QueryPosition, canonical_configuration};
 use crate::model::disentangled::exp_shifted;
 use crate::model::subspace::{NAMES19, j_col, j_val};
 use crate::theory::musat3::Query;
@@ -98,6 +131,7 @@ pub struct Musat19 {
     d: usize,
     query: Query,
     label_position: LabelPosition,
+    query_position: QueryPosition,
     loss_scale: f64,
     configs: Vec<Configuration>,
     /// The largest number of special layer-1 keys of a configuration (scratch size).
@@ -351,6 +385,19 @@ impl Musat19 {
     /// The 19-dim flow on the canonical orthonormal configuration(s) for N ≥ 1 pairs, the query
     /// mode, the label cue and the loss scale (> 0).
     pub fn new(n: usize, query: Query, label_position: LabelPosition, loss_scale: f64) -> Self {
+        Self::with_query_position(n, query, label_position, QueryPosition::Fresh, loss_scale)
+    }
+
+    /// [`Musat19::new`] with the query token's position: `Fresh` (p_{N+1}, the paper's) or `PQ`
+    /// (the queried item's position p_q, the ablation of theory/musat.md §13; see the module
+    /// documentation for why the subspace stays invariant).
+    pub fn with_query_position(
+        n: usize,
+        query: Query,
+        label_position: LabelPosition,
+        query_position: QueryPosition,
+        loss_scale: f64,
+    ) -> Self {
         assert!(n >= 1 && loss_scale > 0.0 && loss_scale.is_finite());
         let d = 2 * n + 2;
         let queries: Vec<usize> = match query {
@@ -363,13 +410,15 @@ impl Musat19 {
         let configs = queries
             .iter()
             .map(|&q| {
-                let (tokens, target) = canonical_configuration(n, q, label_position);
+                let (tokens, target) =
+                    canonical_configuration(n, q, label_position, query_position);
                 Configuration::new(&tokens, &target, t, d, weight)
             })
             .collect();
         let mut s = Self::from_configurations(n, d, configs, loss_scale);
         s.query = query;
         s.label_position = label_position;
+        s.query_position = query_position;
         s
     }
 
@@ -408,6 +457,7 @@ impl Musat19 {
             d,
             query: Query::Last,
             label_position: LabelPosition::Rotated,
+            query_position: QueryPosition::Fresh,
             loss_scale,
             configs,
             names: NAMES19.iter().map(|s| s.to_string()).collect(),
@@ -429,6 +479,10 @@ impl Musat19 {
 
     pub fn label_position(&self) -> LabelPosition {
         self.label_position
+    }
+
+    pub fn query_position(&self) -> QueryPosition {
+        self.query_position
     }
 
     /// Loss, and the gradient into `grad` when given.

@@ -7,6 +7,7 @@ fn spec(n: usize, d: usize, data: DataKind, query: Query, cue: LabelPosition) ->
         data,
         query,
         label_position: cue,
+        query_position: QueryPosition::Fresh,
     }
 }
 
@@ -235,7 +236,8 @@ fn haar_frames_pass_a_test_that_naive_qr_frames_fail() {
 #[test]
 fn canonical_configuration_is_the_documented_one() {
     let n = 3;
-    let (tokens, target) = canonical_configuration(n, 2, LabelPosition::Rotated);
+    let (tokens, target) =
+        canonical_configuration(n, 2, LabelPosition::Rotated, QueryPosition::Fresh);
     let d = 2 * n + 2;
     let e = 2 * d;
     let nz = |k: usize| -> Vec<usize> { (0..e).filter(|&i| tokens[k * e + i] != 0.0).collect() };
@@ -342,5 +344,77 @@ fn batched_fill_is_bit_identical_to_one_sequence_at_a_time() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn query_position_p_q_repeats_the_queried_items_position() {
+    // With p_q the query token's position is item q's (sample and the batched fill, both
+    // data kinds); everything else, and the random stream, is the same as with fresh, whose
+    // query position is p_{N+1} (not any item's).
+    let (n, d) = (4, 12);
+    let e = 2 * d;
+    for data in [DataKind::Orthonormal, DataKind::Isotropic] {
+        for query in [Query::Last, Query::Uniform] {
+            let fresh = spec(n, d, data, query, LabelPosition::Rotated);
+            let pq = DataSpec {
+                query_position: QueryPosition::PQ,
+                ..fresh
+            };
+            let size = 9;
+            let len = fresh.sequence_len();
+            let draw = |s: DataSpec, batched: bool| {
+                let mut sampler = Sampler::new(s, 11, 2);
+                let mut tokens = vec![0.0; size * len];
+                let mut targets = vec![0.0; size * d];
+                let mut queries = vec![0; size];
+                if batched {
+                    sampler.fill(&mut tokens, &mut targets, &mut queries);
+                } else {
+                    for b in 0..size {
+                        queries[b] = sampler.sample(
+                            &mut tokens[b * len..(b + 1) * len],
+                            &mut targets[b * d..(b + 1) * d],
+                        );
+                    }
+                }
+                (tokens, targets, queries)
+            };
+            for batched in [false, true] {
+                let (tf, yf, qf) = draw(fresh, batched);
+                let (tp, yp, qp) = draw(pq, batched);
+                assert_eq!((&qf, &yf), (&qp, &yp), "{data:?} {query:?}");
+                for b in 0..size {
+                    let (sf, sp) = (&tf[b * len..(b + 1) * len], &tp[b * len..(b + 1) * len]);
+                    let q = qp[b];
+                    let pos = |s: &[f64], k: usize| s[k * e + d..(k + 1) * e].to_vec();
+                    // the query's position is item q's; its content is unchanged
+                    assert_eq!(pos(sp, 2 * n), pos(sp, 2 * q - 2), "{data:?} {query:?}");
+                    assert_eq!(&sp[2 * n * e..2 * n * e + d], &sf[2 * n * e..2 * n * e + d]);
+                    assert!((1..=n).all(|i| pos(sf, 2 * n) != pos(sf, 2 * i - 2)));
+                    // every other token is bit-identical
+                    assert_eq!(&sp[..2 * n * e], &sf[..2 * n * e]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn canonical_configuration_with_query_position_p_q() {
+    let n = 3;
+    let d = 2 * n + 2;
+    let e = 2 * d;
+    for q in 1..=n {
+        let (tokens, target) =
+            canonical_configuration(n, q, LabelPosition::Rotated, QueryPosition::PQ);
+        let (fresh, fresh_target) =
+            canonical_configuration(n, q, LabelPosition::Rotated, QueryPosition::Fresh);
+        let nz = |k: usize| -> Vec<usize> { (0..e).filter(|&i| tokens[k * e + i] != 0.0).collect() };
+        // query: x_q = e_q, p_q = e_q
+        assert_eq!(nz(2 * n), vec![q - 1, d + q - 1]);
+        assert_eq!(&tokens[2 * n * e + d..], &tokens[(2 * q - 2) * e + d..(2 * q - 1) * e]);
+        assert_eq!(&tokens[..2 * n * e], &fresh[..2 * n * e]);
+        assert_eq!(target, fresh_target);
     }
 }

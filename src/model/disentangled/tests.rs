@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::data::{DataKind, LabelPosition};
+use crate::model::data::{DataKind, LabelPosition, QueryPosition};
 use crate::theory::musat3::Query;
 
 fn spec(n: usize, d: usize, data: DataKind) -> DataSpec {
@@ -9,6 +9,7 @@ fn spec(n: usize, d: usize, data: DataKind) -> DataSpec {
         data,
         query: Query::Uniform,
         label_position: LabelPosition::Rotated,
+        query_position: QueryPosition::Fresh,
     }
 }
 

@@ -1,6 +1,6 @@
 use super::*;
 use crate::flow::{EventSpec, FlowProblem, Quantity};
-use crate::model::data::{DataKind, DataSpec, Sampler};
+use crate::model::data::{DataKind, DataSpec, QueryPosition, Sampler};
 use crate::model::disentangled::{Batch, Dims, Model, Params};
 use crate::model::subspace::{ALPHA3, BETA2, GAMMA3, inner_products, structured};
 use crate::theory::musat3::Musat3;
@@ -73,6 +73,7 @@ fn structured_evaluation_equals_the_dense_model_on_any_data() {
         data: DataKind::Isotropic,
         query: Query::Uniform,
         label_position: LabelPosition::Rotated,
+        query_position: QueryPosition::Fresh,
     };
     let batch = Batch::sample(&mut Sampler::new(spec, 3, 0), size);
     let seq = spec.sequence_len();
@@ -111,6 +112,7 @@ fn every_haar_sample_gives_the_canonical_loss_and_gradient() {
             data: DataKind::Orthonormal,
             query: Query::Last,
             label_position: cue,
+            query_position: QueryPosition::Fresh,
         };
         let mut sampler = Sampler::new(spec, 9, 0);
         let sys = Musat19::new(n, Query::Last, cue, 1.0);
@@ -149,6 +151,7 @@ fn full_model_at_a_three_parameter_point_equals_the_musat3_closed_form() {
         data: DataKind::Orthonormal,
         query: Query::Last,
         label_position: LabelPosition::Rotated,
+        query_position: QueryPosition::Fresh,
     };
     let batch = Batch::sample(&mut Sampler::new(spec, 4, 0), 40);
     let m3 = Musat3::new(n, Query::Last, 1.0);
@@ -299,5 +302,238 @@ fn dopri5_and_dop853_agree_on_the_full_19_dim_flow() {
                 );
             }
         }
+    }
+}
+
+// ---- query position p_q (the ablation of theory/musat.md §13)
+
+#[test]
+fn query_position_p_q_gradient_matches_central_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for &n in &[1usize, 2, 5] {
+        for query in [Query::Last, Query::Uniform] {
+            let sys = Musat19::with_query_position(
+                n,
+                query,
+                LabelPosition::Rotated,
+                QueryPosition::PQ,
+                1.0,
+            );
+            for _ in 0..3 {
+                let th = random_theta(&mut rng, 1.5);
+                let mut g = vec![0.0; 19];
+                sys.grad(&th, &mut g);
+                for k in 0..19 {
+                    let h = 1e-6;
+                    let (mut p, mut m) = (th.clone(), th.clone());
+                    p[k] += h;
+                    m[k] -= h;
+                    let fd = (sys.loss(&p) - sys.loss(&m)) / (2.0 * h);
+                    assert!(
+                        (g[k] - fd).abs() < 1e-7 * (1.0 + fd.abs()),
+                        "N={n} {query:?} {}: {} vs fd {fd}",
+                        NAMES19[k],
+                        g[k]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn query_position_p_q_equals_the_dense_model_on_the_canonical_configurations() {
+    // The dense 28D² backward pass at W(θ) on the canonical p_q configuration(s) (one for
+    // query last, the N of them for uniform), projected onto the basis, is the structured
+    // gradient; and p_q changes the loss (the query can match by position).
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let n = 4;
+    let d = 2 * n + 2;
+    for query in [Query::Last, Query::Uniform] {
+        let qs: Vec<usize> = match query {
+            Query::Last => vec![n],
+            Query::Uniform => (1..=n).collect(),
+        };
+        let (mut tokens, mut targets) = (Vec::new(), Vec::new());
+        for &q in &qs {
+            let (t, y) = canonical_configuration(n, q, LabelPosition::Rotated, QueryPosition::PQ);
+            tokens.extend(t);
+            targets.extend(y);
+        }
+        let spec = DataSpec {
+            n,
+            d,
+            data: DataKind::Orthonormal,
+            query,
+            label_position: LabelPosition::Rotated,
+            query_position: QueryPosition::PQ,
+        };
+        let batch = Batch::from_parts(spec, tokens, targets);
+        let sys = Musat19::with_query_position(
+            n,
+            query,
+            LabelPosition::Rotated,
+            QueryPosition::PQ,
+            0.5,
+        );
+        let fresh = Musat19::new(n, query, LabelPosition::Rotated, 0.5);
+        for _ in 0..5 {
+            let th = random_theta(&mut rng, 1.5);
+            let (loss, g) = dense_projected(&th, &batch, 0.5);
+            let mut got = vec![0.0; 19];
+            sys.grad(&th, &mut got);
+            assert_close(sys.loss(&th), loss, 1e-12, "loss");
+            for k in 0..19 {
+                assert_close(got[k], g[k], 1e-11, NAMES19[k]);
+            }
+            assert!((sys.loss(&th) - fresh.loss(&th)).abs() > 1e-6);
+        }
+    }
+}
+
+#[test]
+fn every_haar_sample_with_query_position_p_q_gives_the_canonical_loss_and_gradient() {
+    // The one-orbit-per-q argument of the module documentation: each orthonormal p_q sample
+    // (D = 12 > 2N + 2, random Haar frames, q drawn uniformly) has, at a structured W(θ), the
+    // loss and projected gradient of the canonical p_q configuration of its q.
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let (n, d) = (4, 12);
+    let spec = DataSpec {
+        n,
+        d,
+        data: DataKind::Orthonormal,
+        query: Query::Uniform,
+        label_position: LabelPosition::Rotated,
+        query_position: QueryPosition::PQ,
+    };
+    let mut sampler = Sampler::new(spec, 10, 0);
+    for _ in 0..6 {
+        let th = random_theta(&mut rng, 1.5);
+        let batch = Batch::sample(&mut sampler, 1);
+        let q = batch.queries[0];
+        let (t, y) = canonical_configuration(n, q, LabelPosition::Rotated, QueryPosition::PQ);
+        let sys = Musat19::from_sequences(n, 2 * n + 2, &[(t, y)], 1.0);
+        let (loss, g) = dense_projected(&th, &batch, 1.0);
+        let mut got = vec![0.0; 19];
+        sys.grad(&th, &mut got);
+        assert_close(sys.loss(&th), loss, 1e-10, "loss");
+        for k in 0..19 {
+            assert_close(got[k], g[k], 1e-10, NAMES19[k]);
+        }
+    }
+}
+
+#[test]
+fn off_subspace_part_of_the_dense_gradient_is_batch_noise_for_both_query_positions() {
+    // Invariance of the 19-dim subspace: at a structured point the population gradient lies in
+    // the subspace, so the off-subspace part of the dense gradient on a Haar batch is noise
+    // and falls like 1/√B (64x the batch: 8x smaller; required >= 4x). Control: the naive
+    // (not Haar) frames break the symmetry, and at B = 4096 their residual (a bias that does
+    // not fall with B) is well above the Haar frames' noise.
+    use crate::model::data::SignFix;
+    use crate::model::subspace::{project, residuals};
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let (n, d) = (3, 8);
+    let th = random_theta(&mut rng, 1.0);
+    let w = structured(&th, d);
+    let dims = Dims { n, d };
+    for qpos in [QueryPosition::Fresh, QueryPosition::PQ] {
+        let spec = DataSpec {
+            n,
+            d,
+            data: DataKind::Orthonormal,
+            query: Query::Uniform,
+            label_position: LabelPosition::Rotated,
+            query_position: qpos,
+        };
+        let residual = |size: usize, fix: SignFix| {
+            let mut sampler = Sampler::new(spec, 15, 0).with_sign_fix(fix);
+            let batch = Batch::sample(&mut sampler, size);
+            let mut model = Model::new(dims, size, 1.0);
+            let mut g = Params::zeros(d);
+            model.loss_and_grad(&w, &batch, &mut g);
+            // absolute: ‖∇W − Proj ∇W‖_F
+            let norm = g.blocks().iter().flat_map(|b| b.iter()).map(|v| v * v).sum::<f64>();
+            residuals(&g, &project(&g)).overall * norm.sqrt()
+        };
+        let (small, large) = (residual(64, SignFix::Haar), residual(4096, SignFix::Haar));
+        assert!(
+            large > 0.0 && small >= 4.0 * large,
+            "{qpos:?}: B = 64: {small}, B = 4096: {large}"
+        );
+        let naive = residual(4096, SignFix::Naive);
+        assert!(
+            naive > 2.5 * large,
+            "{qpos:?} B = 4096: naive frames {naive}, Haar frames {large}"
+        );
+    }
+}
+
+#[test]
+fn with_query_position_p_q_the_three_parameter_restriction_is_still_musat3() {
+    // At a point with only α₃, β₂, γ₃ nonzero, p_q changes nothing the closed form of §7 sees:
+    // the structured evaluation and the dense full model on Haar p_q samples give musat3's
+    // loss and three partials; some of the other 16 partials differ from fresh (the 19-dim
+    // flow leaves the plane another way).
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    for &n in &[2usize, 4, 9] {
+        for query in [Query::Last, Query::Uniform] {
+            let sys = Musat19::with_query_position(
+                n,
+                query,
+                LabelPosition::Rotated,
+                QueryPosition::PQ,
+                1.0,
+            );
+            let fresh = Musat19::new(n, query, LabelPosition::Rotated, 1.0);
+            let m3 = Musat3::new(n, query, 1.0);
+            for _ in 0..4 {
+                let th3 = [
+                    rng.random_range(-2.0..4.0),
+                    rng.random_range(-2.0..6.0),
+                    rng.random_range(-0.5..1.5),
+                ];
+                let (mut g, mut gf) = (vec![0.0; 19], vec![0.0; 19]);
+                sys.grad(&three(&th3), &mut g);
+                fresh.grad(&three(&th3), &mut gf);
+                let mut want = [0.0; 3];
+                m3.grad(&th3, &mut want);
+                let what = format!("N={n} {query:?}");
+                assert_close(sys.loss(&three(&th3)), m3.loss(&th3), 1e-12, &what);
+                assert_close(g[ALPHA3], want[0], 1e-11, &what);
+                assert_close(g[BETA2], want[1], 1e-11, &what);
+                assert_close(g[GAMMA3], want[2], 1e-11, &what);
+                let off = (0..19)
+                    .map(|k| (g[k] - gf[k]).abs())
+                    .fold(0.0f64, f64::max);
+                assert!(off > 1e-4, "{what}: p_q and fresh gradients agree off the plane");
+            }
+        }
+    }
+    // the dense 28D² model on Haar p_q samples (D = 12, N = 4, query last) against §7.1
+    let (n, d) = (4, 12);
+    let spec = DataSpec {
+        n,
+        d,
+        data: DataKind::Orthonormal,
+        query: Query::Last,
+        label_position: LabelPosition::Rotated,
+        query_position: QueryPosition::PQ,
+    };
+    let batch = Batch::sample(&mut Sampler::new(spec, 17, 0), 40);
+    let m3 = Musat3::new(n, Query::Last, 1.0);
+    for _ in 0..5 {
+        let th3 = [
+            rng.random_range(-2.0..4.0),
+            rng.random_range(-2.0..6.0),
+            rng.random_range(-0.5..1.5),
+        ];
+        let (loss, g) = dense_projected(&three(&th3), &batch, 1.0);
+        let mut want = [0.0; 3];
+        m3.grad(&th3, &mut want);
+        assert_close(loss, m3.loss(&th3), 1e-10, "loss");
+        assert_close(g[ALPHA3], want[0], 1e-10, "alpha3");
+        assert_close(g[BETA2], want[1], 1e-10, "beta2");
+        assert_close(g[GAMMA3], want[2], 1e-10, "gamma3");
     }
 }
