@@ -169,6 +169,16 @@ fn bad_compare_input_exits_2_names_the_field_and_writes_nothing() {
             "system.label_position: unknown variant `shifted`",
         ),
         (
+            "unknown query position",
+            format!("{sys}query_position = \"x\"\n[compare]\nsteps = 10\n"),
+            "system.query_position: unknown variant `x`, expected `fresh` or `p_q`",
+        ),
+        (
+            "query position on musat3",
+            "[system]\nkind = \"musat3\"\nn = 4\nquery_position = \"p_q\"\n[solve]\n".to_string(),
+            "system.query_position: unknown field `query_position`",
+        ),
+        (
             "unknown data",
             format!("{sys}[compare]\ndata = \"tokens\"\nsteps = 10\n"),
             "compare.data: unknown variant `tokens`",
@@ -263,6 +273,52 @@ fn attention_ablations_train_the_full_model_and_skip_the_flows() {
     }
 }
 
+/// query_position = "p_q": the full model, ode19 and ode3 all run. ode3 (the 3-parameter
+/// closed form, unchanged by the query's position) is the same trajectory as with fresh;
+/// ode19 is not (the query can match its item by position).
+#[test]
+fn query_position_p_q_runs_every_source_and_ode3_is_unchanged() {
+    let dir = tmp();
+    let run = |name: &str, extra: &str| {
+        let text = SMALL
+            .replace("steps = 120", "steps = 40")
+            .replace("query = \"last\"\n", &format!("query = \"last\"\n{extra}"));
+        let f = write(dir.path(), &format!("{name}.toml"), &text);
+        let out = dir.path().join(name);
+        let r = ihdyn(
+            dir.path(),
+            &["run", &f, "--out", out.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        out
+    };
+    let (pq, fresh) = (run("pq", "query_position = \"p_q\"\n"), run("fresh", ""));
+    let rows = |out: &Path, src: &str| -> Vec<String> {
+        std::fs::read_to_string(out.join("compare.csv"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.split(',').nth(1) == Some(src))
+            .map(String::from)
+            .collect()
+    };
+    for src in ["full", "ode19", "ode3"] {
+        assert_eq!(rows(&pq, src).len(), 21, "{src}");
+    }
+    assert_eq!(rows(&pq, "ode3"), rows(&fresh, "ode3"));
+    assert_ne!(rows(&pq, "ode19"), rows(&fresh, "ode19"));
+    assert_ne!(rows(&pq, "full"), rows(&fresh, "full"));
+    let doc = json(&pq.join("compare.json"));
+    assert!(doc["not_run"].as_array().unwrap().is_empty());
+    assert_eq!(doc["system"], "musat, n = 3, query last, label position rotated, query position p_q");
+    let m = json(&pq.join("manifest.json"));
+    assert_eq!(m["scenario"]["system"]["query_position"], "p_q");
+    assert_eq!(
+        json(&fresh.join("manifest.json"))["scenario"]["system"]["query_position"],
+        "fresh"
+    );
+}
+
 #[test]
 fn a_diverging_gd_run_keeps_its_rows_and_is_marked_partial() {
     let dir = tmp();
@@ -333,6 +389,30 @@ fn musat19_runs_in_the_generic_solve_and_sweep() {
         let v: Vec<f64> = line.split(',').map(|c| c.parse().unwrap()).collect();
         assert!(v[2] < v[3] && v[3] < v[4], "{line}");
     }
+}
+
+#[test]
+fn musat19_solve_takes_the_query_position() {
+    let dir = tmp();
+    let solve = |name: &str, extra: &str| {
+        let f = write(
+            dir.path(),
+            &format!("{name}.toml"),
+            &format!("[system]\nkind = \"musat19\"\nn = 3\n{extra}[solve]\n"),
+        );
+        let out = dir.path().join(name);
+        let r = ihdyn(
+            dir.path(),
+            &["run", &f, "--out", out.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        std::fs::read_to_string(out.join("trajectory.csv")).unwrap()
+    };
+    let (fresh, pq) = (solve("fresh", ""), solve("pq", "query_position = \"p_q\"\n"));
+    assert_eq!(first_line(&dir.path().join("pq/trajectory.csv")), format!("t,{NAMES},loss"));
+    assert_ne!(fresh, pq);
+    assert_eq!(fresh, solve("default", "query_position = \"fresh\"\n"));
 }
 
 #[test]
