@@ -310,7 +310,10 @@ fn query_position_p_q_runs_every_source_and_ode3_is_unchanged() {
     assert_ne!(rows(&pq, "full"), rows(&fresh, "full"));
     let doc = json(&pq.join("compare.json"));
     assert!(doc["not_run"].as_array().unwrap().is_empty());
-    assert_eq!(doc["system"], "musat, n = 3, query last, label position rotated, query position p_q");
+    assert_eq!(
+        doc["system"],
+        "musat, n = 3, query last, label position rotated, query position p_q"
+    );
     let m = json(&pq.join("manifest.json"));
     assert_eq!(m["scenario"]["system"]["query_position"], "p_q");
     assert_eq!(
@@ -409,8 +412,14 @@ fn musat19_solve_takes_the_query_position() {
         assert_eq!(r.code, 0, "{name}: {}", r.stderr);
         std::fs::read_to_string(out.join("trajectory.csv")).unwrap()
     };
-    let (fresh, pq) = (solve("fresh", ""), solve("pq", "query_position = \"p_q\"\n"));
-    assert_eq!(first_line(&dir.path().join("pq/trajectory.csv")), format!("t,{NAMES},loss"));
+    let (fresh, pq) = (
+        solve("fresh", ""),
+        solve("pq", "query_position = \"p_q\"\n"),
+    );
+    assert_eq!(
+        first_line(&dir.path().join("pq/trajectory.csv")),
+        format!("t,{NAMES},loss")
+    );
     assert_ne!(fresh, pq);
     assert_eq!(fresh, solve("default", "query_position = \"fresh\"\n"));
 }

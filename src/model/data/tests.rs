@@ -410,10 +410,14 @@ fn canonical_configuration_with_query_position_p_q() {
             canonical_configuration(n, q, LabelPosition::Rotated, QueryPosition::PQ);
         let (fresh, fresh_target) =
             canonical_configuration(n, q, LabelPosition::Rotated, QueryPosition::Fresh);
-        let nz = |k: usize| -> Vec<usize> { (0..e).filter(|&i| tokens[k * e + i] != 0.0).collect() };
+        let nz =
+            |k: usize| -> Vec<usize> { (0..e).filter(|&i| tokens[k * e + i] != 0.0).collect() };
         // query: x_q = e_q, p_q = e_q
         assert_eq!(nz(2 * n), vec![q - 1, d + q - 1]);
-        assert_eq!(&tokens[2 * n * e + d..], &tokens[(2 * q - 2) * e + d..(2 * q - 1) * e]);
+        assert_eq!(
+            &tokens[2 * n * e + d..],
+            &tokens[(2 * q - 2) * e + d..(2 * q - 1) * e]
+        );
         assert_eq!(&tokens[..2 * n * e], &fresh[..2 * n * e]);
         assert_eq!(target, fresh_target);
     }

@@ -369,13 +369,8 @@ fn query_position_p_q_equals_the_dense_model_on_the_canonical_configurations() {
             query_position: QueryPosition::PQ,
         };
         let batch = Batch::from_parts(spec, tokens, targets);
-        let sys = Musat19::with_query_position(
-            n,
-            query,
-            LabelPosition::Rotated,
-            QueryPosition::PQ,
-            0.5,
-        );
+        let sys =
+            Musat19::with_query_position(n, query, LabelPosition::Rotated, QueryPosition::PQ, 0.5);
         let fresh = Musat19::new(n, query, LabelPosition::Rotated, 0.5);
         for _ in 0..5 {
             let th = random_theta(&mut rng, 1.5);
@@ -453,7 +448,12 @@ fn off_subspace_part_of_the_dense_gradient_is_batch_noise_for_both_query_positio
             let mut g = Params::zeros(d);
             model.loss_and_grad(&w, &batch, &mut g);
             // absolute: ‖∇W − Proj ∇W‖_F
-            let norm = g.blocks().iter().flat_map(|b| b.iter()).map(|v| v * v).sum::<f64>();
+            let norm = g
+                .blocks()
+                .iter()
+                .flat_map(|b| b.iter())
+                .map(|v| v * v)
+                .sum::<f64>();
             residuals(&g, &project(&g)).overall * norm.sqrt()
         };
         let (small, large) = (residual(64, SignFix::Haar), residual(4096, SignFix::Haar));
@@ -503,10 +503,11 @@ fn with_query_position_p_q_the_three_parameter_restriction_is_still_musat3() {
                 assert_close(g[ALPHA3], want[0], 1e-11, &what);
                 assert_close(g[BETA2], want[1], 1e-11, &what);
                 assert_close(g[GAMMA3], want[2], 1e-11, &what);
-                let off = (0..19)
-                    .map(|k| (g[k] - gf[k]).abs())
-                    .fold(0.0f64, f64::max);
-                assert!(off > 1e-4, "{what}: p_q and fresh gradients agree off the plane");
+                let off = (0..19).map(|k| (g[k] - gf[k]).abs()).fold(0.0f64, f64::max);
+                assert!(
+                    off > 1e-4,
+                    "{what}: p_q and fresh gradients agree off the plane"
+                );
             }
         }
     }
