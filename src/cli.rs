@@ -127,6 +127,14 @@ pub enum QueryArg {
     Uniform,
 }
 
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum MethodArg {
+    /// Dormand–Prince 5(4)
+    Dopri5,
+    /// Dormand–Prince 8(5,3): fewer steps at tight tolerances
+    Dop853,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct SweepArgs {
     /// Reduced system to sweep
@@ -162,6 +170,9 @@ pub struct SweepArgs {
     /// Relative tolerance of the integrator, in (0, 1) [default: 1e-10]
     #[arg(long, allow_negative_numbers = true)]
     pub rtol: Option<f64>,
+    /// Integrator
+    #[arg(long, value_enum, default_value_t = MethodArg::Dopri5)]
+    pub method: MethodArg,
     /// Name of the run (the folder under --output-root)
     #[arg(long, default_value = "sweep")]
     pub name: String,
@@ -214,8 +225,13 @@ impl SweepArgs {
             "name = {:?}\n[system]\nkind = \"{system}\"\nquery = \"{query}\"\nloss_scale = {:?}\n",
             self.name, self.loss_scale
         );
+        let method = match self.method {
+            MethodArg::Dopri5 => "dopri5",
+            MethodArg::Dop853 => "dop853",
+        };
+        text.push_str(&format!("[solver]\nmethod = \"{method}\"\n"));
         if let Some(r) = self.rtol {
-            text.push_str(&format!("[solver]\nrtol = {r:?}\n"));
+            text.push_str(&format!("rtol = {r:?}\n"));
         }
         text.push_str(&format!(
             "[sweep]\nn = [{}]\nthresholds = [{}]\n",

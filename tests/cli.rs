@@ -292,6 +292,59 @@ fn flags_only_sweep_matches_the_scenario_file_sweep() {
 }
 
 #[test]
+fn sweep_method_flag_selects_dop853_and_both_integrators_agree() {
+    let dir = tmp();
+    let text = "name = \"s\"\n[system]\nkind = \"musat3\"\n[solver]\nmethod = \"dop853\"\n[sweep]\nn = [8, 64]\n";
+    let f = write(dir.path(), "s.toml", text);
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    let r = ihdyn(
+        dir.path(),
+        &["run", &f, "--out", a.to_str().unwrap(), "-q"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for (out, method) in [(&b, "dop853"), (&c, "dopri5")] {
+        let args = [
+            "sweep",
+            "--n",
+            "8,64",
+            "--method",
+            method,
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        let r = ihdyn(dir.path(), &args, &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let csv = |d: &std::path::Path| std::fs::read_to_string(d.join("sweep.csv")).unwrap();
+    assert_eq!(
+        csv(&a),
+        csv(&b),
+        "the flag and the scenario field give the same run"
+    );
+    assert_ne!(
+        csv(&b),
+        csv(&c),
+        "a different integrator takes different steps"
+    );
+    // ... to the same event times (both at rtol 1e-10)
+    for (lb, lc) in csv(&b).lines().zip(csv(&c).lines()).skip(1) {
+        for (x, y) in lb.split(',').zip(lc.split(',')).skip(2) {
+            let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+            assert!((x - y).abs() <= 1e-8 * y.abs(), "{lb} vs {lc}");
+        }
+    }
+    let r = ihdyn(dir.path(), &["sweep", "--n", "8", "--method", "rk4"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--method"), "{}", r.stderr);
+}
+
+#[test]
 fn demo_runs_with_no_arguments_and_shows_the_n_squared_law() {
     let dir = tmp();
     let r = ihdyn(dir.path(), &[], &[]);
