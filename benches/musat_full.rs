@@ -98,6 +98,7 @@ fn to_alpha3(bencher: divan::Bencher, arg: &str) {
             .events(vec![EventSpec::rises("alpha3", Quantity::Coord(k), 0.5)])
             .stop_after_events(0.0)
             .tail_steps(1)
+            .events_only()
             .build()
             .unwrap()
             .solve()

@@ -139,6 +139,7 @@ fn solve_ode(
     let to_alpha = build(vec![alpha_event])
         .stop_after_events(0.0)
         .tail_steps(1)
+        .events_only()
         .build()?;
     let mut seconds_to_alpha3 = None;
     for _ in 0..TIMING_REPEATS {

@@ -82,12 +82,14 @@ pub fn horizon(inst: &Instance, solver: &SolverSpec) -> f64 {
 }
 
 /// A validated flow problem for this instance and solver settings; `stop` = (margin, tail
-/// steps) stops the run after the events instead of at the horizon.
+/// steps) stops the run after the events instead of at the horizon; `events_only` keeps the
+/// continuous output only where the events are located (a run read only for its event times).
 pub fn build_problem<'a>(
     inst: &'a Instance,
     solver: &SolverSpec,
     events: Vec<EventSpec>,
     stop: Option<(f64, u32)>,
+    events_only: bool,
 ) -> Result<FlowProblem<'a>, Error> {
     let mut b = FlowProblem::builder(inst.flow.as_ref())
         .init(&inst.init)
@@ -99,6 +101,9 @@ pub fn build_problem<'a>(
         .events(events);
     if let Some((margin, tail_steps)) = stop {
         b = b.stop_after_events(margin).tail_steps(tail_steps);
+    }
+    if events_only {
+        b = b.events_only();
     }
     Ok(b.build()?)
 }

@@ -92,12 +92,12 @@ pub fn emergence_columns(inst: &Instance) -> Vec<Column> {
     cols
 }
 
-/// One solve with every threshold's events; it stops as soon as all events are found. One
-/// row per threshold.
+/// One solve with every threshold's events; it stops as soon as all events are found, and
+/// keeps the continuous output only where they are located. One row per threshold.
 pub fn emergence_point(scenario: &Scenario, spec: &SweepSpec) -> Result<PointRows, Error> {
     let inst = instantiate(&scenario.system);
     let events = standard_events(&inst, &spec.thresholds, 0.5);
-    let problem = build_problem(&inst, &scenario.solver, events, Some((0.0, 5000)))?;
+    let problem = build_problem(&inst, &scenario.solver, events, Some((0.0, 5000)), true)?;
     let sol = problem.solve()?;
     let rows = spec
         .thresholds

@@ -65,6 +65,7 @@ pub fn run(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<Job
         &scenario.solver,
         events,
         Some((spec.margin, spec.tail_steps)),
+        false,
     )?;
     let t_max = problem.t_max();
     let started = std::time::Instant::now();

@@ -71,8 +71,9 @@ impl Tableau {
     }
 }
 
-/// The continuous output of one stage's accepted steps: per step its start, length and the eight
-/// coefficient vectors of the interpolant (Hairer's `contd8`).
+/// The continuous output of one stage's accepted steps (of those that keep it, in an
+/// events-only run): per step its start, length and the eight coefficient vectors of the
+/// interpolant (Hairer's `contd8`).
 pub(crate) struct Dop853Dense {
     dim: usize,
     x0: Vec<f64>,
@@ -100,6 +101,10 @@ impl DenseOutput for Dop853Dense {
             return None;
         }
         let step = self.x0.partition_point(|&x| x <= t).saturating_sub(1);
+        // an events-only run keeps some steps only: t must lie in the one found
+        if t > self.x0[step] + self.h[step] {
+            return None;
+        }
         let s = (t - self.x0[step]) / self.h[step];
         let s1 = 1.0 - s;
         let n = self.dim;
@@ -223,43 +228,49 @@ where
                 continue;
             }
             stats.accepted_steps += 1;
-            // The three stages of the continuous output.
-            for i in 13..16 {
-                combine(&y, h, &tb.a[i], &k, &mut acc, y_stage.as_mut_slice());
-                rhs.system(x + tb.c[i] * h, &y_stage, &mut k[i]);
-            }
-            stats.num_eval += 3;
-            let base = dense.coef.len();
-            dense.coef.resize(base + 8 * n, 0.0);
-            let rc = &mut dense.coef[base..];
-            let (ys, yn, k0, k12) = (
-                y.as_slice(),
-                y_new.as_slice(),
-                k[0].as_slice(),
-                k[12].as_slice(),
-            );
-            for i in 0..n {
-                let ydiff = yn[i] - ys[i];
-                let bspl = h * k0[i] - ydiff;
-                rc[i] = ys[i];
-                rc[n + i] = ydiff;
-                rc[2 * n + i] = bspl;
-                rc[3 * n + i] = ydiff - h * k12[i] - bspl;
-            }
-            for (r, row) in tb.d.iter().enumerate() {
-                let out = &mut rc[(4 + r) * n..(5 + r) * n];
-                weighted_sum(row, &k, out);
-                for v in out {
-                    *v *= h;
+            // The per-step checks first (divergence, event brackets, the stop rule): they read
+            // only the new state and its derivative, and they decide whether this step keeps
+            // its continuous output (an events-only run keeps it where events are located).
+            let stop = rhs.solout(x + h, &y_new, &k[12]);
+            if rhs.keep_dense() {
+                // The three stages of the continuous output.
+                for i in 13..16 {
+                    combine(&y, h, &tb.a[i], &k, &mut acc, y_stage.as_mut_slice());
+                    rhs.system(x + tb.c[i] * h, &y_stage, &mut k[i]);
                 }
+                stats.num_eval += 3;
+                let base = dense.coef.len();
+                dense.coef.resize(base + 8 * n, 0.0);
+                let rc = &mut dense.coef[base..];
+                let (ys, yn, k0, k12) = (
+                    y.as_slice(),
+                    y_new.as_slice(),
+                    k[0].as_slice(),
+                    k[12].as_slice(),
+                );
+                for i in 0..n {
+                    let ydiff = yn[i] - ys[i];
+                    let bspl = h * k0[i] - ydiff;
+                    rc[i] = ys[i];
+                    rc[n + i] = ydiff;
+                    rc[2 * n + i] = bspl;
+                    rc[3 * n + i] = ydiff - h * k12[i] - bspl;
+                }
+                for (r, row) in tb.d.iter().enumerate() {
+                    let out = &mut rc[(4 + r) * n..(5 + r) * n];
+                    weighted_sum(row, &k, out);
+                    for v in out {
+                        *v *= h;
+                    }
+                }
+                dense.x0.push(x);
+                dense.h.push(h);
             }
-            dense.x0.push(x);
-            dense.h.push(h);
             let (first, rest) = k.split_at_mut(12);
             first[0].copy_from(&rest[0]);
             y.copy_from(&y_new);
             x += h;
-            if rhs.solout(x, &y, &k[0]) || last {
+            if stop || last {
                 break 'integrate Ok(stats);
             }
             h = h_new;

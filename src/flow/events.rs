@@ -194,6 +194,8 @@ pub(crate) struct EventTracker<'a> {
     mask: Vec<f64>,
     segment: usize,
     pub(crate) grad_calls: u64,
+    /// Brackets recorded so far (a step that adds one must keep its continuous output).
+    pub(crate) brackets: u64,
 }
 
 impl<'a> EventTracker<'a> {
@@ -213,6 +215,7 @@ impl<'a> EventTracker<'a> {
             mask: vec![1.0; dim],
             segment: 0,
             grad_calls: 0,
+            brackets: 0,
         };
         for (i, spec) in specs.iter().enumerate() {
             if let Trigger::ArgmaxChanges { width } = spec.trigger {
@@ -267,6 +270,7 @@ impl<'a> EventTracker<'a> {
             let crossed = !fired(trigger, tr.prev) && fired(trigger, g);
             tr.prev = g;
             let bracket = Bracket { segment, ta, tb };
+            self.brackets += u64::from(crossed);
             if is_peak {
                 if crossed {
                     tr.candidates.push((bracket, q));

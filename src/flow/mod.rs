@@ -179,6 +179,7 @@ pub struct FlowProblem<'a> {
     max_steps: u32,
     bound: f64,
     map: CoordMap,
+    events_only: bool,
 }
 
 /// Builder for [`FlowProblem`]. Defaults: θ(0) = 0, rtol = 1e-10, atol = 1e-12, no events, run
@@ -199,6 +200,7 @@ pub struct FlowProblemBuilder<'a> {
     max_steps: u32,
     bound: f64,
     log_coords: Vec<usize>,
+    events_only: bool,
 }
 
 impl<'a> FlowProblem<'a> {
@@ -218,6 +220,7 @@ impl<'a> FlowProblem<'a> {
             max_steps: 1_000_000,
             bound: 1e100,
             log_coords: Vec::new(),
+            events_only: false,
         }
     }
 }
@@ -286,6 +289,17 @@ impl<'a> FlowProblemBuilder<'a> {
     /// value e^{y_k} may underflow to 0.
     pub fn log_coordinates(mut self, idx: impl IntoIterator<Item = usize>) -> Self {
         self.log_coords.extend(idx);
+        self
+    }
+    /// Keep the continuous output only where the events need it: the steps that bracket an
+    /// event (where it is located) and the first step. For a run that is only asked for its
+    /// event times (a sweep point, a timing): with `Method::Dop853` it skips the three extra
+    /// right-hand sides per step of the 7th-order interpolant everywhere else, and the event
+    /// times are the same to the last bit (they are located on the same interpolant).
+    /// [`Solution::state_at`] then returns `None` at times whose step kept no output. Dopri5's
+    /// continuous output costs no extra right-hand side; it is kept whole either way.
+    pub fn events_only(mut self) -> Self {
+        self.events_only = true;
         self
     }
     /// |θ_i| above this counts as divergence.
@@ -406,6 +420,7 @@ impl<'a> FlowProblemBuilder<'a> {
             max_steps: self.max_steps,
             bound: self.bound,
             map: CoordMap { signs },
+            events_only: self.events_only,
         })
     }
 }
@@ -422,6 +437,9 @@ struct StepState<'a> {
     last_good: (f64, Vec<f64>),
     /// θ of the latest accepted step (converted from the solver's state).
     theta: Vec<f64>,
+    /// Whether the latest accepted step must keep its continuous output (events-only runs:
+    /// it bracketed an event, or it is the run's first step).
+    keep_dense: bool,
 }
 
 /// The Dopri5 adapter: right-hand side and per-step checks.
@@ -441,6 +459,14 @@ struct Rhs<'a, 'b> {
     bound: f64,
     margin: Option<f64>,
     tail_steps: u32,
+    events_only: bool,
+}
+
+impl Rhs<'_, '_> {
+    /// Whether the step just reported to `solout` keeps its continuous output.
+    fn keep_dense(&self) -> bool {
+        !self.events_only || self.state.keep_dense
+    }
 }
 
 impl<D: Dim> System<f64, OVector<f64, D>> for Rhs<'_, '_>
@@ -513,7 +539,10 @@ where
         }
         st.last_good.0 = t;
         st.last_good.1.copy_from_slice(theta);
+        let brackets = st.tracker.brackets;
         let found_all = st.tracker.check_step(st.t_prev, t, &st.theta);
+        // the first step keeps its output too (an event that holds at t = 0 is read there)
+        st.keep_dense = st.tracker.brackets != brackets || st.t_prev == 0.0;
         st.t_prev = t;
         if let (true, Some(m), None) = (found_all, self.margin, st.stop_at) {
             st.stop_at = Some(t * (1.0 + m));
@@ -555,6 +584,7 @@ impl FlowProblem<'_> {
             failure: None,
             last_good: (0.0, self.init.clone()),
             theta: self.init.clone(),
+            keep_dense: true,
         };
         // the solver's state y (θ itself, or ln|θ_k| for log coordinates)
         let mut theta = self.map.to_solver(&self.init);
@@ -601,6 +631,7 @@ impl FlowProblem<'_> {
                 bound: self.bound,
                 margin: self.margin,
                 tail_steps: self.tail_steps,
+                events_only: self.events_only,
             };
             let remaining = self.max_steps.saturating_sub(stats.steps);
             let StageRun {

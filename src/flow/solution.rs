@@ -96,15 +96,15 @@ impl Segment {
         }
     }
 
-    fn eval(&self, t: f64) -> Vec<f64> {
+    /// The state at t (clamped into [t0, t1]); `None` only in an events-only run, at a step
+    /// that kept no continuous output.
+    fn eval(&self, t: f64) -> Option<Vec<f64>> {
         match &self.dense {
-            Dense::Constant(th) => th.clone(),
+            Dense::Constant(th) => Some(th.clone()),
             Dense::Interpolant(m) => {
                 // Clamp into the model's validity range: t is always inside [t0, t1] here, and
                 // the interpolant is only ever evaluated inside the accepted steps.
-                let t = t.clamp(self.t0, self.t1);
-                m.evaluate(t)
-                    .expect("t lies inside the dense output's range")
+                m.evaluate(t.clamp(self.t0, self.t1))
             }
         }
     }
@@ -195,8 +195,13 @@ impl Solution {
         self.segments.iter().map(|s| s.stage)
     }
 
+    /// θ at t in one segment; t lies in a step that kept its continuous output (an event's
+    /// bracket).
     pub(crate) fn state_in_segment(&self, segment: usize, t: f64) -> Vec<f64> {
-        self.theta_of(self.segments[segment].eval(t))
+        let y = self.segments[segment]
+            .eval(t)
+            .expect("an event's bracket keeps its continuous output");
+        self.theta_of(y)
     }
 
     fn theta_of(&self, y: Vec<f64>) -> Vec<f64> {
@@ -217,8 +222,9 @@ impl Solution {
         self.t_end
     }
 
-    /// θ(t) from the dense output, for 0 ≤ t ≤ t_end (None outside). At a stage boundary the
-    /// later stage's segment is used (the state is continuous there).
+    /// θ(t) from the dense output, for 0 ≤ t ≤ t_end (None outside, and in an events-only run
+    /// at a step that kept no output: see `FlowProblemBuilder::events_only`). At a stage
+    /// boundary the later stage's segment is used (the state is continuous there).
     pub fn state_at(&self, t: f64) -> Option<Vec<f64>> {
         if !(0.0..=self.t_end).contains(&t) {
             return None;
@@ -229,7 +235,7 @@ impl Solution {
             .rev()
             .find(|s| s.t0 <= t)
             .or(self.segments.first())?;
-        Some(self.theta_of(seg.eval(t)))
+        Some(self.theta_of(seg.eval(t)?))
     }
 
     /// Name of the stage that is active at time t.

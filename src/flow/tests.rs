@@ -639,3 +639,88 @@ fn stack_and_heap_vectors_give_the_same_bits() {
         assert_eq!(stack, heap, "{method:?}");
     }
 }
+
+/// An events-only run locates the same events to the last bit as a run that keeps the whole
+/// continuous output, over stages, with threshold, loss, peak and at-start events; with DOP853
+/// it saves exactly three right-hand sides per step that keeps no output, and its `state_at`
+/// is `None` only inside such steps.
+#[test]
+fn events_only_runs_locate_the_same_events_with_fewer_right_hand_sides() {
+    let sys = Quadratic::new(&[0.7, 1.3, 0.4], &[1.0, 2.0, -1.0]);
+    let logistic = Logistic {
+        names: vec!["x".into()],
+    };
+    let l0 = sys.loss(&[0.0; 3]);
+    for method in METHODS {
+        let quad = |events_only: bool| {
+            let b = FlowProblem::builder(&sys)
+                .stages(vec![
+                    Stage::new("A", 2.0).frozen([1]),
+                    Stage::new("B", 30.0),
+                ])
+                .method(method)
+                .event(EventSpec::rises("x0_half", Quantity::Coord(0), 0.5))
+                .event(EventSpec::rises("x1_one", Quantity::Coord(1), 1.0))
+                .event(EventSpec::falls("x2_low", Quantity::Coord(2), -0.9))
+                .event(EventSpec::falls("loss_tenth", Quantity::Loss, 0.1 * l0))
+                .event(EventSpec::falls("at_start", Quantity::Coord(0), 0.0))
+                .stop_after_events(0.5);
+            if events_only { b.events_only() } else { b }
+                .build()
+                .unwrap()
+                .solve()
+                .unwrap()
+        };
+        let peak = |events_only: bool| {
+            let b = FlowProblem::builder(&logistic)
+                .init(&[1e-3])
+                .t_max(40.0)
+                .method(method)
+                .event(EventSpec::peak("peak", Quantity::Rate(0)))
+                .stop_after_events(0.0);
+            if events_only { b.events_only() } else { b }
+                .build()
+                .unwrap()
+                .solve()
+                .unwrap()
+        };
+        for (full, lean) in [(quad(false), quad(true)), (peak(false), peak(true))] {
+            assert_eq!(full.events(), lean.events(), "{method:?}");
+            assert!(full.events().iter().all(|e| e.t.is_some()));
+            assert_eq!(full.stats.steps, lean.stats.steps);
+            assert_eq!(full.t_end(), lean.t_end());
+            let events = full.events().iter().filter(|e| e.t != Some(0.0)).count() as u32;
+            match method {
+                Method::Dopri5 => assert_eq!(full.stats, lean.stats),
+                Method::Dop853 => {
+                    // every step but the first and the bracketing ones drops 3 evaluations
+                    let dropped = full.stats.rhs_evals - lean.stats.rhs_evals;
+                    assert!(dropped % 3 == 0, "{dropped}");
+                    let kept = full.stats.steps - dropped / 3;
+                    assert!(
+                        (1..=1 + events).contains(&kept),
+                        "kept {kept} of {}",
+                        full.stats.steps
+                    );
+                    assert!(full.stats.steps > 10);
+                }
+            }
+            // state_at: equal where both have it, and present at every event time
+            let mut missing = 0;
+            for i in 0..=400 {
+                let t = full.t_end() * i as f64 / 400.0;
+                match lean.state_at(t) {
+                    Some(th) => assert_eq!(Some(th), full.state_at(t)),
+                    None => missing += 1,
+                }
+            }
+            for e in lean.events() {
+                assert_eq!(lean.state_at(e.t.unwrap()), full.state_at(e.t.unwrap()));
+            }
+            match method {
+                Method::Dopri5 => assert_eq!(missing, 0),
+                Method::Dop853 => assert!(missing > 200, "{missing}"),
+            }
+        }
+    }
+}
