@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod disentangled;
+pub(crate) mod expo;
 pub mod gaussian;
 mod gemm;
 pub mod gih_common;

@@ -73,7 +73,7 @@
 
 use crate::flow::GradientFlow;
 use crate::model::data::{LabelPosition, QueryPosition, canonical_configuration};
-use crate::model::disentangled::exp_shifted;
+use crate::model::expo::{exp_nonpositive, exp_nonpositive_in_place};
 use crate::model::subspace::{NAMES19, j_col, j_val};
 use crate::theory::musat3::Query;
 use std::cell::RefCell;
@@ -216,7 +216,8 @@ fn axpy3(acc: &mut [f64; 3], s: f64, g: &[f64; 3]) {
     acc[2] += s * g[2];
 }
 
-/// e^x, remembering the last argument: the rows of layer 1 share their few distinct scores.
+/// e^x (x ≤ 0: scores shifted by their row's maximum), remembering the last argument: the rows
+/// of layer 1 share their few distinct scores.
 #[inline(always)]
 fn exp_cached(x: f64, memo: &mut (f64, f64)) -> f64 {
     if x == 0.0 {
@@ -224,7 +225,7 @@ fn exp_cached(x: f64, memo: &mut (f64, f64)) -> f64 {
     } else if x == memo.0 {
         memo.1
     } else {
-        let e = x.exp();
+        let e = exp_nonpositive(x);
         *memo = (x, e);
         e
     }
@@ -674,12 +675,11 @@ impl Musat19 {
             *a = zj + *x;
             m = m.max(*a);
         }
-        let mut total = 0.0;
         for x in a2.iter_mut() {
-            *x = exp_shifted(*x - m);
-            total += *x;
+            *x -= m;
         }
-        let inv = 1.0 / total;
+        exp_nonpositive_in_place(a2);
+        let inv = 1.0 / a2.iter().sum::<f64>();
 
         // ---- readout: w = γ₁ e_Q + γ₂ a_Q + γ₃ A² + γ₄ Σ_j A²_j a_j; ŷ = Σ_i w_i c_i.
         let w = &mut w[..t];
