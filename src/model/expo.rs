@@ -13,9 +13,10 @@
 /// 1.5 · 2^52: adding it rounds a |v| < 2^51 to an integer held in the low mantissa bits.
 const MAGIC: f64 = 6_755_399_441_055_744.0;
 const LOG2E: f64 = std::f64::consts::LOG2_E;
-/// ln 2 split as in fdlibm: the high part has 32 trailing zero bits.
-const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+/// ln 2 split as in fdlibm (6.93147180369123816490e-01 and 1.90821492927058770002e-10): the
+/// high part has 32 trailing zero bits.
+const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 /// Below this e^x is 0 in f64 (e^−745.14 is half the smallest subnormal).
 const LOWEST: f64 = -746.0;
 /// 1/n! for n = 0..=13.
