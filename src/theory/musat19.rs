@@ -136,6 +136,9 @@ pub struct Musat19 {
     configs: Vec<Configuration>,
     /// The largest number of special layer-1 keys of a configuration (scratch size).
     max_specials: usize,
+    /// Set by [`Musat19::with_query_position`] for query `last`, cue `rotated` and position
+    /// `fresh`: `evaluate` takes the specialised pass of `canonical.rs`.
+    canonical_last: bool,
     names: Vec<String>,
 }
 
@@ -419,6 +422,9 @@ impl Musat19 {
         s.query = query;
         s.label_position = label_position;
         s.query_position = query_position;
+        s.canonical_last = query == Query::Last
+            && label_position == LabelPosition::Rotated
+            && query_position == QueryPosition::Fresh;
         s
     }
 
@@ -460,6 +466,7 @@ impl Musat19 {
             query_position: QueryPosition::Fresh,
             loss_scale,
             configs,
+            canonical_last: false,
             names: NAMES19.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -485,8 +492,24 @@ impl Musat19 {
         self.query_position
     }
 
+    /// Whether `loss` and `grad` take the specialised pass of `canonical.rs`.
+    #[cfg(test)]
+    pub(crate) fn uses_canonical_last(&self) -> bool {
+        self.canonical_last
+    }
+
     /// Loss, and the gradient into `grad` when given.
-    fn evaluate(&self, theta: &[f64], mut grad: Option<&mut [f64]>) -> f64 {
+    fn evaluate(&self, theta: &[f64], grad: Option<&mut [f64]>) -> f64 {
+        assert_eq!(theta.len(), 19);
+        if self.canonical_last {
+            // one configuration, weight 1
+            return canonical::evaluate(self.n, theta, self.loss_scale, grad);
+        }
+        self.evaluate_generic(theta, grad)
+    }
+
+    /// [`Musat19::evaluate`] by the generic pass over the configurations, whatever they are.
+    fn evaluate_generic(&self, theta: &[f64], mut grad: Option<&mut [f64]>) -> f64 {
         assert_eq!(theta.len(), 19);
         if let Some(g) = grad.as_deref_mut() {
             g.fill(0.0);
@@ -845,5 +868,9 @@ impl GradientFlow for Musat19 {
     }
 }
 
+mod canonical;
+
+#[cfg(test)]
+mod canonical_tests;
 #[cfg(test)]
 mod tests;
