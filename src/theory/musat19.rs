@@ -38,6 +38,18 @@
 //! configurations, on Haar samples and on arbitrary dense data, and against central
 //! differences.
 //!
+//! ## The specialised pass (query `last`, cue `rotated`, position `fresh`)
+//!
+//! The compare scenarios' system has one configuration whose Gram matrices are known in closed
+//! form (C = P = I before the query, PJ pairs each item with its label, the query's content is
+//! x_N's and its position is orthogonal to all): `canonical.rs` evaluates it in O(N) straight
+//! loops over the pairs, with N + 5 exponentials at most and no sparse bookkeeping.
+//! [`Musat19::new`] and [`Musat19::with_query_position`] choose it for that case (never
+//! [`Musat19::from_sequences`]); every other system takes the generic pass. Tested in
+//! `canonical_tests.rs` against the generic pass (to 1e-12), the dense model's projected
+//! gradient on the canonical configuration and central differences; the structure it assumes
+//! is checked on the generic pass's own reduction of the configuration.
+//!
 //! ## Query position `p_q` (ablation, theory/musat.md §13)
 //!
 //! [`Musat19::with_query_position`] gives the query token the queried item's position p_q
