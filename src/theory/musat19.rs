@@ -38,6 +38,18 @@
 //! configurations, on Haar samples and on arbitrary dense data, and against central
 //! differences.
 //!
+//! ## The specialised pass (query `last`, cue `rotated`, position `fresh`)
+//!
+//! The compare scenarios' system has one configuration whose Gram matrices are known in closed
+//! form (C = P = I before the query, PJ pairs each item with its label, the query's content is
+//! x_N's and its position is orthogonal to all): `canonical.rs` evaluates it in O(N) straight
+//! loops over the pairs, with N + 5 exponentials at most and no sparse bookkeeping.
+//! [`Musat19::new`] and [`Musat19::with_query_position`] choose it for that case (never
+//! [`Musat19::from_sequences`]); every other system takes the generic pass. Tested in
+//! `canonical_tests.rs` against the generic pass (to 1e-12), the dense model's projected
+//! gradient on the canonical configuration and central differences; the structure it assumes
+//! is checked on the generic pass's own reduction of the configuration.
+//!
 //! ## Query position `p_q` (ablation, theory/musat.md §13)
 //!
 //! [`Musat19::with_query_position`] gives the query token the queried item's position p_q
@@ -136,6 +148,9 @@ pub struct Musat19 {
     configs: Vec<Configuration>,
     /// The largest number of special layer-1 keys of a configuration (scratch size).
     max_specials: usize,
+    /// Set by [`Musat19::with_query_position`] for query `last`, cue `rotated` and position
+    /// `fresh`: `evaluate` takes the specialised pass of `canonical.rs`.
+    canonical_last: bool,
     names: Vec<String>,
 }
 
@@ -420,6 +435,9 @@ impl Musat19 {
         s.query = query;
         s.label_position = label_position;
         s.query_position = query_position;
+        s.canonical_last = query == Query::Last
+            && label_position == LabelPosition::Rotated
+            && query_position == QueryPosition::Fresh;
         s
     }
 
@@ -461,6 +479,7 @@ impl Musat19 {
             query_position: QueryPosition::Fresh,
             loss_scale,
             configs,
+            canonical_last: false,
             names: NAMES19.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -486,8 +505,24 @@ impl Musat19 {
         self.query_position
     }
 
+    /// Whether `loss` and `grad` take the specialised pass of `canonical.rs`.
+    #[cfg(test)]
+    pub(crate) fn uses_canonical_last(&self) -> bool {
+        self.canonical_last
+    }
+
     /// Loss, and the gradient into `grad` when given.
-    fn evaluate(&self, theta: &[f64], mut grad: Option<&mut [f64]>) -> f64 {
+    fn evaluate(&self, theta: &[f64], grad: Option<&mut [f64]>) -> f64 {
+        assert_eq!(theta.len(), 19);
+        if self.canonical_last {
+            // one configuration, weight 1
+            return canonical::evaluate(self.n, theta, self.loss_scale, grad);
+        }
+        self.evaluate_generic(theta, grad)
+    }
+
+    /// [`Musat19::evaluate`] by the generic pass over the configurations, whatever they are.
+    fn evaluate_generic(&self, theta: &[f64], mut grad: Option<&mut [f64]>) -> f64 {
         assert_eq!(theta.len(), 19);
         if let Some(g) = grad.as_deref_mut() {
             g.fill(0.0);
@@ -845,5 +880,9 @@ impl GradientFlow for Musat19 {
     }
 }
 
+mod canonical;
+
+#[cfg(test)]
+mod canonical_tests;
 #[cfg(test)]
 mod tests;
