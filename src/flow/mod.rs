@@ -480,8 +480,8 @@ where
         // evaluated at states built from it; they must stay non-finite too, because Dormand–
         // Prince's error estimate does not use the second stage itself (its weight is zero),
         // and only a non-finite error estimate makes the solver reject the step.
-        // (v − v is 0 for a finite v and NaN otherwise: one branch-free, vectorized pass)
-        if y.iter().fold(0.0, |acc, &v| acc + (v - v)).is_nan() {
+        // (0·v is 0 for a finite v and NaN otherwise: one branch-free, vectorized pass)
+        if y.iter().fold(0.0, |acc, &v| acc + 0.0 * v).is_nan() {
             out.fill(f64::NAN);
             return;
         }
