@@ -7,7 +7,8 @@
 //! same error norm and step-size controller (`ode_solvers::controller::Controller` with Hairer's
 //! DOP853 defaults: safety 0.9, β = 0, step ratio in [1/3, 6]) and the same initial-step
 //! heuristic, and it keeps the continuous output of every accepted step (three extra stages
-//! per step) so the events of [`super::FlowProblem`] are bisected on it.
+//! per step; in an events-only run only of the first step and of the steps that bracket an
+//! event) so the events of [`super::FlowProblem`] are bisected on it.
 //!
 //! At the tight tolerances this crate uses (rtol 1e-10) an 8th-order method takes far fewer
 //! steps than Dopri5: on the 19-dimensional Musat flow to its α₃ emergence, 55 steps (≈ 830
