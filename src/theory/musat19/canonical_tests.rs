@@ -159,21 +159,7 @@ fn the_specialised_gradient_matches_central_differences() {
         assert!(sys.uses_canonical_last());
         for _ in 0..3 {
             let th = random_theta(&mut rng, 1.5);
-            let mut g = vec![0.0; 19];
-            sys.grad(&th, &mut g);
-            for k in 0..19 {
-                let h = 1e-6;
-                let (mut p, mut m) = (th.clone(), th.clone());
-                p[k] += h;
-                m[k] -= h;
-                let fd = (sys.loss(&p) - sys.loss(&m)) / (2.0 * h);
-                assert!(
-                    (g[k] - fd).abs() < 1e-7 * (1.0 + fd.abs()),
-                    "N={n} {}: {} vs fd {fd}",
-                    NAMES19[k],
-                    g[k]
-                );
-            }
+            super::tests::assert_central_differences(&sys, &th, &format!("N={n}"));
         }
     }
 }

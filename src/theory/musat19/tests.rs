@@ -27,6 +27,26 @@ fn assert_close(a: f64, b: f64, tol: f64, what: &str) {
     assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{what}: {a} vs {b}");
 }
 
+/// The gradient of `sys` at θ against central differences of its loss (h = 1e-6), every
+/// coordinate to 1e-7 · (1 + |fd|); `what` names the system in the message.
+pub(super) fn assert_central_differences(sys: &Musat19, th: &[f64], what: &str) {
+    let mut g = vec![0.0; 19];
+    sys.grad(th, &mut g);
+    for k in 0..19 {
+        let h = 1e-6;
+        let (mut p, mut m) = (th.to_vec(), th.to_vec());
+        p[k] += h;
+        m[k] -= h;
+        let fd = (sys.loss(&p) - sys.loss(&m)) / (2.0 * h);
+        assert!(
+            (g[k] - fd).abs() < 1e-7 * (1.0 + fd.abs()),
+            "{what} {}: {} vs fd {fd}",
+            NAMES19[k],
+            g[k]
+        );
+    }
+}
+
 #[test]
 fn gradient_matches_central_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -40,21 +60,7 @@ fn gradient_matches_central_differences() {
                 let sys = Musat19::new(n, query, cue, 1.0);
                 for _ in 0..3 {
                     let th = random_theta(&mut rng, 1.5);
-                    let mut g = vec![0.0; 19];
-                    sys.grad(&th, &mut g);
-                    for k in 0..19 {
-                        let h = 1e-6;
-                        let (mut p, mut m) = (th.clone(), th.clone());
-                        p[k] += h;
-                        m[k] -= h;
-                        let fd = (sys.loss(&p) - sys.loss(&m)) / (2.0 * h);
-                        assert!(
-                            (g[k] - fd).abs() < 1e-7 * (1.0 + fd.abs()),
-                            "N={n} {query:?} {cue:?} {}: {} vs fd {fd}",
-                            NAMES19[k],
-                            g[k]
-                        );
-                    }
+                    assert_central_differences(&sys, &th, &format!("N={n} {query:?} {cue:?}"));
                 }
             }
         }
@@ -321,21 +327,7 @@ fn query_position_p_q_gradient_matches_central_differences() {
             );
             for _ in 0..3 {
                 let th = random_theta(&mut rng, 1.5);
-                let mut g = vec![0.0; 19];
-                sys.grad(&th, &mut g);
-                for k in 0..19 {
-                    let h = 1e-6;
-                    let (mut p, mut m) = (th.clone(), th.clone());
-                    p[k] += h;
-                    m[k] -= h;
-                    let fd = (sys.loss(&p) - sys.loss(&m)) / (2.0 * h);
-                    assert!(
-                        (g[k] - fd).abs() < 1e-7 * (1.0 + fd.abs()),
-                        "N={n} {query:?} {}: {} vs fd {fd}",
-                        NAMES19[k],
-                        g[k]
-                    );
-                }
+                assert_central_differences(&sys, &th, &format!("N={n} {query:?} p_q"));
             }
         }
     }
