@@ -236,6 +236,24 @@ fn the_scratch_of_one_size_does_not_leak_into_another() {
     assert_eq!(eval(&a, &ta), first_a);
 }
 
+/// At θ the specialised loss and gradient are finite, the loss equals the generic pass's to
+/// 1e-12 and every partial is within 1e-10 · (1 + max |generic partial|) of it.
+fn assert_finite_and_near_generic(sys: &Musat19, th: &[f64], what: &str) {
+    let ((lf, gf), (ls, gs)) = both(sys, th);
+    assert!(lf.is_finite() && gf.iter().all(|g| g.is_finite()), "{what}");
+    assert_close(lf, ls, 1e-12, &format!("{what} loss"));
+    let norm = gs.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    for k in 0..19 {
+        assert!(
+            (gf[k] - gs[k]).abs() <= 1e-10 * (1.0 + norm),
+            "{what} {}: {} vs {} (max norm {norm})",
+            NAMES19[k],
+            gf[k],
+            gs[k]
+        );
+    }
+}
+
 #[test]
 fn extreme_scores_stay_finite_and_equal_the_generic_pass() {
     // θ of size 3000: the layer-2 scores differ by far more than the ≈ 709 an unshifted
@@ -249,20 +267,7 @@ fn extreme_scores_stay_finite_and_equal_the_generic_pass() {
         let sys = canonical_last(n, 1.0);
         for _ in 0..200 {
             let th = random_theta(&mut rng, 3000.0);
-            let ((lf, gf), (ls, gs)) = both(&sys, &th);
-            let what = format!("N={n} θ={th:?}");
-            assert!(lf.is_finite() && gf.iter().all(|g| g.is_finite()), "{what}");
-            assert_close(lf, ls, 1e-12, &format!("{what} loss"));
-            let norm = gs.iter().fold(0.0f64, |m, g| m.max(g.abs()));
-            for k in 0..19 {
-                assert!(
-                    (gf[k] - gs[k]).abs() <= 1e-10 * (1.0 + norm),
-                    "{what} {}: {} vs {} (max norm {norm})",
-                    NAMES19[k],
-                    gf[k],
-                    gs[k]
-                );
-            }
+            assert_finite_and_near_generic(&sys, &th, &format!("N={n} θ={th:?}"));
         }
     }
 }
@@ -318,18 +323,6 @@ fn each_candidate_of_the_max_shift_can_be_the_maximum() {
     ];
     let sys = canonical_last(4, 1.0);
     for (what, th) in &cases {
-        let ((lf, gf), (ls, gs)) = both(&sys, th);
-        assert!(lf.is_finite() && gf.iter().all(|g| g.is_finite()), "{what}");
-        assert_close(lf, ls, 1e-12, what);
-        let norm = gs.iter().fold(0.0f64, |m, g| m.max(g.abs()));
-        for k in 0..19 {
-            assert!(
-                (gf[k] - gs[k]).abs() <= 1e-10 * (1.0 + norm),
-                "{what} {}: {} vs {}",
-                NAMES19[k],
-                gf[k],
-                gs[k]
-            );
-        }
+        assert_finite_and_near_generic(&sys, th, what);
     }
 }
