@@ -142,7 +142,6 @@ where
     let mut y_stage = zeros();
     let mut y_new = zeros();
     let mut incr = vec![0.0; n];
-    let mut acc = vec![0.0; n];
     let mut e5 = vec![0.0; n];
     let mut dense = Dop853Dense::new(n);
     let mut stats = Stats {
@@ -178,7 +177,7 @@ where
             attempts += 1;
             // Stages 1..12.
             for i in 1..12 {
-                combine(&y, h, &tb.a[i], &k, &mut acc, y_stage.as_mut_slice());
+                combine(&y, h, &tb.a[i], &k, y_stage.as_mut_slice());
                 rhs.system(x + tb.c[i] * h, &y_stage, &mut k[i]);
             }
             stats.num_eval += 11;
@@ -236,7 +235,7 @@ where
             if rhs.keep_dense() {
                 // The three stages of the continuous output.
                 for i in 13..16 {
-                    combine(&y, h, &tb.a[i], &k, &mut acc, y_stage.as_mut_slice());
+                    combine(&y, h, &tb.a[i], &k, y_stage.as_mut_slice());
                     rhs.system(x + tb.c[i] * h, &y_stage, &mut k[i]);
                 }
                 stats.num_eval += 3;
@@ -286,38 +285,114 @@ where
     }
 }
 
-/// out = y + h Σ_j a_j k_j over one row (`acc` is scratch of the same length).
+/// out = y + h Σ_j a_j k_j over one row.
 #[inline(always)]
-fn combine<D: Dim>(
-    y: &OVector<f64, D>,
-    h: f64,
-    row: &Row,
-    k: &[OVector<f64, D>],
-    acc: &mut [f64],
-    out: &mut [f64],
-) where
+fn combine<D: Dim>(y: &OVector<f64, D>, h: f64, row: &Row, k: &[OVector<f64, D>], out: &mut [f64])
+where
     DefaultAllocator: Allocator<D>,
 {
-    weighted_sum(row, k, acc);
-    for ((o, yi), a) in out.iter_mut().zip(y.as_slice()).zip(acc.iter()) {
-        *o = yi + h * a;
-    }
+    let y = y.as_slice();
+    blocked(row, k, out, |i, a| y[i] + h * a);
 }
 
-/// acc = Σ_j w_j k_j over one row, in the row's order.
+/// acc = Σ_j w_j k_j over one row.
 #[inline(always)]
 fn weighted_sum<D: Dim>(row: &Row, k: &[OVector<f64, D>], acc: &mut [f64])
 where
     DefaultAllocator: Allocator<D>,
 {
-    let (&(j0, w0), rest) = row.split_first().expect("a row has a nonzero weight");
-    for (a, kj) in acc.iter_mut().zip(k[j0].as_slice()) {
-        *a = w0 * kj;
+    blocked(row, k, acc, |_, a| a);
+}
+
+/// Coordinates per block of [`blocked`]: its partial sums stay in registers.
+const BLOCK: usize = 4;
+
+/// out_i = finish(i, Σ_j w_j k_j,i) over one row, the sum in the row's order for every
+/// coordinate (w₀k₀ + w₁k₁ + …, the same operations as one pass over a scratch vector per
+/// stage), in blocks of [`BLOCK`] coordinates whose partial sums stay in registers. The last
+/// block ends at the last coordinate and may overlap the one before it (an overlapped
+/// coordinate gets the same value twice), so there is no scalar tail for n ≥ [`BLOCK`].
+#[inline(always)]
+fn blocked<D: Dim>(
+    row: &Row,
+    k: &[OVector<f64, D>],
+    out: &mut [f64],
+    finish: impl Fn(usize, f64) -> f64,
+) where
+    DefaultAllocator: Allocator<D>,
+{
+    #[cfg(target_arch = "x86_64")]
+    if crate::model::simd::avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time just above).
+        return unsafe { blocked_avx2(row, k, out, finish) };
     }
-    for &(j, w) in rest {
-        for (a, kj) in acc.iter_mut().zip(k[j].as_slice()) {
-            *a += w * kj;
+    blocked_plain(row, k, out, finish)
+}
+
+/// [`blocked`] compiled for AVX2 (no FMA: the same arithmetic and bits, one register per
+/// block).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn blocked_avx2<D: Dim>(
+    row: &Row,
+    k: &[OVector<f64, D>],
+    out: &mut [f64],
+    finish: impl Fn(usize, f64) -> f64,
+) where
+    DefaultAllocator: Allocator<D>,
+{
+    blocked_plain(row, k, out, finish)
+}
+
+#[inline(always)]
+fn blocked_plain<D: Dim>(
+    row: &Row,
+    k: &[OVector<f64, D>],
+    out: &mut [f64],
+    finish: impl Fn(usize, f64) -> f64,
+) where
+    DefaultAllocator: Allocator<D>,
+{
+    let (&(j0, w0), rest) = row.split_first().expect("a row has a nonzero weight");
+    let n = out.len();
+    if n < BLOCK {
+        for (i, o) in out.iter_mut().enumerate() {
+            let mut a = w0 * k[j0][i];
+            for &(j, w) in rest {
+                a += w * k[j][i];
+            }
+            *o = finish(i, a);
         }
+        return;
+    }
+    for b in (0..n - BLOCK).step_by(BLOCK) {
+        block_at(b, (j0, w0), rest, k, out, &finish);
+    }
+    block_at(n - BLOCK, (j0, w0), rest, k, out, &finish);
+}
+
+/// One block of [`blocked`]: coordinates b..b + [`BLOCK`].
+#[inline(always)]
+fn block_at<D: Dim>(
+    b: usize,
+    (j0, w0): (usize, f64),
+    rest: &[(usize, f64)],
+    k: &[OVector<f64, D>],
+    out: &mut [f64],
+    finish: &impl Fn(usize, f64) -> f64,
+) where
+    DefaultAllocator: Allocator<D>,
+{
+    let k0 = &k[j0].as_slice()[b..b + BLOCK];
+    let mut a: [f64; BLOCK] = std::array::from_fn(|l| w0 * k0[l]);
+    for &(j, w) in rest {
+        let kj = &k[j].as_slice()[b..b + BLOCK];
+        for l in 0..BLOCK {
+            a[l] += w * kj[l];
+        }
+    }
+    for (l, o) in out[b..b + BLOCK].iter_mut().enumerate() {
+        *o = finish(b + l, a[l]);
     }
 }
 
@@ -363,4 +438,61 @@ where
         (0.01 / der).powf(0.125)
     };
     (100.0 * h0).min(h1).min(h_max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nalgebra::Dyn;
+
+    /// The blocked sums (overlapping last block, scalar path below [`BLOCK`], AVX2 build)
+    /// give the bits of the plain per-coordinate sum in the row's order, for every size
+    /// around the block boundaries and every row of the tableau.
+    #[test]
+    fn blocked_sums_are_the_plain_ordered_sums_bit_for_bit() {
+        let tb = Tableau::new();
+        for n in 1..=13 {
+            let k: Vec<OVector<f64, Dyn>> = (0..16)
+                .map(|j| {
+                    OVector::<f64, Dyn>::from_iterator(
+                        n,
+                        (0..n).map(|i| {
+                            ((7 * j + 3 * i) as f64 * 0.37).sin() * 1e3f64.powi(j as i32 % 3)
+                        }),
+                    )
+                })
+                .collect();
+            let y = OVector::<f64, Dyn>::from_iterator(n, (0..n).map(|i| 1.0 / (i as f64 + 0.3)));
+            let h = 0.731;
+            let rows = tb.a.iter().chain([&tb.b, &tb.e]).chain(&tb.d);
+            for row in rows.filter(|r| !r.is_empty()) {
+                let plain: Vec<f64> = (0..n)
+                    .map(|i| {
+                        let mut a = row[0].1 * k[row[0].0][i];
+                        for &(j, w) in &row[1..] {
+                            a += w * k[j][i];
+                        }
+                        a
+                    })
+                    .collect();
+                let mut out = vec![f64::NAN; n];
+                weighted_sum(row, &k, &mut out);
+                assert_eq!(bits(&out), bits(&plain), "n = {n}");
+                let mut plain_build = vec![f64::NAN; n];
+                blocked_plain(row, &k, &mut plain_build, |_, a| a);
+                assert_eq!(bits(&plain_build), bits(&plain), "n = {n}");
+                combine(&y, h, row, &k, &mut out);
+                let expect: Vec<f64> = plain
+                    .iter()
+                    .zip(y.iter())
+                    .map(|(a, yi)| yi + h * a)
+                    .collect();
+                assert_eq!(bits(&out), bits(&expect), "n = {n}");
+            }
+        }
+    }
+
+    fn bits(v: &[f64]) -> Vec<u64> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
 }

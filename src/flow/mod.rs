@@ -451,6 +451,8 @@ struct Rhs<'a, 'b> {
     /// θ at which the right-hand side is evaluated (scratch; `system` takes `&self`).
     eval: RefCell<Vec<f64>>,
     mask: Vec<f64>,
+    /// Some coordinate of this stage is frozen (a 0 in `mask`).
+    any_frozen: bool,
     grad_calls: &'b Cell<u64>,
     /// The last stage point outside the system's domain (reason), if any; such a stage makes
     /// the step non-finite, so the solver rejects it and retries a shorter one.
@@ -480,8 +482,8 @@ where
         // evaluated at states built from it; they must stay non-finite too, because Dormand–
         // Prince's error estimate does not use the second stage itself (its weight is zero),
         // and only a non-finite error estimate makes the solver reject the step.
-        // (0·v is 0 for a finite v and NaN otherwise: one branch-free, vectorized pass)
-        if y.iter().fold(0.0, |acc, &v| acc + 0.0 * v).is_nan() {
+        // (an `or` over the lanes: one branch-free pass without a serial dependency chain)
+        if y.iter().fold(false, |bad, v| bad | !v.is_finite()) {
             out.fill(f64::NAN);
             return;
         }
@@ -499,7 +501,11 @@ where
             return;
         }
         self.system.grad(theta, out);
-        if self.linear {
+        if self.linear && !self.any_frozen {
+            for o in out.iter_mut() {
+                *o = -*o;
+            }
+        } else if self.linear {
             for (o, m) in out.iter_mut().zip(&self.mask) {
                 *o *= -m;
             }
@@ -625,6 +631,7 @@ impl FlowProblem<'_> {
                 map: &self.map,
                 linear: self.map.is_identity(),
                 eval: RefCell::new(vec![0.0; dim]),
+                any_frozen: !stage.frozen.is_empty(),
                 mask,
                 grad_calls: &grad_calls,
                 outside: &outside,

@@ -11,6 +11,6 @@ pub mod gih_transformer;
 pub mod markov;
 pub mod rich_full;
 pub mod rich_sgd;
-mod simd;
+pub(crate) mod simd;
 pub mod subspace;
 pub mod train;
