@@ -142,12 +142,13 @@ fn dop853_dense_output_between_steps_matches_the_logistic_curve() {
     assert!(3 * steps[1] < steps[0], "Dopri5 vs DOP853 steps: {steps:?}");
 }
 
-#[test]
-fn dop853_steps_like_the_ode_solvers_stepper() {
-    // `ode_solvers::Dop853` is the same method without an accessible continuous output: the
-    // same tableau, error norm, controller and initial step must give the same accepted and
-    // rejected steps and the same end state (to rounding: sums are ordered differently, and
-    // the differences, ~1e-13 per run here, accumulate over the steps).
+/// `ode_solvers::Dop853` on a 3-dim [`Quadratic`] flow from `th0` to t = 30 (Hairer's
+/// defaults): its step statistics and end state.
+fn ode_solvers_dop853(
+    sys: &Quadratic,
+    th0: &[f64; 3],
+    (rtol, atol): (f64, f64),
+) -> (ode_solvers::dop_shared::Stats, Vec<f64>) {
     use ode_solvers::dop_shared::OutputType;
     struct Plain<'a>(&'a Quadratic);
     impl ode_solvers::System<f64, nalgebra::SVector<f64, 3>> for Plain<'_> {
@@ -161,33 +162,43 @@ fn dop853_steps_like_the_ode_solvers_stepper() {
             *dy *= -1.0;
         }
     }
+    let y0 = nalgebra::SVector::<f64, 3>::from_column_slice(th0);
+    let mut reference = ode_solvers::Dop853::from_param(
+        Plain(sys),
+        0.0,
+        30.0,
+        30.0,
+        y0,
+        rtol,
+        atol,
+        0.9,
+        0.0,
+        0.333,
+        6.0,
+        30.0,
+        0.0,
+        100_000,
+        u32::MAX,
+        OutputType::Sparse,
+    );
+    let stats = reference.integrate().unwrap();
+    let y_end = reference.y_out().last().unwrap().as_slice().to_vec();
+    (stats, y_end)
+}
+
+#[test]
+fn dop853_steps_like_the_ode_solvers_stepper() {
+    // `ode_solvers::Dop853` is the same method without an accessible continuous output: the
+    // same tableau, error norm, controller and initial step must give the same accepted and
+    // rejected steps and the same end state (to rounding: sums are ordered differently, and
+    // the differences, ~1e-13 per run here, accumulate over the steps).
     // Accuracy-limited (on a stiff problem the stability limit makes accept/reject decisions
     // hinge on the last bits, and a rounding difference can flip one).
     let sys = Quadratic::new(&[1.0, 0.3, 0.02], &[2.0, -1.0, 0.5]);
     let th0 = [0.0, 3.0, -4.0];
     for (rtol, atol) in [(1e-6, 1e-8), (1e-10, 1e-12)] {
-        let y0 = nalgebra::SVector::<f64, 3>::from_column_slice(&th0);
-        let mut reference = ode_solvers::Dop853::from_param(
-            Plain(&sys),
-            0.0,
-            30.0,
-            30.0,
-            y0,
-            rtol,
-            atol,
-            0.9,
-            0.0,
-            0.333,
-            6.0,
-            30.0,
-            0.0,
-            100_000,
-            u32::MAX,
-            OutputType::Sparse,
-        );
-        let stats = reference.integrate().unwrap();
+        let (stats, y_end) = ode_solvers_dop853(&sys, &th0, (rtol, atol));
         assert!(stats.accepted_steps > 10, "{stats:?}");
-        let y_end = reference.y_out().last().unwrap();
         let sol = FlowProblem::builder(&sys)
             .init(&th0)
             .t_max(30.0)
@@ -209,6 +220,42 @@ fn dop853_steps_like_the_ode_solvers_stepper() {
                 "rtol {rtol}: {ours:?} vs {y_end:?}"
             );
         }
+    }
+}
+
+#[test]
+fn dop853_from_a_zero_state_probes_for_its_first_step() {
+    // From θ = 0 Hairer's initial step is the placeholder 10⁻⁴ (100 · 10⁻⁶); repeating the probe
+    // at the capped step starts at the flow's own scale: fewer steps than `ode_solvers`, the
+    // same accuracy against the exact solution.
+    let sys = Quadratic::new(&[1.0, 0.3, 0.02], &[2.0, -1.0, 0.5]);
+    let th0 = [0.0; 3];
+    let exact = sys.exact(&th0, 30.0);
+    for (rtol, atol) in [(1e-6, 1e-8), (1e-10, 1e-12)] {
+        let (stats, y_end) = ode_solvers_dop853(&sys, &th0, (rtol, atol));
+        let sol = FlowProblem::builder(&sys)
+            .init(&th0)
+            .t_max(30.0)
+            .method(Method::Dop853)
+            .tolerances(rtol, atol)
+            .build()
+            .unwrap()
+            .solve()
+            .unwrap();
+        assert!(
+            sol.stats.steps + 2 <= stats.accepted_steps,
+            "rtol {rtol}: {} steps vs ode_solvers' {}",
+            sol.stats.steps,
+            stats.accepted_steps
+        );
+        let ours = sol.state_at(30.0).unwrap();
+        let err = |y: &[f64]| (0..3).map(|i| (y[i] - exact[i]).abs()).fold(0.0, f64::max);
+        assert!(
+            err(&ours) <= 2.0 * err(&y_end) + 100.0 * atol,
+            "rtol {rtol}: error {:e} vs ode_solvers' {:e}",
+            err(&ours),
+            err(&y_end)
+        );
     }
 }
 
