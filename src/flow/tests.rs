@@ -142,13 +142,13 @@ fn dop853_dense_output_between_steps_matches_the_logistic_curve() {
     assert!(3 * steps[1] < steps[0], "Dopri5 vs DOP853 steps: {steps:?}");
 }
 
-/// `ode_solvers::Dop853` on a 3-dim [`Quadratic`] flow from `th0` to t = 30 (Hairer's
-/// defaults): its step statistics and end state.
-fn ode_solvers_dop853(
+/// A 3-dim [`Quadratic`] flow from `th0` to t = 30 with `ode_solvers::Dop853` (Hairer's
+/// defaults: its step statistics and end state) and with this crate's DOP853 (its solution).
+fn both_dop853(
     sys: &Quadratic,
     th0: &[f64; 3],
     (rtol, atol): (f64, f64),
-) -> (ode_solvers::dop_shared::Stats, Vec<f64>) {
+) -> (ode_solvers::dop_shared::Stats, Vec<f64>, Solution) {
     use ode_solvers::dop_shared::OutputType;
     struct Plain<'a>(&'a Quadratic);
     impl ode_solvers::System<f64, nalgebra::SVector<f64, 3>> for Plain<'_> {
@@ -183,7 +183,16 @@ fn ode_solvers_dop853(
     );
     let stats = reference.integrate().unwrap();
     let y_end = reference.y_out().last().unwrap().as_slice().to_vec();
-    (stats, y_end)
+    let sol = FlowProblem::builder(sys)
+        .init(th0)
+        .t_max(30.0)
+        .method(Method::Dop853)
+        .tolerances(rtol, atol)
+        .build()
+        .unwrap()
+        .solve()
+        .unwrap();
+    (stats, y_end, sol)
 }
 
 #[test]
@@ -197,17 +206,8 @@ fn dop853_steps_like_the_ode_solvers_stepper() {
     let sys = Quadratic::new(&[1.0, 0.3, 0.02], &[2.0, -1.0, 0.5]);
     let th0 = [0.0, 3.0, -4.0];
     for (rtol, atol) in [(1e-6, 1e-8), (1e-10, 1e-12)] {
-        let (stats, y_end) = ode_solvers_dop853(&sys, &th0, (rtol, atol));
+        let (stats, y_end, sol) = both_dop853(&sys, &th0, (rtol, atol));
         assert!(stats.accepted_steps > 10, "{stats:?}");
-        let sol = FlowProblem::builder(&sys)
-            .init(&th0)
-            .t_max(30.0)
-            .method(Method::Dop853)
-            .tolerances(rtol, atol)
-            .build()
-            .unwrap()
-            .solve()
-            .unwrap();
         assert_eq!(sol.stats.steps, stats.accepted_steps, "rtol {rtol}");
         assert_eq!(
             sol.stats.rejected_steps, stats.rejected_steps,
@@ -232,16 +232,7 @@ fn dop853_from_a_zero_state_probes_for_its_first_step() {
     let th0 = [0.0; 3];
     let exact = sys.exact(&th0, 30.0);
     for (rtol, atol) in [(1e-6, 1e-8), (1e-10, 1e-12)] {
-        let (stats, y_end) = ode_solvers_dop853(&sys, &th0, (rtol, atol));
-        let sol = FlowProblem::builder(&sys)
-            .init(&th0)
-            .t_max(30.0)
-            .method(Method::Dop853)
-            .tolerances(rtol, atol)
-            .build()
-            .unwrap()
-            .solve()
-            .unwrap();
+        let (stats, y_end, sol) = both_dop853(&sys, &th0, (rtol, atol));
         assert!(
             sol.stats.steps + 2 <= stats.accepted_steps,
             "rtol {rtol}: {} steps vs ode_solvers' {}",
