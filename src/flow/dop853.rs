@@ -345,6 +345,7 @@ fn blocked_avx2<D: Dim>(
     blocked_plain(row, k, out, finish)
 }
 
+/// The body of [`blocked`], inlined into both builds.
 #[inline(always)]
 fn blocked_plain<D: Dim>(
     row: &Row,
