@@ -10,6 +10,7 @@
 use ihdyn::flow::GradientFlow;
 use ihdyn::model::data::{DataKind, DataSpec, LabelPosition, QueryPosition};
 use ihdyn::model::disentangled::{Params, Refresh, Trainer};
+use ihdyn::model::subspace::MMatrix;
 use ihdyn::theory::musat3::Query;
 
 fn main() {
@@ -25,6 +26,7 @@ fn gd_step(bencher: divan::Bencher, threads: usize) {
         query: Query::Last,
         label_position: LabelPosition::Rotated,
         query_position: QueryPosition::Fresh,
+        m: MMatrix::J,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

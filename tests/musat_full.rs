@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use ihdyn::model::data::{DataKind, DataSpec, LabelPosition, QueryPosition};
 use ihdyn::model::disentangled::{Params, Refresh, Trainer};
-use ihdyn::model::subspace::{project, residuals};
+use ihdyn::model::subspace::{MMatrix, project, residuals};
 use ihdyn::theory::musat3::Query;
 use serde_json::Value;
 use std::path::Path;
@@ -174,6 +174,16 @@ fn bad_compare_input_exits_2_names_the_field_and_writes_nothing() {
             "system.query_position: unknown variant `x`, expected `fresh` or `p_q`",
         ),
         (
+            "unknown M",
+            format!("{sys}m = \"bogus\"\n[compare]\nsteps = 10\n"),
+            "system.m: unknown variant `bogus`, expected `J` or `swap`",
+        ),
+        (
+            "M on musat3",
+            "[system]\nkind = \"musat3\"\nn = 4\nm = \"swap\"\n[solve]\n".to_string(),
+            "system.m: unknown field `m`",
+        ),
+        (
             "query position on musat3",
             "[system]\nkind = \"musat3\"\nn = 4\nquery_position = \"p_q\"\n[solve]\n".to_string(),
             "system.query_position: unknown field `query_position`",
@@ -322,6 +332,60 @@ fn query_position_p_q_runs_every_source_and_ode3_is_unchanged() {
     );
 }
 
+/// m = "swap" (M = S = [[0, I], [I, 0]]): the full model on swap data, ode19 with S and ode3
+/// all run; ode3 (the closed form, the same for both M) is J's trajectory, ode19 and the full
+/// model are not, and the full model follows ode19 as closely as it does with J.
+#[test]
+fn m_swap_runs_every_source_and_ode3_is_unchanged() {
+    let dir = tmp();
+    let run = |name: &str, extra: &str| {
+        let text = SMALL.replace("query = \"last\"\n", &format!("query = \"last\"\n{extra}"));
+        let f = write(dir.path(), &format!("{name}.toml"), &text);
+        let out = dir.path().join(name);
+        let r = ihdyn(
+            dir.path(),
+            &["run", &f, "--out", out.to_str().unwrap()],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        out
+    };
+    let (swap, j) = (run("swap", "m = \"swap\"\n"), run("j", ""));
+    let rows = |out: &Path, src: &str| -> Vec<String> {
+        std::fs::read_to_string(out.join("compare.csv"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.split(',').nth(1) == Some(src))
+            .map(String::from)
+            .collect()
+    };
+    for src in ["full", "ode19", "ode3"] {
+        assert_eq!(rows(&swap, src).len(), 61, "{src}");
+    }
+    assert_eq!(rows(&swap, "ode3"), rows(&j, "ode3"));
+    assert_ne!(rows(&swap, "ode19"), rows(&j, "ode19"));
+    assert_ne!(rows(&swap, "full"), rows(&j, "full"));
+    let doc = json(&swap.join("compare.json"));
+    assert!(doc["not_run"].as_array().unwrap().is_empty());
+    assert_eq!(
+        doc["system"],
+        "musat, n = 3, query last, label position rotated, M = swap"
+    );
+    let full = &doc["sources"][0];
+    for c in ["alpha3", "beta2", "gamma3"] {
+        let diff = full["max_abs_difference_vs_ode19"][c].as_f64().unwrap();
+        assert!(diff < 0.05, "{c}: full vs ode19 {diff}");
+    }
+    assert_eq!(
+        json(&swap.join("manifest.json"))["scenario"]["system"]["m"],
+        "swap"
+    );
+    assert_eq!(
+        json(&j.join("manifest.json"))["scenario"]["system"]["m"],
+        "J"
+    );
+}
+
 #[test]
 fn a_diverging_gd_run_keeps_its_rows_and_is_marked_partial() {
     let dir = tmp();
@@ -395,7 +459,7 @@ fn musat19_runs_in_the_generic_solve_and_sweep() {
 }
 
 #[test]
-fn musat19_solve_takes_the_query_position() {
+fn musat19_solve_takes_the_query_position_and_m() {
     let dir = tmp();
     let solve = |name: &str, extra: &str| {
         let f = write(
@@ -422,6 +486,9 @@ fn musat19_solve_takes_the_query_position() {
     );
     assert_ne!(fresh, pq);
     assert_eq!(fresh, solve("default", "query_position = \"fresh\"\n"));
+    // and M: swap is another flow, J the default
+    assert_ne!(fresh, solve("swap", "m = \"swap\"\n"));
+    assert_eq!(fresh, solve("j", "m = \"J\"\n"));
 }
 
 #[test]
@@ -437,6 +504,7 @@ fn off_subspace_residual_falls_with_the_batch_size() {
         query: Query::Uniform,
         label_position: LabelPosition::Rotated,
         query_position: QueryPosition::Fresh,
+        m: MMatrix::J,
     };
     let residual_after = |batch: usize| {
         let mut trainer = Trainer::new(spec, batch, 1.0, Refresh::Step, 7);

@@ -12,7 +12,9 @@ use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Solution};
 use crate::model::data::{DataKind, LabelPosition, QueryPosition};
 use crate::model::disentangled::{FullGd, Mask, Params, Trainer};
-use crate::model::subspace::{ALPHA3, BETA2, GAMMA3, NAMES19, Residuals, project, residuals};
+use crate::model::subspace::{
+    ALPHA3, BETA2, GAMMA3, MMatrix, NAMES19, Residuals, project_with, residuals_with,
+};
 use crate::model::train::{Guard, Stage, TrainError, train};
 use crate::report::figure::{Axis, Figure, LegendAt, Panel, Series, Style, color};
 use crate::report::{Cell, OutputDir, Table, fmt_f64};
@@ -258,7 +260,7 @@ pub fn run(
     let steps_per_t = 1.0 / dt;
     let t_end = dt * spec.steps as f64;
     let params0 = initial_params(spec);
-    let theta0 = project(&params0);
+    let theta0 = project_with(&params0, sys.m);
 
     // ---- the full model, once per batch size.
     let every = spec.checkpoint_every.max(1) as u64;
@@ -288,12 +290,12 @@ pub fn run(
         // checkpoints: projection, residuals and wall time
         let result = train::<_, TrainError>(&mut learner, &stages, &guard, |p, l| {
             if p.step % every == 0 || p.last {
-                let theta = project(&l.params);
+                let theta = project_with(&l.params, sys.m);
                 rows.push(FullRow {
                     step: p.step as usize,
                     t: p.t,
                     loss: p.loss,
-                    res: residuals(&l.params, &theta),
+                    res: residuals_with(&l.params, &theta, sys.m),
                     theta,
                     wall: started.elapsed().as_secs_f64(),
                 });
@@ -334,11 +336,12 @@ pub fn run(
             skipped.push(json!({"source": s, "reason": format!("the reduced flows describe the paper's attention (temperature 1, strict mask; theory/musat.md §4, §13); the full model runs with temperature {} and the {} mask", fmt_f64(spec.temperature), mask_name(spec.mask))}));
         }
     } else if spec.data == DataKind::Orthonormal {
-        let m19 = Musat19::with_query_position(
+        let m19 = Musat19::with_m(
             n,
             sys.query,
             sys.label_position,
             sys.query_position,
+            sys.m,
             sys.loss_scale,
         );
         odes.push(solve_ode(
@@ -352,7 +355,8 @@ pub fn run(
         )?);
         // The closed form holds for both query positions: at a point with only α₃, β₂, γ₃
         // nonzero the query's position enters only its own layer-1 row, which no nonzero
-        // coefficient reads (theory/musat19.rs, "Query position p_q").
+        // coefficient reads (theory/musat19.rs, "Query position p_q"). It holds for both M:
+        // a label's position against its item's is (M p_i)ᵀ M p_i = 1 for J and for S.
         if sys.label_position == LabelPosition::Rotated {
             let m3 = Musat3::new(n, sys.query, sys.loss_scale);
             let th3 = [theta0[ALPHA3], theta0[BETA2], theta0[GAMMA3]];
@@ -379,6 +383,10 @@ pub fn run(
     let query_position_text = match sys.query_position {
         QueryPosition::Fresh => "",
         QueryPosition::PQ => ", query position p_q",
+    };
+    let m_text = match sys.m {
+        MMatrix::J => "",
+        MMatrix::Swap => ", M = swap",
     };
     let table = compare_table(&runs, &odes, spec);
     let mut files = vec![out.write_csv("compare.csv", &table)?];
@@ -414,7 +422,7 @@ pub fn run(
         }));
     }
     let doc = json!({
-        "system": format!("musat, N = {n}, query {:?}, label position {:?}{}", sys.query, sys.label_position, query_position_text).to_lowercase(),
+        "system": format!("musat, N = {n}, query {:?}, label position {:?}{}", sys.query, sys.label_position, query_position_text).to_lowercase() + m_text,
         "threshold": spec.threshold,
         "time": "pseudo-time t = eta * step / D; every event is also given as full-model steps = t * D / eta",
         "d": spec.d,
@@ -448,7 +456,7 @@ pub fn run(
         attention_text += ", inclusive mask";
     }
     let label = format!(
-        "full model (D = {}, η = {}{attention_text}){against} — N = {n}, query {}{query_position_text}{data_text}",
+        "full model (D = {}, η = {}{attention_text}){against} — N = {n}, query {}{query_position_text}{m_text}{data_text}",
         spec.d,
         fmt_f64(spec.eta),
         match sys.query {

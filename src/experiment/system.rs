@@ -4,7 +4,7 @@
 
 use crate::flow::GradientFlow;
 use crate::model::data::{LabelPosition, QueryPosition};
-use crate::model::subspace;
+use crate::model::subspace::{self, MMatrix};
 use crate::scenario::SystemSpec;
 use crate::theory::musat3::{ALPHA3, BETA2, GAMMA3, Musat3};
 use crate::theory::musat19::Musat19;
@@ -90,12 +90,17 @@ pub fn instantiate(spec: &SystemSpec) -> Instance {
                 QueryPosition::Fresh => "",
                 QueryPosition::PQ => ", query position p_q",
             };
+            let mtext = match m.m {
+                MMatrix::J => "",
+                MMatrix::Swap => ", M = swap",
+            };
             Instance {
-                flow: Box::new(Musat19::with_query_position(
+                flow: Box::new(Musat19::with_m(
                     n,
                     m.query,
                     m.label_position,
                     m.query_position,
+                    m.m,
                     m.loss_scale,
                 )),
                 init: m.init.clone(),
@@ -107,8 +112,8 @@ pub fn instantiate(spec: &SystemSpec) -> Instance {
                     (subspace::ALPHA3, "alpha3".into()),
                 ],
                 peak: Some((subspace::ALPHA3, "t_peak_alpha_rate".into())),
-                label: format!("musat19, N = {n}, query {query}{scale}{cue}{qpos}"),
-                family: format!("musat19, query {query}{scale}{cue}{qpos}"),
+                label: format!("musat19, N = {n}, query {query}{scale}{cue}{qpos}{mtext}"),
+                family: format!("musat19, query {query}{scale}{cue}{qpos}{mtext}"),
                 params: vec![Param {
                     column: "N".into(),
                     field: "system.n".into(),

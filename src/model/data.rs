@@ -9,12 +9,17 @@
 //! | 2i − 1 (label i) | y_i | M p_i (`rotated`), p_i (`same`) or 0 (`none`) |
 //! | 2N (query) | x_q | p_{N+1} (`fresh`) or p_q (`p_q`, an ablation) |
 //!
-//! The target is y_q. M = J = [[0, −I], [I, 0]] (D even).
+//! The target is y_q. M = J = [[0, −I], [I, 0]] (the default) or the swap involution
+//! S = [[0, I], [I, 0]] ([`MMatrix`]; D even).
 //!
 //! Orthonormal data (Theorem 2): x_1..x_N, y_1..y_N are the first 2N columns of a Haar
-//! orthogonal matrix; the positions come from a Haar unitary frame z_1..z_{N+1} in C^{D/2} with
-//! p_k = [Re z_k; Im z_k], so that {p_k, J p_k} is orthonormal (needs D ≥ 2N + 2). Both frames
-//! are the Q factor of a Householder QR of a Gaussian matrix **with the sign/phase fix**
+//! orthogonal matrix. With M = J the positions come from a Haar unitary frame z_1..z_{N+1} in
+//! C^{D/2} with p_k = [Re z_k; Im z_k], so that {p_k, J p_k} is orthonormal. With M = S they
+//! come from two independent Haar orthogonal frames u_1..u_{N+1}, v_1..v_{N+1} in R^{D/2}: the
+//! Haar frames of the ±1 eigenspaces of S are f⁺_k = [u_k; u_k]/√2, f⁻_k = [v_k; −v_k]/√2 and
+//! p_k = (f⁺_k + f⁻_k)/√2 = [(u_k + v_k)/2; (u_k − v_k)/2], so that S p_k = (f⁺_k − f⁻_k)/√2 and
+//! {p_k, S p_k} is orthonormal (theory/musat.md §3 [reconstruction]). Either needs D ≥ 2N + 2.
+//! Every frame is the Q factor of a Householder QR of a Gaussian matrix **with the sign/phase fix**
 //! (column j of Q times R_jj/|R_jj|, Mezzadri, arXiv math-ph/0609050); without it the frames
 //! are not Haar ([`SignFix::Naive`], kept only so that tests can show the difference).
 //!
@@ -23,6 +28,7 @@
 //! Every sampler draws from a seeded ChaCha8 stream; the same (seed, stream) gives the same
 //! sequences on any machine thread count.
 
+use super::subspace::MMatrix;
 use crate::theory::musat3::Query;
 use lanes::{LANES, LaneQr, Lanes};
 use rand::{Rng, RngCore, SeedableRng};
@@ -87,6 +93,8 @@ pub struct DataSpec {
     pub query: Query,
     pub label_position: LabelPosition,
     pub query_position: QueryPosition,
+    /// The matrix M of the label cue M p_i and of the orthonormal position frames.
+    pub m: MMatrix,
 }
 
 impl DataSpec {
@@ -109,7 +117,8 @@ impl DataSpec {
         }
         if self.d < 2 || !self.d.is_multiple_of(2) {
             return Err(format!(
-                "D must be even and >= 2 (M = J acts on pairs of coordinates), got {}",
+                "D must be even and >= 2 (M = {} acts on pairs of coordinates), got {}",
+                self.m.name(),
                 self.d
             ));
         }
@@ -425,7 +434,8 @@ pub struct Sampler {
     qr: QrScratch,
     /// Content frame (D × 2N, column-major).
     c_re: Vec<f64>,
-    /// Position frame (D/2 × (N+1), column-major, complex).
+    /// Position frame (D/2 × (N+1), column-major): after a draw, p_k = [p_re[k]; p_im[k]]
+    /// (M = J: the real and imaginary parts of a complex frame; M = S: see [`swap_positions`]).
     p_re: Vec<f64>,
     p_im: Vec<f64>,
     /// [`LANES`] content and position frames factored together ([`Sampler::fill`]).
@@ -486,13 +496,34 @@ impl Sampler {
     }
 
     /// A complex D/2 × m unitary frame (column-major) into `self.p_re`, `self.p_im`.
-    fn position_frame(&mut self, m: usize) {
+    fn unitary_position_frame(&mut self, m: usize) {
         let h = self.spec.d / 2;
-        for i in 0..h * m {
+        self.position_normals(h * m);
+        householder_q(h, m, &mut self.p_re, &mut self.p_im, self.fix, &mut self.qr);
+    }
+
+    /// The first `len` entries of `p_re`, `p_im`: i.i.d. standard normals, interleaved.
+    fn position_normals(&mut self, len: usize) {
+        for i in 0..len {
             self.p_re[i] = self.gaussian();
             self.p_im[i] = self.gaussian();
         }
-        householder_q(h, m, &mut self.p_re, &mut self.p_im, self.fix, &mut self.qr);
+    }
+
+    /// Positions p_1..p_m with {p_k, M p_k} orthonormal, halves into `self.p_re`, `self.p_im`.
+    /// The same normals for either M: J factors them as one complex frame, S as two real
+    /// frames u (from `p_re`) and v (from `p_im`), then [`swap_positions`].
+    fn position_frame(&mut self, m: usize) {
+        let h = self.spec.d / 2;
+        match self.spec.m {
+            MMatrix::J => self.unitary_position_frame(m),
+            MMatrix::Swap => {
+                self.position_normals(h * m);
+                householder_q_real(h, m, &mut self.p_re, self.fix, &mut self.qr);
+                householder_q_real(h, m, &mut self.p_im, self.fix, &mut self.qr);
+                swap_positions(&mut self.p_re[..h * m], &mut self.p_im[..h * m]);
+            }
+        }
     }
 
     /// Draw the first m columns of a D × m Haar orthogonal frame (for tests of the sampler):
@@ -507,7 +538,7 @@ impl Sampler {
     pub fn unitary_frame(&mut self, m: usize, re: &mut [f64], im: &mut [f64]) {
         let h = self.spec.d / 2;
         assert!(m <= self.spec.n + 1 && re.len() >= h * m && im.len() >= h * m);
-        self.position_frame(m);
+        self.unitary_position_frame(m);
         re[..h * m].copy_from_slice(&self.p_re[..h * m]);
         im[..h * m].copy_from_slice(&self.p_im[..h * m]);
     }
@@ -529,7 +560,7 @@ impl Sampler {
                 for i in 0..d * 2 * n {
                     self.c_re[i] = s * self.gaussian();
                 }
-                // Positions N(0, I_D/D): the D real coordinates of p_k are [Re z_k; Im z_k].
+                // Positions N(0, I_D/D): the D real coordinates of p_k are [p_re; p_im].
                 let h = d / 2;
                 for i in 0..h * (n + 1) {
                     self.p_re[i] = s * self.gaussian();
@@ -556,6 +587,7 @@ impl Sampler {
             d,
             label_position,
             query_position,
+            m,
             ..
         } = self.spec;
         let e = 2 * d;
@@ -571,19 +603,24 @@ impl Sampler {
             item[d + h..].copy_from_slice(pi);
             let label = &mut tokens[(2 * i - 1) * e..2 * i * e];
             label[..d].copy_from_slice(&self.c_re[(n + i - 1) * d..(n + i) * d]);
-            match label_position {
-                LabelPosition::Rotated => {
+            match (label_position, m) {
+                (LabelPosition::Rotated, MMatrix::J) => {
                     // J [a; b] = [−b; a]
                     for k in 0..h {
                         label[d + k] = -pi[k];
                         label[d + h + k] = pr[k];
                     }
                 }
-                LabelPosition::Same => {
+                (LabelPosition::Rotated, MMatrix::Swap) => {
+                    // S [a; b] = [b; a]
+                    label[d..d + h].copy_from_slice(pi);
+                    label[d + h..].copy_from_slice(pr);
+                }
+                (LabelPosition::Same, _) => {
                     label[d..d + h].copy_from_slice(pr);
                     label[d + h..].copy_from_slice(pi);
                 }
-                LabelPosition::None => label[d..].fill(0.0),
+                (LabelPosition::None, _) => label[d..].fill(0.0),
             }
         }
         let query_tok = &mut tokens[2 * n * e..(2 * n + 1) * e];
@@ -650,8 +687,19 @@ impl Sampler {
                     }
                 }
                 self.lane_qr.q_real(d, mc, &mut self.lane_c, self.fix);
-                self.lane_qr
-                    .q_complex(h, mp, &mut self.lane_re, &mut self.lane_im, self.fix);
+                match self.spec.m {
+                    MMatrix::J => self.lane_qr.q_complex(
+                        h,
+                        mp,
+                        &mut self.lane_re,
+                        &mut self.lane_im,
+                        self.fix,
+                    ),
+                    MMatrix::Swap => {
+                        self.lane_qr.q_real(h, mp, &mut self.lane_re, self.fix);
+                        self.lane_qr.q_real(h, mp, &mut self.lane_im, self.fix);
+                    }
+                }
                 for l in 0..group {
                     for (c, v) in self.c_re.iter_mut().zip(&self.lane_c) {
                         *c = v[l];
@@ -664,6 +712,9 @@ impl Sampler {
                     {
                         *r = vr[l];
                         *i = vi[l];
+                    }
+                    if self.spec.m == MMatrix::Swap {
+                        swap_positions(&mut self.p_re, &mut self.p_im);
                     }
                     let b = b0 + l;
                     self.write_sequence(
@@ -685,18 +736,32 @@ impl Sampler {
     }
 }
 
+/// Two real frames u (in `re`) and v (in `im`), entry by entry, into the halves of
+/// p = [(u + v)/2; (u − v)/2] = (f⁺ + f⁻)/√2 with f⁺ = [u; u]/√2, f⁻ = [v; −v]/√2.
+fn swap_positions(re: &mut [f64], im: &mut [f64]) {
+    for (a, b) in re.iter_mut().zip(im.iter_mut()) {
+        let (u, v) = (*a, *b);
+        *a = 0.5 * (u + v);
+        *b = 0.5 * (u - v);
+    }
+}
+
 /// The canonical orthonormal configuration of theory/musat.md §3 with D = 2N + 2: x_i = e_i,
-/// y_i = e_{N+i}, p_k = e_k (so J p_k = e_{D/2+k}), query q (1-based); the query's position is
-/// p_{N+1} = e_{N+1} (`fresh`) or p_q = e_q (`p_q`). Returns (tokens, target).
+/// y_i = e_{N+i}, p_k = e_k, labels at M p_i (`rotated`), query q (1-based); the query's
+/// position is p_{N+1} = e_{N+1} (`fresh`) or p_q = e_q (`p_q`). Returns (tokens, target).
+///
+/// Both J and S map e_k (k ≤ D/2) to e_{D/2+k}, so the tokens are the same for either M; the
+/// Gram matrices r_kᵀ M r_j built from them are not (an item's position against its label's
+/// is −1 with J and +1 with S).
 pub fn canonical_configuration(
     n: usize,
     q: usize,
     label_position: LabelPosition,
     query_position: QueryPosition,
+    m: MMatrix,
 ) -> (Vec<f64>, Vec<f64>) {
     assert!(n >= 1 && (1..=n).contains(&q));
     let d = 2 * n + 2;
-    let h = d / 2;
     let e = 2 * d;
     let t = 2 * n + 1;
     let mut tokens = vec![0.0; t * e];
@@ -707,7 +772,11 @@ pub fn canonical_configuration(
         let label = (2 * i - 1) * e;
         tokens[label + (n + i - 1)] = 1.0;
         match label_position {
-            LabelPosition::Rotated => tokens[label + d + h + (i - 1)] = 1.0,
+            LabelPosition::Rotated => {
+                // M p_i for p_i = e_i: the column i − 1 of M
+                let (item_pos, label_pos) = tokens.split_at_mut(label + d);
+                m.apply(&item_pos[item + d..item + e], &mut label_pos[..d]);
+            }
             LabelPosition::Same => tokens[label + d + (i - 1)] = 1.0,
             LabelPosition::None => {}
         }

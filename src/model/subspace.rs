@@ -2,15 +2,74 @@
 //! its basis B_k, the projection of full weights onto the coordinates θ_k, the structured
 //! weights W(θ) = Σ θ_k B_k and the off-subspace residual.
 //!
-//! Each B_k is zero except for one D × D block equal to I or M = J; ‖B_k‖²_F = D and the B_k
-//! are mutually orthogonal (tr J = 0), so
+//! Each B_k is zero except for one D × D block equal to I or M; ‖B_k‖²_F = D and the B_k are
+//! mutually orthogonal (tr M = 0), so
 //! ```text
 //! θ_k = ⟨W, B_k⟩_F / D,    ∂L/∂θ_k = ⟨∇_W L, B_k⟩_F,
 //! residual = ‖W − Σ θ_k B_k‖_F / ‖W‖_F   (0 when W = 0).
 //! ```
 //! Index order (fixed everywhere): α₁..α₃, β₁..β₁₂, γ₁..γ₄.
+//!
+//! M is J = [[0, −I], [I, 0]] (the default) or the swap involution S = [[0, I], [I, 0]]
+//! ([`MMatrix`], theory/musat.md §3 "M" [reconstruction]). Both are signed permutations with
+//! one nonzero per row, off the diagonal blocks, so both have ‖M‖²_F = D and tr M = 0. The
+//! functions without a `_with` suffix use M = J.
 
 use super::disentangled::Params;
+use serde::{Deserialize, Serialize};
+
+/// The fixed matrix M of the label cue M p_i and of the blocks α₂ I + α₃ M (D even).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum MMatrix {
+    /// J = [[0, −I_{D/2}], [I_{D/2}, 0]]: J² = −I, Jᵀ = −J (the paper's rotation).
+    #[default]
+    #[serde(rename = "J")]
+    J,
+    /// S = [[0, I_{D/2}], [I_{D/2}, 0]]: S² = I, Sᵀ = S (theory/musat.md §3 option `swap`).
+    #[serde(rename = "swap")]
+    Swap,
+}
+
+impl MMatrix {
+    /// The column of the nonzero entry of row i of M (D even).
+    #[inline]
+    pub fn col(self, i: usize, d: usize) -> usize {
+        let h = d / 2;
+        if i < h { i + h } else { i - h }
+    }
+
+    /// The nonzero entry of row i of M: M_{i, col(i)}.
+    #[inline]
+    pub fn val(self, i: usize, d: usize) -> f64 {
+        match self {
+            MMatrix::J => {
+                if i < d / 2 {
+                    -1.0
+                } else {
+                    1.0
+                }
+            }
+            MMatrix::Swap => 1.0,
+        }
+    }
+
+    /// out = M p (both of length D, D even).
+    pub fn apply(self, p: &[f64], out: &mut [f64]) {
+        let d = p.len();
+        assert!(d.is_multiple_of(2) && out.len() == d);
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.val(i, d) * p[self.col(i, d)];
+        }
+    }
+
+    /// The name used in scenarios and outputs: `J` or `swap`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MMatrix::J => "J",
+            MMatrix::Swap => "swap",
+        }
+    }
+}
 
 /// The 19 coordinate names, in θ order.
 pub const NAMES19: [&str; 19] = [
@@ -31,7 +90,7 @@ pub enum Matrix {
     W3,
 }
 
-/// The D × D block pattern: identity or M = J.
+/// The D × D block pattern: identity or M ([`MMatrix`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pattern {
     I,
@@ -84,19 +143,6 @@ pub const BASIS: [BasisElement; 19] = {
     ]
 };
 
-/// Entry (i, j) of M = J = [[0, −I], [I, 0]] (D even): the nonzero of row i is at column
-/// `j_col(i)` with value `j_val(i)`.
-#[inline]
-pub fn j_col(i: usize, d: usize) -> usize {
-    let h = d / 2;
-    if i < h { i + h } else { i - h }
-}
-
-#[inline]
-pub fn j_val(i: usize, d: usize) -> f64 {
-    if i < d / 2 { -1.0 } else { 1.0 }
-}
-
 impl BasisElement {
     /// The weight matrix this element lives in, and its row length (number of columns).
     fn locate<'a>(&self, p: &'a Params) -> (&'a [f64], usize) {
@@ -109,53 +155,70 @@ impl BasisElement {
     }
 
     /// ⟨W, B_k⟩_F for the matrix `w` (row length `ld`).
-    fn inner(&self, w: &[f64], ld: usize, d: usize) -> f64 {
+    fn inner(&self, w: &[f64], ld: usize, d: usize, m: MMatrix) -> f64 {
         let (r0, c0) = (self.row_slot * d, self.col_slot * d);
         (0..d)
             .map(|i| match self.pattern {
                 Pattern::I => w[(r0 + i) * ld + c0 + i],
-                Pattern::M => j_val(i, d) * w[(r0 + i) * ld + c0 + j_col(i, d)],
+                Pattern::M => m.val(i, d) * w[(r0 + i) * ld + c0 + m.col(i, d)],
             })
             .sum()
     }
 
     /// w ← w + a B_k.
-    fn add_to(&self, w: &mut [f64], ld: usize, d: usize, a: f64) {
+    fn add_to(&self, w: &mut [f64], ld: usize, d: usize, a: f64, m: MMatrix) {
         let (r0, c0) = (self.row_slot * d, self.col_slot * d);
         for i in 0..d {
             match self.pattern {
                 Pattern::I => w[(r0 + i) * ld + c0 + i] += a,
-                Pattern::M => w[(r0 + i) * ld + c0 + j_col(i, d)] += a * j_val(i, d),
+                Pattern::M => w[(r0 + i) * ld + c0 + m.col(i, d)] += a * m.val(i, d),
             }
         }
     }
 }
 
-/// ⟨W, B_k⟩_F for every k (the chain rule ∂L/∂θ_k = ⟨∇_W L, B_k⟩_F when W is a gradient).
+/// ⟨W, B_k⟩_F for every k (the chain rule ∂L/∂θ_k = ⟨∇_W L, B_k⟩_F when W is a gradient),
+/// M = J.
 pub fn inner_products(p: &Params) -> [f64; 19] {
+    inner_products_with(p, MMatrix::J)
+}
+
+/// [`inner_products`] with the basis of M = `m`.
+pub fn inner_products_with(p: &Params, m: MMatrix) -> [f64; 19] {
     let mut out = [0.0; 19];
     for (o, b) in out.iter_mut().zip(&BASIS) {
         let (w, ld) = b.locate(p);
-        *o = b.inner(w, ld, p.d);
+        *o = b.inner(w, ld, p.d, m);
     }
     out
 }
 
-/// The coordinates θ_k = ⟨W, B_k⟩_F / D of the orthogonal projection onto the subspace.
+/// The coordinates θ_k = ⟨W, B_k⟩_F / D of the orthogonal projection onto the subspace, M = J.
 pub fn project(p: &Params) -> [f64; 19] {
-    let mut th = inner_products(p);
+    project_with(p, MMatrix::J)
+}
+
+/// [`project`] onto the subspace of M = `m`.
+pub fn project_with(p: &Params, m: MMatrix) -> [f64; 19] {
+    let mut th = inner_products_with(p, m);
     for v in &mut th {
         *v /= p.d as f64;
     }
     th
 }
 
-/// The structured weights W(θ) = Σ θ_k B_k in dimension D (D even).
+/// The structured weights W(θ) = Σ θ_k B_k in dimension D (D even), M = J.
 pub fn structured(theta: &[f64], d: usize) -> Params {
+    structured_with(theta, d, MMatrix::J)
+}
+
+/// [`structured`] with the basis of M = `m`.
+pub fn structured_with(theta: &[f64], d: usize, m: MMatrix) -> Params {
     assert_eq!(theta.len(), 19);
     assert!(
         d >= 2 && d.is_multiple_of(2),
-        "M = J needs an even D, got {d}"
+        "M = {} needs an even D, got {d}",
+        m.name()
     );
     let mut p = Params::zeros(d);
     for (b, &th) in BASIS.iter().zip(theta) {
@@ -164,7 +227,7 @@ pub fn structured(theta: &[f64], d: usize) -> Params {
             Matrix::W2 => (&mut p.w2, 4 * d),
             Matrix::W3 => (&mut p.w3, 8 * d),
         };
-        b.add_to(w, ld, d, th);
+        b.add_to(w, ld, d, th, m);
     }
     p
 }
@@ -178,9 +241,14 @@ pub struct Residuals {
     pub overall: f64,
 }
 
-/// The residuals of `p` with respect to its projection `theta` (= [`project`]`(p)`).
+/// The residuals of `p` with respect to its projection `theta` (= [`project`]`(p)`), M = J.
 pub fn residuals(p: &Params, theta: &[f64; 19]) -> Residuals {
-    let s = structured(theta, p.d);
+    residuals_with(p, theta, MMatrix::J)
+}
+
+/// [`residuals`] for the subspace of M = `m` (`theta` = [`project_with`]`(p, m)`).
+pub fn residuals_with(p: &Params, theta: &[f64; 19], m: MMatrix) -> Residuals {
+    let s = structured_with(theta, p.d, m);
     let mut off = [0.0; 3];
     let mut norm = [0.0; 3];
     for (k, (w, ws)) in p.blocks().iter().zip(s.blocks()).enumerate() {
@@ -260,6 +328,88 @@ mod tests {
                 assert_eq!(sq, if i == k { -1.0 } else { 0.0 });
             }
         }
+    }
+
+    #[test]
+    fn swap_projection_of_swap_structured_weights_returns_the_coordinates() {
+        let mut rng = ChaCha8Rng::seed_from_u64(41);
+        for &d in &[2usize, 6, 12, 34] {
+            for _ in 0..3 {
+                let theta: Vec<f64> = (0..19).map(|_| rng.random_range(-3.0..3.0)).collect();
+                let p = structured_with(&theta, d, MMatrix::Swap);
+                let back = project_with(&p, MMatrix::Swap);
+                for k in 0..19 {
+                    assert!(
+                        (back[k] - theta[k]).abs() < 1e-12,
+                        "D={d} {}: {} vs {}",
+                        NAMES19[k],
+                        back[k],
+                        theta[k]
+                    );
+                }
+                let r = residuals_with(&p, &back, MMatrix::Swap);
+                assert!(r.overall < 1e-14 && r.w1 < 1e-14 && r.w2 < 1e-14 && r.w3 < 1e-14);
+                // S ⟂ J (tr(Jᵀ S) = 0): the J basis sees none of the five M coordinates (α₃,
+                // β₆, β₈, β₁₀, β₁₂), and the J residual is their share of ‖W‖.
+                let back_j = project(&p);
+                let m_coords: Vec<usize> = (0..19)
+                    .filter(|&k| BASIS[k].pattern == Pattern::M)
+                    .collect();
+                assert_eq!(m_coords, [ALPHA3, 8, 10, 12, 14]);
+                for k in 0..19 {
+                    let want = if m_coords.contains(&k) { 0.0 } else { theta[k] };
+                    assert!((back_j[k] - want).abs() < 1e-12, "D={d} J {}", NAMES19[k]);
+                }
+                let m2: f64 = m_coords.iter().map(|&k| theta[k] * theta[k]).sum();
+                let all2: f64 = theta.iter().map(|t| t * t).sum();
+                let rj = residuals(&p, &back_j).overall;
+                assert!((rj - (m2 / all2).sqrt()).abs() < 1e-12, "D={d}: {rj}");
+            }
+        }
+    }
+
+    #[test]
+    fn swap_basis_is_orthogonal_with_norm_d_and_m_is_s() {
+        let d = 8;
+        let h = d / 2;
+        let mats: Vec<Params> = (0..19)
+            .map(|k| {
+                let mut th = [0.0; 19];
+                th[k] = 1.0;
+                structured_with(&th, d, MMatrix::Swap)
+            })
+            .collect();
+        for (a, pa) in mats.iter().enumerate() {
+            for (b, pb) in mats.iter().enumerate() {
+                let ip: f64 = pa
+                    .blocks()
+                    .iter()
+                    .zip(pb.blocks())
+                    .map(|(x, y)| x.iter().zip(y).map(|(u, v)| u * v).sum::<f64>())
+                    .sum();
+                let want = if a == b { d as f64 } else { 0.0 };
+                assert_eq!(ip, want, "⟨B_{a}, B_{b}⟩");
+            }
+        }
+        // α₃'s block is S = [[0, I], [I, 0]]: S e_i = e_{D/2+i}, S e_{D/2+i} = e_i, S² = I.
+        let w = &mats[ALPHA3].w1;
+        let e = 2 * d;
+        let sm = |i: usize, j: usize| w[(d + i) * e + d + j];
+        for i in 0..d {
+            for j in 0..d {
+                let want = if j == (i + h) % d { 1.0 } else { 0.0 };
+                assert_eq!(sm(i, j), want, "S[{i}][{j}]");
+                let sq: f64 = (0..d).map(|k| sm(i, k) * sm(k, j)).sum();
+                assert_eq!(sq, if i == j { 1.0 } else { 0.0 });
+            }
+        }
+        // `apply` is the same matrix, for both M
+        let p: Vec<f64> = (0..d).map(|i| i as f64 + 1.0).collect();
+        let mut out = vec![0.0; d];
+        MMatrix::Swap.apply(&p, &mut out);
+        assert_eq!(out, [5.0, 6.0, 7.0, 8.0, 1.0, 2.0, 3.0, 4.0]);
+        MMatrix::J.apply(&p, &mut out);
+        assert_eq!(out, [-5.0, -6.0, -7.0, -8.0, 1.0, 2.0, 3.0, 4.0]);
     }
 
     #[test]

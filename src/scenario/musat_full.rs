@@ -4,7 +4,7 @@
 use super::validate::{FieldError, check, check_positive, init_and_freeze};
 use crate::model::data::{DataKind, DataSpec, LabelPosition, QueryPosition};
 use crate::model::disentangled::{Attention, Mask, Refresh};
-use crate::model::subspace::NAMES19;
+use crate::model::subspace::{MMatrix, NAMES19};
 use crate::theory::musat3::Query;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -19,6 +19,8 @@ pub struct RawMusat19 {
     label_position: LabelPosition,
     #[serde(default)]
     query_position: QueryPosition,
+    #[serde(default)]
+    m: MMatrix,
     loss_scale: Option<f64>,
     init: Option<BTreeMap<String, f64>>,
     freeze: Option<Vec<String>>,
@@ -34,6 +36,8 @@ pub struct Musat19Spec {
     pub label_position: LabelPosition,
     /// The query token's position (`fresh` = p_{N+1} is the paper's; `p_q` an ablation).
     pub query_position: QueryPosition,
+    /// The matrix M (`J` = [[0, −I], [I, 0]] is the paper's; `swap` = [[0, I], [I, 0]]).
+    pub m: MMatrix,
     pub loss_scale: f64,
     /// Initial point in θ order; default 0.
     pub init: Vec<f64>,
@@ -83,6 +87,7 @@ impl RawMusat19 {
             query: self.query,
             label_position: self.label_position,
             query_position: self.query_position,
+            m: self.m,
             loss_scale,
             init,
             freeze,
@@ -163,6 +168,7 @@ impl CompareSpec {
             query: system.query,
             label_position: system.label_position,
             query_position: system.query_position,
+            m: system.m,
         }
     }
 
@@ -200,7 +206,10 @@ impl RawCompare {
         let min_d = DataSpec::min_orthonormal_d(n as usize) as i64;
         let d = self.d.unwrap_or(min_d);
         check("compare.d", d >= 2 && d % 2 == 0, || {
-            format!("must be even and >= 2 (M = J acts on pairs of coordinates), got {d}")
+            format!(
+                "must be even and >= 2 (M = {} acts on pairs of coordinates), got {d}",
+                system.m.name()
+            )
         })?;
         if self.data == DataKind::Orthonormal {
             check("compare.d", d >= min_d, || {

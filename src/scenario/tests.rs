@@ -182,5 +182,9 @@ fn every_bad_field_is_named_with_its_range() {
         err(&format!("{base}n = 4\nquery = \"middle\"\n[solve]\n"))
             .starts_with("t.toml: system.query: unknown variant `middle`")
     );
+    assert_eq!(
+        err("[system]\nkind = \"musat19\"\nn = 4\nm = \"bogus\"\n[solve]\n"),
+        "t.toml: system.m: unknown variant `bogus`, expected `J` or `swap`"
+    );
     assert!(err("[system\n").starts_with("t.toml: invalid TOML"));
 }

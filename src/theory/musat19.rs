@@ -11,12 +11,15 @@
 //!
 //! ## Evaluation in token coordinates
 //!
-//! Every block of W(θ) is a combination of I and J, so every bilinear form the forward pass of
-//! §4 computes between tokens (h⁰_k = [c_k; r_k]) is a combination of three T × T Gram matrices
-//! of the input, fixed once the configuration is:
+//! Every block of W(θ) is a combination of I and M (J by default, or the swap involution S with
+//! [`Musat19::with_m`]), so every bilinear form the forward pass of §4 computes between tokens
+//! (h⁰_k = [c_k; r_k]) is a combination of three T × T Gram matrices of the input, fixed once
+//! the configuration is:
 //! ```text
-//! C_kj = c_k · c_j,   P_kj = r_k · r_j,   PJ_kj = r_kᵀ J r_j.
+//! C_kj = c_k · c_j,   P_kj = r_k · r_j,   PJ_kj = r_kᵀ M r_j   (called PJ below for either M).
 //! ```
+//! Nothing below assumes M antisymmetric: with S, PJ is symmetric and has a diagonal on
+//! non-orthonormal data.
 //! Every hidden vector is a combination of tokens: u¹_k = Σ_j A¹_kj h⁰_j (the row a_k of A¹),
 //! and with Q the query token, u = a_Q C, a_Q P, a_Q PJ (vectors over tokens):
 //! ```text
@@ -44,8 +47,9 @@
 //! form (C = P = I before the query, PJ pairs each item with its label, the query's content is
 //! x_N's and its position is orthogonal to all): `canonical.rs` evaluates it in O(N) straight
 //! loops over the pairs, with N + 5 exponentials at most and no sparse bookkeeping.
-//! [`Musat19::new`] and [`Musat19::with_query_position`] choose it for that case (never
-//! [`Musat19::from_sequences`]); every other system takes the generic pass. Tested in
+//! [`Musat19::new`] and [`Musat19::with_query_position`] choose it for that case with M = J
+//! (never [`Musat19::from_sequences`], never M = swap); every other system takes the generic
+//! pass. Tested in
 //! `canonical_tests.rs` against the generic pass (to 1e-12), the dense model's projected
 //! gradient on the canonical configuration and central differences; the structure it assumes
 //! is checked on the generic pass's own reduction of the configuration.
@@ -86,7 +90,7 @@
 use crate::flow::GradientFlow;
 use crate::model::data::{LabelPosition, QueryPosition, canonical_configuration};
 use crate::model::expo::{exp_nonpositive, exp_nonpositive_in_place};
-use crate::model::subspace::{NAMES19, j_col, j_val};
+use crate::model::subspace::{MMatrix, NAMES19};
 use crate::theory::musat3::Query;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -144,6 +148,7 @@ pub struct Musat19 {
     query: Query,
     label_position: LabelPosition,
     query_position: QueryPosition,
+    m: MMatrix,
     loss_scale: f64,
     configs: Vec<Configuration>,
     /// The largest number of special layer-1 keys of a configuration (scratch size).
@@ -251,7 +256,7 @@ impl Configuration {
     ///
     /// The Gram entries are accumulated over the tokens' nonzeros (tokens sharing an index),
     /// so a configuration of one-hot tokens costs O(T) here, dense data O(T² D).
-    fn new(tokens: &[f64], target: &[f64], t: usize, d: usize, weight: f64) -> Self {
+    fn new(tokens: &[f64], target: &[f64], t: usize, d: usize, m: MMatrix, weight: f64) -> Self {
         let e = 2 * d;
         let sparse = |v: &[f64]| -> Sparse {
             v.iter()
@@ -287,8 +292,8 @@ impl Configuration {
                 for &(j, y) in &by_p[i] {
                     gram.entry((k, j)).or_default()[1] += x * y;
                 }
-                // r_kᵀ J r_j = Σ_i r_k[i] J_{i, j_col(i)} r_j[j_col(i)]
-                let (col, sign) = (j_col(i, d), j_val(i, d));
+                // r_kᵀ M r_j = Σ_i r_k[i] M_{i, col(i)} r_j[col(i)]
+                let (col, sign) = (m.col(i, d), m.val(i, d));
                 for &(j, y) in &by_p[col] {
                     gram.entry((k, j)).or_default()[2] += x * sign * y;
                 }
@@ -414,6 +419,28 @@ impl Musat19 {
         query_position: QueryPosition,
         loss_scale: f64,
     ) -> Self {
+        Self::with_m(
+            n,
+            query,
+            label_position,
+            query_position,
+            MMatrix::J,
+            loss_scale,
+        )
+    }
+
+    /// [`Musat19::with_query_position`] with the matrix M of the cue and of the basis: `J`
+    /// (the default) or `Swap` (S = [[0, I], [I, 0]], theory/musat.md §3). Both J and S
+    /// leave the canonical tokens unchanged (S e_k = J e_k = e_{D/2+k}); the Gram matrix
+    /// PM_kj = r_kᵀ M r_j differs, and only J takes the specialised pass of `canonical.rs`.
+    pub fn with_m(
+        n: usize,
+        query: Query,
+        label_position: LabelPosition,
+        query_position: QueryPosition,
+        m: MMatrix,
+        loss_scale: f64,
+    ) -> Self {
         assert!(n >= 1 && loss_scale > 0.0 && loss_scale.is_finite());
         let d = 2 * n + 2;
         let queries: Vec<usize> = match query {
@@ -427,17 +454,19 @@ impl Musat19 {
             .iter()
             .map(|&q| {
                 let (tokens, target) =
-                    canonical_configuration(n, q, label_position, query_position);
-                Configuration::new(&tokens, &target, t, d, weight)
+                    canonical_configuration(n, q, label_position, query_position, m);
+                Configuration::new(&tokens, &target, t, d, m, weight)
             })
             .collect();
-        let mut s = Self::from_configurations(n, d, configs, loss_scale);
+        let mut s = Self::from_configurations(n, d, configs, m, loss_scale);
         s.query = query;
         s.label_position = label_position;
         s.query_position = query_position;
+        // the specialised pass hard-codes J's signs (r_itemᵀ J r_label = −1)
         s.canonical_last = query == Query::Last
             && label_position == LabelPosition::Rotated
-            && query_position == QueryPosition::Fresh;
+            && query_position == QueryPosition::Fresh
+            && m == MMatrix::J;
         s
     }
 
@@ -450,6 +479,17 @@ impl Musat19 {
         seqs: &[(Vec<f64>, Vec<f64>)],
         loss_scale: f64,
     ) -> Self {
+        Self::from_sequences_with_m(n, d, seqs, MMatrix::J, loss_scale)
+    }
+
+    /// [`Musat19::from_sequences`] with W = W(θ) built on the basis of M = `m`.
+    pub fn from_sequences_with_m(
+        n: usize,
+        d: usize,
+        seqs: &[(Vec<f64>, Vec<f64>)],
+        m: MMatrix,
+        loss_scale: f64,
+    ) -> Self {
         assert!(d >= 2 && d.is_multiple_of(2) && !seqs.is_empty());
         let t = 2 * n + 1;
         let e = 2 * d;
@@ -458,16 +498,17 @@ impl Musat19 {
             .iter()
             .map(|(tokens, target)| {
                 assert_eq!((tokens.len(), target.len()), (t * e, d));
-                Configuration::new(tokens, target, t, d, weight)
+                Configuration::new(tokens, target, t, d, m, weight)
             })
             .collect();
-        Self::from_configurations(n, d, configs, loss_scale)
+        Self::from_configurations(n, d, configs, m, loss_scale)
     }
 
     fn from_configurations(
         n: usize,
         d: usize,
         configs: Vec<Configuration>,
+        m: MMatrix,
         loss_scale: f64,
     ) -> Self {
         Musat19 {
@@ -477,6 +518,7 @@ impl Musat19 {
             query: Query::Last,
             label_position: LabelPosition::Rotated,
             query_position: QueryPosition::Fresh,
+            m,
             loss_scale,
             configs,
             canonical_last: false,
@@ -503,6 +545,11 @@ impl Musat19 {
 
     pub fn query_position(&self) -> QueryPosition {
         self.query_position
+    }
+
+    /// The matrix M of the label cue and of the basis.
+    pub fn m(&self) -> MMatrix {
+        self.m
     }
 
     /// Whether `loss` and `grad` take the specialised pass of `canonical.rs`.

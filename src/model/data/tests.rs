@@ -8,6 +8,7 @@ fn spec(n: usize, d: usize, data: DataKind, query: Query, cue: LabelPosition) ->
         query,
         label_position: cue,
         query_position: QueryPosition::Fresh,
+        m: MMatrix::J,
     }
 }
 
@@ -236,8 +237,13 @@ fn haar_frames_pass_a_test_that_naive_qr_frames_fail() {
 #[test]
 fn canonical_configuration_is_the_documented_one() {
     let n = 3;
-    let (tokens, target) =
-        canonical_configuration(n, 2, LabelPosition::Rotated, QueryPosition::Fresh);
+    let (tokens, target) = canonical_configuration(
+        n,
+        2,
+        LabelPosition::Rotated,
+        QueryPosition::Fresh,
+        MMatrix::J,
+    );
     let d = 2 * n + 2;
     let e = 2 * d;
     let nz = |k: usize| -> Vec<usize> { (0..e).filter(|&i| tokens[k * e + i] != 0.0).collect() };
@@ -297,17 +303,25 @@ fn real_householder_equals_the_complex_one_on_real_input() {
 #[test]
 fn batched_fill_is_bit_identical_to_one_sequence_at_a_time() {
     // `fill` factors four frames at once (lanes); `sample` factors one. Same stream, same bits,
-    // for both sign conventions, both query modes, every cue, and batch sizes that leave a
-    // partial group of lanes.
+    // for both sign conventions, both M, both query modes, every cue, and batch sizes that
+    // leave a partial group of lanes.
     for &(n, d) in &[(1usize, 4usize), (4, 12), (3, 10), (5, 16)] {
         for (query, cue) in [
             (Query::Last, LabelPosition::Rotated),
             (Query::Uniform, LabelPosition::Same),
             (Query::Uniform, LabelPosition::None),
         ] {
-            for fix in [SignFix::Haar, SignFix::Naive] {
+            for (fix, m) in [
+                (SignFix::Haar, MMatrix::J),
+                (SignFix::Naive, MMatrix::J),
+                (SignFix::Haar, MMatrix::Swap),
+                (SignFix::Naive, MMatrix::Swap),
+            ] {
                 for size in [1usize, 4, 7] {
-                    let s = spec(n, d, DataKind::Orthonormal, query, cue);
+                    let s = DataSpec {
+                        m,
+                        ..spec(n, d, DataKind::Orthonormal, query, cue)
+                    };
                     let len = s.sequence_len();
                     let mut batched = Sampler::new(s, 11, 3).with_sign_fix(fix);
                     let mut tokens = vec![0.0; size * len];
@@ -331,7 +345,7 @@ fn batched_fill_is_bit_identical_to_one_sequence_at_a_time() {
                             .all(|(x, y)| x.to_bits() == y.to_bits());
                         assert!(
                             same,
-                            "n {n} d {d} {query:?} {cue:?} {fix:?} size {size} seq {b}"
+                            "n {n} d {d} {query:?} {cue:?} {fix:?} {m:?} size {size} seq {b}"
                         );
                     }
                     // and the streams stay in step afterwards
@@ -407,9 +421,14 @@ fn canonical_configuration_with_query_position_p_q() {
     let e = 2 * d;
     for q in 1..=n {
         let (tokens, target) =
-            canonical_configuration(n, q, LabelPosition::Rotated, QueryPosition::PQ);
-        let (fresh, fresh_target) =
-            canonical_configuration(n, q, LabelPosition::Rotated, QueryPosition::Fresh);
+            canonical_configuration(n, q, LabelPosition::Rotated, QueryPosition::PQ, MMatrix::J);
+        let (fresh, fresh_target) = canonical_configuration(
+            n,
+            q,
+            LabelPosition::Rotated,
+            QueryPosition::Fresh,
+            MMatrix::J,
+        );
         let nz =
             |k: usize| -> Vec<usize> { (0..e).filter(|&i| tokens[k * e + i] != 0.0).collect() };
         // query: x_q = e_q, p_q = e_q
@@ -420,5 +439,236 @@ fn canonical_configuration_with_query_position_p_q() {
         );
         assert_eq!(&tokens[..2 * n * e], &fresh[..2 * n * e]);
         assert_eq!(target, fresh_target);
+    }
+}
+
+// ---- M = swap (S = [[0, I], [I, 0]])
+
+/// S p = [b; a] for p = [a; b].
+fn s_of(p: &[f64]) -> Vec<f64> {
+    let h = p.len() / 2;
+    p[h..].iter().chain(&p[..h]).copied().collect()
+}
+
+/// J p = [−b; a] for p = [a; b].
+fn j_of(p: &[f64]) -> Vec<f64> {
+    let h = p.len() / 2;
+    p[h..]
+        .iter()
+        .map(|v| -v)
+        .chain(p[..h].iter().copied())
+        .collect()
+}
+
+/// The largest |G_ij − δ_ij| of the Gram matrix of `vs`.
+fn max_gram_error(vs: &[Vec<f64>]) -> f64 {
+    let g = gram(vs);
+    let mut worst = 0.0f64;
+    for (i, row) in g.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            worst = worst.max((v - if i == j { 1.0 } else { 0.0 }).abs());
+        }
+    }
+    worst
+}
+
+#[test]
+fn swap_orthonormal_positions_and_their_images_under_s_are_orthonormal() {
+    // With M = swap, {p_1..p_{N+1}, S p_1..S p_{N+1}} is orthonormal on every draw (one at a
+    // time and batched), labels sit at S p_i, contents are still orthonormal; and the pairs
+    // {p_k, J p_k} are not orthonormal (a different sampler from J's).
+    for &(n, d) in &[(1usize, 4usize), (4, 10), (4, 12), (7, 20)] {
+        let s = DataSpec {
+            m: MMatrix::Swap,
+            ..spec(
+                n,
+                d,
+                DataKind::Orthonormal,
+                Query::Uniform,
+                LabelPosition::Rotated,
+            )
+        };
+        let len = s.sequence_len();
+        let size = 6;
+        let mut tokens = vec![0.0; size * len];
+        let mut targets = vec![0.0; size * d];
+        let mut queries = vec![0; size];
+        let mut sampler = Sampler::new(s, 23, 1);
+        sampler.fill(
+            &mut tokens[..3 * len],
+            &mut targets[..3 * d],
+            &mut queries[..3],
+        );
+        for b in 3..size {
+            queries[b] = sampler.sample(
+                &mut tokens[b * len..(b + 1) * len],
+                &mut targets[b * d..(b + 1) * d],
+            );
+        }
+        let e = 2 * d;
+        let mut j_worst = 0.0f64;
+        for b in 0..size {
+            let seq = &tokens[b * len..(b + 1) * len];
+            let tok = |k: usize| &seq[k * e..(k + 1) * e];
+            let contents: Vec<Vec<f64>> = (0..2 * n).map(|k| tok(k)[..d].to_vec()).collect();
+            assert!(max_gram_error(&contents) < 1e-12, "n {n} d {d} contents");
+            let mut pos: Vec<Vec<f64>> = (1..=n).map(|i| tok(2 * i - 2)[d..].to_vec()).collect();
+            pos.push(tok(2 * n)[d..].to_vec());
+            let with_s: Vec<Vec<f64>> = pos
+                .iter()
+                .cloned()
+                .chain(pos.iter().map(|p| s_of(p)))
+                .collect();
+            let err = max_gram_error(&with_s);
+            assert!(
+                err < 1e-12,
+                "n {n} d {d} seq {b}: positions and S positions, {err}"
+            );
+            let with_j: Vec<Vec<f64>> = pos
+                .iter()
+                .cloned()
+                .chain(pos.iter().map(|p| j_of(p)))
+                .collect();
+            j_worst = j_worst.max(max_gram_error(&with_j));
+            for i in 1..=n {
+                assert_eq!(&tok(2 * i - 1)[d..], &s_of(&pos[i - 1])[..], "label {i}");
+            }
+            let q = queries[b];
+            assert_eq!(&tok(2 * n)[..d], &tok(2 * q - 2)[..d]);
+            assert_eq!(&targets[b * d..(b + 1) * d], &tok(2 * q - 1)[..d]);
+        }
+        assert!(
+            j_worst > 0.05,
+            "n {n} d {d}: swap positions are J-orthonormal ({j_worst})"
+        );
+    }
+}
+
+#[test]
+fn swap_position_frames_are_haar_in_each_eigenspace() {
+    // p_k = [(u_k + v_k)/2; (u_k − v_k)/2], so u_k = a + b and v_k = a − b for p_k = [a; b]:
+    // both must be Haar frames of R^{D/2} (mean diagonal entry 0 within 4 standard errors, first
+    // row positive half of the time) and independent (E u_11 v_11 = 0 within 4 standard
+    // errors). Without the sign fix the diagonal is clearly negative.
+    let (n, d) = (4usize, 12usize);
+    let h = d / 2;
+    let stats = |fix: SignFix| {
+        let s = DataSpec {
+            m: MMatrix::Swap,
+            ..spec(
+                n,
+                d,
+                DataKind::Orthonormal,
+                Query::Last,
+                LabelPosition::Rotated,
+            )
+        };
+        let mut sampler = Sampler::new(s, 29, 0).with_sign_fix(fix);
+        let mut tokens = vec![0.0; s.sequence_len()];
+        let mut target = vec![0.0; d];
+        let e = 2 * d;
+        let (mut sum, mut sum2, mut positive, mut count) = (0.0, 0.0, 0usize, 0usize);
+        let (mut cross, mut cross2) = (0.0, 0.0);
+        let draws = 3000;
+        for _ in 0..draws {
+            sampler.sample(&mut tokens, &mut target);
+            let pos = |k: usize| -> &[f64] {
+                // p_1..p_N on the items, p_{N+1} on the query (fresh)
+                let t = if k < n { 2 * k } else { 2 * n };
+                &tokens[t * e + d..(t + 1) * e]
+            };
+            for k in 0..=n {
+                let p = pos(k);
+                let u: Vec<f64> = (0..h).map(|i| p[i] + p[h + i]).collect();
+                let v: Vec<f64> = (0..h).map(|i| p[i] - p[h + i]).collect();
+                for x in [u[k], v[k]] {
+                    sum += x;
+                    sum2 += x * x;
+                    count += 1;
+                }
+                positive += (u[0] > 0.0) as usize + (v[0] > 0.0) as usize;
+                if k == 0 {
+                    cross += u[0] * v[0];
+                    cross2 += (u[0] * v[0]).powi(2);
+                }
+            }
+        }
+        let mean = sum / count as f64;
+        let se = ((sum2 / count as f64 - mean * mean) / count as f64).sqrt();
+        let c = cross / draws as f64;
+        let cse = ((cross2 / draws as f64 - c * c) / draws as f64).sqrt();
+        (mean, se, positive as f64 / count as f64, c, cse)
+    };
+    let (mean, se, frac, c, cse) = stats(SignFix::Haar);
+    assert!(mean.abs() < 4.0 * se, "mean diag {mean} ± {se}");
+    assert!((frac - 0.5).abs() < 0.02, "first row > 0 in {frac}");
+    assert!(c.abs() < 4.0 * cse, "E u_11 v_11 = {c} ± {cse}");
+    let (mean, se, _, _, _) = stats(SignFix::Naive);
+    assert!(
+        mean < -20.0 * se && mean < -0.1,
+        "naive: mean diag {mean} ± {se} should be clearly negative"
+    );
+}
+
+#[test]
+fn swap_isotropic_labels_sit_at_s_p_and_share_the_stream_with_j() {
+    // Isotropic data with M = swap: the same draws as J (every content and item position is
+    // bit-identical); only the label positions change, from J p_i to S p_i.
+    let (n, d) = (3, 8);
+    let e = 2 * d;
+    let j = spec(
+        n,
+        d,
+        DataKind::Isotropic,
+        Query::Uniform,
+        LabelPosition::Rotated,
+    );
+    let sw = DataSpec {
+        m: MMatrix::Swap,
+        ..j
+    };
+    let draw = |s: DataSpec| {
+        let mut sampler = Sampler::new(s, 5, 4);
+        let mut tokens = vec![0.0; 4 * s.sequence_len()];
+        let mut targets = vec![0.0; 4 * d];
+        let mut q = [0; 4];
+        sampler.fill(&mut tokens, &mut targets, &mut q);
+        (tokens, targets, q)
+    };
+    let ((tj, yj, qj), (ts, ys, qs)) = (draw(j), draw(sw));
+    assert_eq!((yj, qj), (ys, qs));
+    let len = j.sequence_len();
+    for b in 0..4 {
+        let tok = |t: &[f64], k: usize| t[b * len + k * e..b * len + (k + 1) * e].to_vec();
+        for k in 0..=2 * n {
+            let (a, s) = (tok(&tj, k), tok(&ts, k));
+            assert_eq!(a[..d], s[..d], "content of token {k}");
+            if k % 2 == 0 {
+                assert_eq!(a[d..], s[d..], "position of token {k}");
+            } else {
+                let p = tok(&ts, k - 1)[d..].to_vec();
+                assert_eq!(s[d..], s_of(&p)[..], "swap label {k}");
+                assert_eq!(a[d..], j_of(&p)[..], "J label {k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn canonical_configuration_with_swap_puts_labels_at_s_p() {
+    // S e_k = J e_k = e_{D/2+k} for k <= D/2: the canonical tokens are the same for both M, and
+    // each label's position is S p_i.
+    let n = 3;
+    let d = 2 * n + 2;
+    let e = 2 * d;
+    for qpos in [QueryPosition::Fresh, QueryPosition::PQ] {
+        let (tokens, target) =
+            canonical_configuration(n, 2, LabelPosition::Rotated, qpos, MMatrix::Swap);
+        for i in 1..=n {
+            let p = &tokens[(2 * i - 2) * e + d..(2 * i - 1) * e];
+            assert_eq!(&tokens[(2 * i - 1) * e + d..2 * i * e], &s_of(p)[..]);
+        }
+        let (tj, yj) = canonical_configuration(n, 2, LabelPosition::Rotated, qpos, MMatrix::J);
+        assert_eq!((tokens, target), (tj, yj));
     }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::data::{DataKind, LabelPosition, QueryPosition};
+use crate::model::subspace::MMatrix;
 use crate::theory::musat3::Query;
 
 fn spec(n: usize, d: usize, data: DataKind) -> DataSpec {
@@ -10,6 +11,7 @@ fn spec(n: usize, d: usize, data: DataKind) -> DataSpec {
         query: Query::Uniform,
         label_position: LabelPosition::Rotated,
         query_position: QueryPosition::Fresh,
+        m: MMatrix::J,
     }
 }
 

@@ -121,8 +121,13 @@ fn the_specialised_pass_equals_the_dense_model_on_the_canonical_configuration() 
     let mut rng = ChaCha8Rng::seed_from_u64(22);
     for n in [1usize, 2, 4, 7] {
         let d = 2 * n + 2;
-        let (tokens, target) =
-            canonical_configuration(n, n, LabelPosition::Rotated, QueryPosition::Fresh);
+        let (tokens, target) = canonical_configuration(
+            n,
+            n,
+            LabelPosition::Rotated,
+            QueryPosition::Fresh,
+            MMatrix::J,
+        );
         let spec = DataSpec {
             n,
             d,
@@ -130,6 +135,7 @@ fn the_specialised_pass_equals_the_dense_model_on_the_canonical_configuration() 
             query: Query::Last,
             label_position: LabelPosition::Rotated,
             query_position: QueryPosition::Fresh,
+            m: MMatrix::J,
         };
         let batch = Batch::from_parts(spec, tokens, target);
         let sys = canonical_last(n, 0.5);
@@ -198,7 +204,13 @@ fn only_the_canonical_last_rotated_fresh_system_takes_the_specialised_pass() {
             );
         }
         // the same sequence through `from_sequences`: generic, and the same numbers
-        let (t, y) = canonical_configuration(n, n, LabelPosition::Rotated, QueryPosition::Fresh);
+        let (t, y) = canonical_configuration(
+            n,
+            n,
+            LabelPosition::Rotated,
+            QueryPosition::Fresh,
+            MMatrix::J,
+        );
         let seq = Musat19::from_sequences(n, 2 * n + 2, &[(t, y)], 1.0);
         assert!(!seq.uses_canonical_last());
         let fast = canonical_last(n, 1.0);

@@ -2,7 +2,9 @@ use super::*;
 use crate::flow::{EventSpec, FlowProblem, Quantity};
 use crate::model::data::{DataKind, DataSpec, QueryPosition, Sampler};
 use crate::model::disentangled::{Batch, Dims, Model, Params};
-use crate::model::subspace::{ALPHA3, BETA2, GAMMA3, inner_products, structured};
+use crate::model::subspace::{
+    ALPHA3, BETA2, GAMMA3, inner_products_with, structured, structured_with,
+};
 use crate::theory::musat3::Musat3;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -13,14 +15,19 @@ fn random_theta(rng: &mut ChaCha8Rng, size: f64) -> Vec<f64> {
 
 /// Loss and ⟨∇_W L, B_k⟩ of the dense full model at W(θ) on a batch.
 fn dense_projected(theta: &[f64], batch: &Batch, scale: f64) -> (f64, [f64; 19]) {
+    dense_projected_with(theta, batch, scale, MMatrix::J)
+}
+
+/// [`dense_projected`] with W(θ) and the B_k of M = `m`.
+fn dense_projected_with(theta: &[f64], batch: &Batch, scale: f64, m: MMatrix) -> (f64, [f64; 19]) {
     let dims = Dims {
         n: batch.spec.n,
         d: batch.spec.d,
     };
     let mut model = Model::new(dims, batch.size(), scale);
     let mut g = Params::zeros(dims.d);
-    let loss = model.loss_and_grad(&structured(theta, dims.d), batch, &mut g);
-    (loss, inner_products(&g))
+    let loss = model.loss_and_grad(&structured_with(theta, dims.d, m), batch, &mut g);
+    (loss, inner_products_with(&g, m))
 }
 
 fn assert_close(a: f64, b: f64, tol: f64, what: &str) {
@@ -80,6 +87,7 @@ fn structured_evaluation_equals_the_dense_model_on_any_data() {
         query: Query::Uniform,
         label_position: LabelPosition::Rotated,
         query_position: QueryPosition::Fresh,
+        m: MMatrix::J,
     };
     let batch = Batch::sample(&mut Sampler::new(spec, 3, 0), size);
     let seq = spec.sequence_len();
@@ -119,6 +127,7 @@ fn every_haar_sample_gives_the_canonical_loss_and_gradient() {
             query: Query::Last,
             label_position: cue,
             query_position: QueryPosition::Fresh,
+            m: MMatrix::J,
         };
         let mut sampler = Sampler::new(spec, 9, 0);
         let sys = Musat19::new(n, Query::Last, cue, 1.0);
@@ -158,6 +167,7 @@ fn full_model_at_a_three_parameter_point_equals_the_musat3_closed_form() {
         query: Query::Last,
         label_position: LabelPosition::Rotated,
         query_position: QueryPosition::Fresh,
+        m: MMatrix::J,
     };
     let batch = Batch::sample(&mut Sampler::new(spec, 4, 0), 40);
     let m3 = Musat3::new(n, Query::Last, 1.0);
@@ -348,7 +358,13 @@ fn query_position_p_q_equals_the_dense_model_on_the_canonical_configurations() {
         };
         let (mut tokens, mut targets) = (Vec::new(), Vec::new());
         for &q in &qs {
-            let (t, y) = canonical_configuration(n, q, LabelPosition::Rotated, QueryPosition::PQ);
+            let (t, y) = canonical_configuration(
+                n,
+                q,
+                LabelPosition::Rotated,
+                QueryPosition::PQ,
+                MMatrix::J,
+            );
             tokens.extend(t);
             targets.extend(y);
         }
@@ -359,6 +375,7 @@ fn query_position_p_q_equals_the_dense_model_on_the_canonical_configurations() {
             query,
             label_position: LabelPosition::Rotated,
             query_position: QueryPosition::PQ,
+            m: MMatrix::J,
         };
         let batch = Batch::from_parts(spec, tokens, targets);
         let sys =
@@ -392,13 +409,15 @@ fn every_haar_sample_with_query_position_p_q_gives_the_canonical_loss_and_gradie
         query: Query::Uniform,
         label_position: LabelPosition::Rotated,
         query_position: QueryPosition::PQ,
+        m: MMatrix::J,
     };
     let mut sampler = Sampler::new(spec, 10, 0);
     for _ in 0..6 {
         let th = random_theta(&mut rng, 1.5);
         let batch = Batch::sample(&mut sampler, 1);
         let q = batch.queries[0];
-        let (t, y) = canonical_configuration(n, q, LabelPosition::Rotated, QueryPosition::PQ);
+        let (t, y) =
+            canonical_configuration(n, q, LabelPosition::Rotated, QueryPosition::PQ, MMatrix::J);
         let sys = Musat19::from_sequences(n, 2 * n + 2, &[(t, y)], 1.0);
         let (loss, g) = dense_projected(&th, &batch, 1.0);
         let mut got = vec![0.0; 19];
@@ -432,6 +451,7 @@ fn off_subspace_part_of_the_dense_gradient_is_batch_noise_for_both_query_positio
             query: Query::Uniform,
             label_position: LabelPosition::Rotated,
             query_position: qpos,
+            m: MMatrix::J,
         };
         let residual = |size: usize, fix: SignFix| {
             let mut sampler = Sampler::new(spec, 15, 0).with_sign_fix(fix);
@@ -512,6 +532,7 @@ fn with_query_position_p_q_the_three_parameter_restriction_is_still_musat3() {
         query: Query::Last,
         label_position: LabelPosition::Rotated,
         query_position: QueryPosition::PQ,
+        m: MMatrix::J,
     };
     let batch = Batch::sample(&mut Sampler::new(spec, 17, 0), 40);
     let m3 = Musat3::new(n, Query::Last, 1.0);
@@ -528,5 +549,292 @@ fn with_query_position_p_q_the_three_parameter_restriction_is_still_musat3() {
         assert_close(g[ALPHA3], want[0], 1e-10, "alpha3");
         assert_close(g[BETA2], want[1], 1e-10, "beta2");
         assert_close(g[GAMMA3], want[2], 1e-10, "gamma3");
+    }
+}
+
+// ---- M = swap (S = [[0, I], [I, 0]], theory/musat.md §3)
+
+const POSITIONS: [QueryPosition; 2] = [QueryPosition::Fresh, QueryPosition::PQ];
+
+#[test]
+fn swap_gradient_matches_central_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    for &n in &[1usize, 2, 5] {
+        for query in [Query::Last, Query::Uniform] {
+            for cue in [
+                LabelPosition::Rotated,
+                LabelPosition::Same,
+                LabelPosition::None,
+            ] {
+                for qpos in POSITIONS {
+                    let sys = Musat19::with_m(n, query, cue, qpos, MMatrix::Swap, 1.0);
+                    assert!(!sys.uses_canonical_last());
+                    for _ in 0..2 {
+                        let th = random_theta(&mut rng, 1.5);
+                        let what = format!("swap N={n} {query:?} {cue:?} {qpos:?}");
+                        assert_central_differences(&sys, &th, &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn swap_restricted_to_three_coordinates_is_musat3() {
+    // §7's closed forms do not depend on M: a label meets its item through (M p_i)ᵀ M p_i = 1
+    // for J and S alike. Off the plane the two flows differ (the item–label Gram entry
+    // p_iᵀ M (M p_i) is −1 for J, +1 for S).
+    let mut rng = ChaCha8Rng::seed_from_u64(32);
+    for &n in &[2usize, 4, 9] {
+        for query in [Query::Last, Query::Uniform] {
+            for qpos in POSITIONS {
+                let sys =
+                    Musat19::with_m(n, query, LabelPosition::Rotated, qpos, MMatrix::Swap, 0.5);
+                let j = Musat19::with_m(n, query, LabelPosition::Rotated, qpos, MMatrix::J, 0.5);
+                let m3 = Musat3::new(n, query, 0.5);
+                for _ in 0..4 {
+                    let th3 = [
+                        rng.random_range(-2.0..4.0),
+                        rng.random_range(-2.0..6.0),
+                        rng.random_range(-0.5..1.5),
+                    ];
+                    let (mut g, mut gj) = (vec![0.0; 19], vec![0.0; 19]);
+                    sys.grad(&three(&th3), &mut g);
+                    j.grad(&three(&th3), &mut gj);
+                    let mut want = [0.0; 3];
+                    m3.grad(&th3, &mut want);
+                    let what = format!("swap N={n} {query:?} {qpos:?}");
+                    assert_close(sys.loss(&three(&th3)), m3.loss(&th3), 1e-12, &what);
+                    assert_close(g[ALPHA3], want[0], 1e-11, &what);
+                    assert_close(g[BETA2], want[1], 1e-11, &what);
+                    assert_close(g[GAMMA3], want[2], 1e-11, &what);
+                    let off = (0..19).map(|k| (g[k] - gj[k]).abs()).fold(0.0f64, f64::max);
+                    assert!(
+                        off > 1e-4,
+                        "{what}: swap and J gradients agree off the plane"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn swap_equals_the_dense_model_on_the_canonical_configurations() {
+    // The dense 28D² backward pass at W(θ) = Σ θ_k B_k (S blocks) on the canonical
+    // configuration(s), projected onto the S basis, is the structured gradient, for both query
+    // modes and positions; and the loss is not J's.
+    let mut rng = ChaCha8Rng::seed_from_u64(33);
+    for n in [1usize, 4] {
+        let d = 2 * n + 2;
+        for query in [Query::Last, Query::Uniform] {
+            for qpos in POSITIONS {
+                let qs: Vec<usize> = match query {
+                    Query::Last => vec![n],
+                    Query::Uniform => (1..=n).collect(),
+                };
+                let (mut tokens, mut targets) = (Vec::new(), Vec::new());
+                for &q in &qs {
+                    let (t, y) =
+                        canonical_configuration(n, q, LabelPosition::Rotated, qpos, MMatrix::Swap);
+                    tokens.extend(t);
+                    targets.extend(y);
+                }
+                let spec = DataSpec {
+                    n,
+                    d,
+                    data: DataKind::Orthonormal,
+                    query,
+                    label_position: LabelPosition::Rotated,
+                    query_position: qpos,
+                    m: MMatrix::Swap,
+                };
+                let batch = Batch::from_parts(spec, tokens, targets);
+                let sys =
+                    Musat19::with_m(n, query, LabelPosition::Rotated, qpos, MMatrix::Swap, 0.5);
+                assert!(!sys.uses_canonical_last());
+                assert_eq!(sys.m(), MMatrix::Swap);
+                let j = Musat19::with_m(n, query, LabelPosition::Rotated, qpos, MMatrix::J, 0.5);
+                for _ in 0..5 {
+                    let th = random_theta(&mut rng, 1.5);
+                    let (loss, g) = dense_projected_with(&th, &batch, 0.5, MMatrix::Swap);
+                    let mut got = vec![0.0; 19];
+                    sys.grad(&th, &mut got);
+                    let what = format!("N={n} {query:?} {qpos:?}");
+                    assert_close(sys.loss(&th), loss, 1e-12, &format!("{what} loss"));
+                    for k in 0..19 {
+                        assert_close(got[k], g[k], 1e-11, &format!("{what} {}", NAMES19[k]));
+                    }
+                    if n > 1 {
+                        assert!((sys.loss(&th) - j.loss(&th)).abs() > 1e-8, "{what}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_haar_swap_sample_gives_the_canonical_loss_and_gradient() {
+    // The orbit argument for S: the centraliser O(D/2) × O(D/2) of S moves any orthonormal
+    // {p_k, S p_k} frame to any other, so each swap-sampled orthonormal sequence (D = 12 >
+    // 2N + 2) has, at a structured W(θ) of the S basis, the loss and projected gradient of the
+    // canonical configuration of its q.
+    let mut rng = ChaCha8Rng::seed_from_u64(34);
+    let (n, d) = (4, 12);
+    for (query, cue, qpos) in [
+        (Query::Last, LabelPosition::Rotated, QueryPosition::Fresh),
+        (Query::Last, LabelPosition::Same, QueryPosition::Fresh),
+        (Query::Uniform, LabelPosition::Rotated, QueryPosition::Fresh),
+        (Query::Uniform, LabelPosition::Rotated, QueryPosition::PQ),
+    ] {
+        let spec = DataSpec {
+            n,
+            d,
+            data: DataKind::Orthonormal,
+            query,
+            label_position: cue,
+            query_position: qpos,
+            m: MMatrix::Swap,
+        };
+        let mut sampler = Sampler::new(spec, 19, 0);
+        for _ in 0..4 {
+            let th = random_theta(&mut rng, 1.5);
+            let batch = Batch::sample(&mut sampler, 1);
+            let q = batch.queries[0];
+            let (t, y) = canonical_configuration(n, q, cue, qpos, MMatrix::Swap);
+            let sys = Musat19::from_sequences_with_m(n, 2 * n + 2, &[(t, y)], MMatrix::Swap, 1.0);
+            let (loss, g) = dense_projected_with(&th, &batch, 1.0, MMatrix::Swap);
+            let mut got = vec![0.0; 19];
+            sys.grad(&th, &mut got);
+            let what = format!("{query:?} {cue:?} {qpos:?}");
+            assert_close(sys.loss(&th), loss, 1e-10, &format!("{what} loss"));
+            for k in 0..19 {
+                assert_close(got[k], g[k], 1e-10, &format!("{what} {}", NAMES19[k]));
+            }
+        }
+    }
+}
+
+#[test]
+fn swap_full_model_at_a_three_parameter_point_equals_the_musat3_closed_form() {
+    // Dense model on swap Haar data (D = 12, N = 4, query last), W with only α₃ (an S block),
+    // β₂, γ₃: loss and the three projected partials equal §7.1.
+    let mut rng = ChaCha8Rng::seed_from_u64(35);
+    let (n, d) = (4, 12);
+    let spec = DataSpec {
+        n,
+        d,
+        data: DataKind::Orthonormal,
+        query: Query::Last,
+        label_position: LabelPosition::Rotated,
+        query_position: QueryPosition::Fresh,
+        m: MMatrix::Swap,
+    };
+    let batch = Batch::sample(&mut Sampler::new(spec, 4, 0), 40);
+    let m3 = Musat3::new(n, Query::Last, 1.0);
+    for _ in 0..6 {
+        let th3 = [
+            rng.random_range(-2.0..4.0),
+            rng.random_range(-2.0..6.0),
+            rng.random_range(-0.5..1.5),
+        ];
+        let (loss, g) = dense_projected_with(&three(&th3), &batch, 1.0, MMatrix::Swap);
+        let mut want = [0.0; 3];
+        m3.grad(&th3, &mut want);
+        assert_close(loss, m3.loss(&th3), 1e-10, "loss");
+        assert_close(g[ALPHA3], want[0], 1e-10, "alpha3");
+        assert_close(g[BETA2], want[1], 1e-10, "beta2");
+        assert_close(g[GAMMA3], want[2], 1e-10, "gamma3");
+    }
+}
+
+#[test]
+fn swap_structured_evaluation_equals_the_dense_model_on_isotropic_data() {
+    // Isotropic swap data: p_kᵀ S p_k ≠ 0, so the Gram matrix PM has a diagonal (J's never
+    // does); the structured pass still equals the dense model projected onto the S basis.
+    let mut rng = ChaCha8Rng::seed_from_u64(36);
+    let (n, d, size) = (3, 6, 5);
+    let spec = DataSpec {
+        n,
+        d,
+        data: DataKind::Isotropic,
+        query: Query::Uniform,
+        label_position: LabelPosition::Rotated,
+        query_position: QueryPosition::Fresh,
+        m: MMatrix::Swap,
+    };
+    let batch = Batch::sample(&mut Sampler::new(spec, 3, 0), size);
+    let seq = spec.sequence_len();
+    let seqs: Vec<(Vec<f64>, Vec<f64>)> = (0..size)
+        .map(|b| {
+            (
+                batch.tokens[b * seq..(b + 1) * seq].to_vec(),
+                batch.targets[b * d..(b + 1) * d].to_vec(),
+            )
+        })
+        .collect();
+    let sys = Musat19::from_sequences_with_m(n, d, &seqs, MMatrix::Swap, 0.5);
+    for _ in 0..5 {
+        let th = random_theta(&mut rng, 2.0);
+        let (loss, g) = dense_projected_with(&th, &batch, 0.5, MMatrix::Swap);
+        let mut got = vec![0.0; 19];
+        sys.grad(&th, &mut got);
+        assert_close(sys.loss(&th), loss, 1e-12, "loss");
+        for k in 0..19 {
+            assert_close(got[k], g[k], 1e-11, NAMES19[k]);
+        }
+    }
+}
+
+#[test]
+fn off_subspace_part_of_the_dense_gradient_on_swap_data_is_batch_noise() {
+    // The S subspace is invariant under swap data: at a structured point the off-subspace part
+    // of the dense gradient on a swap Haar batch falls like 1/√B (64x the batch: required >= 4x
+    // smaller). Control: the naive (not Haar) frames u, v break the symmetry, and at B = 4096
+    // their residual (a bias that does not fall with B) is well above the Haar frames' noise.
+    use crate::model::data::SignFix;
+    use crate::model::subspace::{project_with, residuals_with};
+    let mut rng = ChaCha8Rng::seed_from_u64(37);
+    let (n, d) = (3, 8);
+    let th = random_theta(&mut rng, 1.0);
+    let w = structured_with(&th, d, MMatrix::Swap);
+    let dims = Dims { n, d };
+    for qpos in POSITIONS {
+        let spec = DataSpec {
+            n,
+            d,
+            data: DataKind::Orthonormal,
+            query: Query::Uniform,
+            label_position: LabelPosition::Rotated,
+            query_position: qpos,
+            m: MMatrix::Swap,
+        };
+        let residual = |size: usize, fix: SignFix| {
+            let mut sampler = Sampler::new(spec, 15, 0).with_sign_fix(fix);
+            let batch = Batch::sample(&mut sampler, size);
+            let mut model = Model::new(dims, size, 1.0);
+            let mut g = Params::zeros(d);
+            model.loss_and_grad(&w, &batch, &mut g);
+            let norm = g
+                .blocks()
+                .iter()
+                .flat_map(|b| b.iter())
+                .map(|v| v * v)
+                .sum::<f64>();
+            let m = MMatrix::Swap;
+            residuals_with(&g, &project_with(&g, m), m).overall * norm.sqrt()
+        };
+        let (small, large) = (residual(64, SignFix::Haar), residual(4096, SignFix::Haar));
+        assert!(
+            large > 0.0 && small >= 4.0 * large,
+            "{qpos:?}: B = 64: {small}, B = 4096: {large}"
+        );
+        let naive = residual(4096, SignFix::Naive);
+        assert!(
+            naive > 2.5 * large,
+            "{qpos:?} B = 4096: naive frames {naive}, Haar frames {large}"
+        );
     }
 }
