@@ -2,9 +2,7 @@ use super::*;
 use crate::flow::{EventSpec, FlowProblem, Quantity};
 use crate::model::data::{DataKind, DataSpec, QueryPosition, Sampler};
 use crate::model::disentangled::{Batch, Dims, Model, Params};
-use crate::model::subspace::{
-    ALPHA3, BETA2, GAMMA3, inner_products_with, structured, structured_with,
-};
+use crate::model::subspace::{ALPHA3, BETA2, GAMMA3, inner_products_with, structured_with};
 use crate::theory::musat3::Musat3;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -77,37 +75,41 @@ fn gradient_matches_central_differences() {
 #[test]
 fn structured_evaluation_equals_the_dense_model_on_any_data() {
     // Random dense sequences (not orthonormal, every token entry nonzero): the structured
-    // pass must equal the dense model's loss and projected gradient at W(θ).
-    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    // pass must equal the dense model's loss and projected gradient at W(θ), for both M. On
+    // isotropic swap data p_kᵀ S p_k ≠ 0, so the Gram matrix PM has a diagonal (J's never
+    // does); the structured pass still equals the dense model projected onto the S basis.
     let (n, d, size) = (3, 6, 5);
-    let spec = DataSpec {
-        n,
-        d,
-        data: DataKind::Isotropic,
-        query: Query::Uniform,
-        label_position: LabelPosition::Rotated,
-        query_position: QueryPosition::Fresh,
-        m: MMatrix::J,
-    };
-    let batch = Batch::sample(&mut Sampler::new(spec, 3, 0), size);
-    let seq = spec.sequence_len();
-    let seqs: Vec<(Vec<f64>, Vec<f64>)> = (0..size)
-        .map(|b| {
-            (
-                batch.tokens[b * seq..(b + 1) * seq].to_vec(),
-                batch.targets[b * d..(b + 1) * d].to_vec(),
-            )
-        })
-        .collect();
-    let sys = Musat19::from_sequences(n, d, &seqs, 0.5);
-    for _ in 0..5 {
-        let th = random_theta(&mut rng, 2.0);
-        let (loss, g) = dense_projected(&th, &batch, 0.5);
-        let mut got = vec![0.0; 19];
-        sys.grad(&th, &mut got);
-        assert_close(sys.loss(&th), loss, 1e-12, "loss");
-        for k in 0..19 {
-            assert_close(got[k], g[k], 1e-11, NAMES19[k]);
+    for (m, seed) in [(MMatrix::J, 2), (MMatrix::Swap, 36)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let spec = DataSpec {
+            n,
+            d,
+            data: DataKind::Isotropic,
+            query: Query::Uniform,
+            label_position: LabelPosition::Rotated,
+            query_position: QueryPosition::Fresh,
+            m,
+        };
+        let batch = Batch::sample(&mut Sampler::new(spec, 3, 0), size);
+        let seq = spec.sequence_len();
+        let seqs: Vec<(Vec<f64>, Vec<f64>)> = (0..size)
+            .map(|b| {
+                (
+                    batch.tokens[b * seq..(b + 1) * seq].to_vec(),
+                    batch.targets[b * d..(b + 1) * d].to_vec(),
+                )
+            })
+            .collect();
+        let sys = Musat19::from_sequences_with_m(n, d, &seqs, m, 0.5);
+        for _ in 0..5 {
+            let th = random_theta(&mut rng, 2.0);
+            let (loss, g) = dense_projected_with(&th, &batch, 0.5, m);
+            let mut got = vec![0.0; 19];
+            sys.grad(&th, &mut got);
+            assert_close(sys.loss(&th), loss, 1e-12, &format!("{m:?} loss"));
+            for k in 0..19 {
+                assert_close(got[k], g[k], 1e-11, &format!("{m:?} {}", NAMES19[k]));
+            }
         }
     }
 }
@@ -156,34 +158,37 @@ fn three(th3: &[f64]) -> Vec<f64> {
 
 #[test]
 fn full_model_at_a_three_parameter_point_equals_the_musat3_closed_form() {
-    // Dense 28D² model, random Haar data (D = 12, N = 4, query last), W with only α₃, β₂, γ₃:
-    // loss and the projected gradient on those three coordinates equal §7.1.
-    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    // Dense 28D² model, random Haar data of each M (D = 12, N = 4, query last), W with only
+    // α₃ (a J or S block), β₂, γ₃: loss and the projected gradient on those three coordinates
+    // equal §7.1.
     let (n, d) = (4, 12);
-    let spec = DataSpec {
-        n,
-        d,
-        data: DataKind::Orthonormal,
-        query: Query::Last,
-        label_position: LabelPosition::Rotated,
-        query_position: QueryPosition::Fresh,
-        m: MMatrix::J,
-    };
-    let batch = Batch::sample(&mut Sampler::new(spec, 4, 0), 40);
     let m3 = Musat3::new(n, Query::Last, 1.0);
-    for _ in 0..10 {
-        let th3 = [
-            rng.random_range(-2.0..4.0),
-            rng.random_range(-2.0..6.0),
-            rng.random_range(-0.5..1.5),
-        ];
-        let (loss, g) = dense_projected(&three(&th3), &batch, 1.0);
-        let mut want = [0.0; 3];
-        m3.grad(&th3, &mut want);
-        assert_close(loss, m3.loss(&th3), 1e-10, "loss");
-        assert_close(g[ALPHA3], want[0], 1e-10, "alpha3");
-        assert_close(g[BETA2], want[1], 1e-10, "beta2");
-        assert_close(g[GAMMA3], want[2], 1e-10, "gamma3");
+    for (m, seed, reps) in [(MMatrix::J, 6, 10), (MMatrix::Swap, 35, 6)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let spec = DataSpec {
+            n,
+            d,
+            data: DataKind::Orthonormal,
+            query: Query::Last,
+            label_position: LabelPosition::Rotated,
+            query_position: QueryPosition::Fresh,
+            m,
+        };
+        let batch = Batch::sample(&mut Sampler::new(spec, 4, 0), 40);
+        for _ in 0..reps {
+            let th3 = [
+                rng.random_range(-2.0..4.0),
+                rng.random_range(-2.0..6.0),
+                rng.random_range(-0.5..1.5),
+            ];
+            let (loss, g) = dense_projected_with(&three(&th3), &batch, 1.0, m);
+            let mut want = [0.0; 3];
+            m3.grad(&th3, &mut want);
+            assert_close(loss, m3.loss(&th3), 1e-10, &format!("{m:?} loss"));
+            assert_close(g[ALPHA3], want[0], 1e-10, &format!("{m:?} alpha3"));
+            assert_close(g[BETA2], want[1], 1e-10, &format!("{m:?} beta2"));
+            assert_close(g[GAMMA3], want[2], 1e-10, &format!("{m:?} gamma3"));
+        }
     }
 }
 
@@ -431,53 +436,56 @@ fn every_haar_sample_with_query_position_p_q_gives_the_canonical_loss_and_gradie
 
 #[test]
 fn off_subspace_part_of_the_dense_gradient_is_batch_noise_for_both_query_positions() {
-    // Invariance of the 19-dim subspace: at a structured point the population gradient lies in
-    // the subspace, so the off-subspace part of the dense gradient on a Haar batch is noise
-    // and falls like 1/√B (64x the batch: 8x smaller; required >= 4x). Control: the naive
-    // (not Haar) frames break the symmetry, and at B = 4096 their residual (a bias that does
-    // not fall with B) is well above the Haar frames' noise.
+    // Invariance of the 19-dim subspace of each M under data of that M: at a structured point
+    // the population gradient lies in the subspace, so the off-subspace part of the dense
+    // gradient on a Haar batch is noise and falls like 1/√B (64x the batch: 8x smaller;
+    // required >= 4x). Control: the naive (not Haar) frames break the symmetry, and at
+    // B = 4096 their residual (a bias that does not fall with B) is well above the Haar
+    // frames' noise.
     use crate::model::data::SignFix;
-    use crate::model::subspace::{project, residuals};
-    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    use crate::model::subspace::{project_with, residuals_with};
     let (n, d) = (3, 8);
-    let th = random_theta(&mut rng, 1.0);
-    let w = structured(&th, d);
     let dims = Dims { n, d };
-    for qpos in [QueryPosition::Fresh, QueryPosition::PQ] {
-        let spec = DataSpec {
-            n,
-            d,
-            data: DataKind::Orthonormal,
-            query: Query::Uniform,
-            label_position: LabelPosition::Rotated,
-            query_position: qpos,
-            m: MMatrix::J,
-        };
-        let residual = |size: usize, fix: SignFix| {
-            let mut sampler = Sampler::new(spec, 15, 0).with_sign_fix(fix);
-            let batch = Batch::sample(&mut sampler, size);
-            let mut model = Model::new(dims, size, 1.0);
-            let mut g = Params::zeros(d);
-            model.loss_and_grad(&w, &batch, &mut g);
-            // absolute: ‖∇W − Proj ∇W‖_F
-            let norm = g
-                .blocks()
-                .iter()
-                .flat_map(|b| b.iter())
-                .map(|v| v * v)
-                .sum::<f64>();
-            residuals(&g, &project(&g)).overall * norm.sqrt()
-        };
-        let (small, large) = (residual(64, SignFix::Haar), residual(4096, SignFix::Haar));
-        assert!(
-            large > 0.0 && small >= 4.0 * large,
-            "{qpos:?}: B = 64: {small}, B = 4096: {large}"
-        );
-        let naive = residual(4096, SignFix::Naive);
-        assert!(
-            naive > 2.5 * large,
-            "{qpos:?} B = 4096: naive frames {naive}, Haar frames {large}"
-        );
+    for (m, seed) in [(MMatrix::J, 14), (MMatrix::Swap, 37)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let th = random_theta(&mut rng, 1.0);
+        let w = structured_with(&th, d, m);
+        for qpos in POSITIONS {
+            let spec = DataSpec {
+                n,
+                d,
+                data: DataKind::Orthonormal,
+                query: Query::Uniform,
+                label_position: LabelPosition::Rotated,
+                query_position: qpos,
+                m,
+            };
+            let residual = |size: usize, fix: SignFix| {
+                let mut sampler = Sampler::new(spec, 15, 0).with_sign_fix(fix);
+                let batch = Batch::sample(&mut sampler, size);
+                let mut model = Model::new(dims, size, 1.0);
+                let mut g = Params::zeros(d);
+                model.loss_and_grad(&w, &batch, &mut g);
+                // absolute: ‖∇W − Proj ∇W‖_F
+                let norm = g
+                    .blocks()
+                    .iter()
+                    .flat_map(|b| b.iter())
+                    .map(|v| v * v)
+                    .sum::<f64>();
+                residuals_with(&g, &project_with(&g, m), m).overall * norm.sqrt()
+            };
+            let (small, large) = (residual(64, SignFix::Haar), residual(4096, SignFix::Haar));
+            assert!(
+                large > 0.0 && small >= 4.0 * large,
+                "{m:?} {qpos:?}: B = 64: {small}, B = 4096: {large}"
+            );
+            let naive = residual(4096, SignFix::Naive);
+            assert!(
+                naive > 2.5 * large,
+                "{m:?} {qpos:?} B = 4096: naive frames {naive}, Haar frames {large}"
+            );
+        }
     }
 }
 
@@ -714,127 +722,5 @@ fn every_haar_swap_sample_gives_the_canonical_loss_and_gradient() {
                 assert_close(got[k], g[k], 1e-10, &format!("{what} {}", NAMES19[k]));
             }
         }
-    }
-}
-
-#[test]
-fn swap_full_model_at_a_three_parameter_point_equals_the_musat3_closed_form() {
-    // Dense model on swap Haar data (D = 12, N = 4, query last), W with only α₃ (an S block),
-    // β₂, γ₃: loss and the three projected partials equal §7.1.
-    let mut rng = ChaCha8Rng::seed_from_u64(35);
-    let (n, d) = (4, 12);
-    let spec = DataSpec {
-        n,
-        d,
-        data: DataKind::Orthonormal,
-        query: Query::Last,
-        label_position: LabelPosition::Rotated,
-        query_position: QueryPosition::Fresh,
-        m: MMatrix::Swap,
-    };
-    let batch = Batch::sample(&mut Sampler::new(spec, 4, 0), 40);
-    let m3 = Musat3::new(n, Query::Last, 1.0);
-    for _ in 0..6 {
-        let th3 = [
-            rng.random_range(-2.0..4.0),
-            rng.random_range(-2.0..6.0),
-            rng.random_range(-0.5..1.5),
-        ];
-        let (loss, g) = dense_projected_with(&three(&th3), &batch, 1.0, MMatrix::Swap);
-        let mut want = [0.0; 3];
-        m3.grad(&th3, &mut want);
-        assert_close(loss, m3.loss(&th3), 1e-10, "loss");
-        assert_close(g[ALPHA3], want[0], 1e-10, "alpha3");
-        assert_close(g[BETA2], want[1], 1e-10, "beta2");
-        assert_close(g[GAMMA3], want[2], 1e-10, "gamma3");
-    }
-}
-
-#[test]
-fn swap_structured_evaluation_equals_the_dense_model_on_isotropic_data() {
-    // Isotropic swap data: p_kᵀ S p_k ≠ 0, so the Gram matrix PM has a diagonal (J's never
-    // does); the structured pass still equals the dense model projected onto the S basis.
-    let mut rng = ChaCha8Rng::seed_from_u64(36);
-    let (n, d, size) = (3, 6, 5);
-    let spec = DataSpec {
-        n,
-        d,
-        data: DataKind::Isotropic,
-        query: Query::Uniform,
-        label_position: LabelPosition::Rotated,
-        query_position: QueryPosition::Fresh,
-        m: MMatrix::Swap,
-    };
-    let batch = Batch::sample(&mut Sampler::new(spec, 3, 0), size);
-    let seq = spec.sequence_len();
-    let seqs: Vec<(Vec<f64>, Vec<f64>)> = (0..size)
-        .map(|b| {
-            (
-                batch.tokens[b * seq..(b + 1) * seq].to_vec(),
-                batch.targets[b * d..(b + 1) * d].to_vec(),
-            )
-        })
-        .collect();
-    let sys = Musat19::from_sequences_with_m(n, d, &seqs, MMatrix::Swap, 0.5);
-    for _ in 0..5 {
-        let th = random_theta(&mut rng, 2.0);
-        let (loss, g) = dense_projected_with(&th, &batch, 0.5, MMatrix::Swap);
-        let mut got = vec![0.0; 19];
-        sys.grad(&th, &mut got);
-        assert_close(sys.loss(&th), loss, 1e-12, "loss");
-        for k in 0..19 {
-            assert_close(got[k], g[k], 1e-11, NAMES19[k]);
-        }
-    }
-}
-
-#[test]
-fn off_subspace_part_of_the_dense_gradient_on_swap_data_is_batch_noise() {
-    // The S subspace is invariant under swap data: at a structured point the off-subspace part
-    // of the dense gradient on a swap Haar batch falls like 1/√B (64x the batch: required >= 4x
-    // smaller). Control: the naive (not Haar) frames u, v break the symmetry, and at B = 4096
-    // their residual (a bias that does not fall with B) is well above the Haar frames' noise.
-    use crate::model::data::SignFix;
-    use crate::model::subspace::{project_with, residuals_with};
-    let mut rng = ChaCha8Rng::seed_from_u64(37);
-    let (n, d) = (3, 8);
-    let th = random_theta(&mut rng, 1.0);
-    let w = structured_with(&th, d, MMatrix::Swap);
-    let dims = Dims { n, d };
-    for qpos in POSITIONS {
-        let spec = DataSpec {
-            n,
-            d,
-            data: DataKind::Orthonormal,
-            query: Query::Uniform,
-            label_position: LabelPosition::Rotated,
-            query_position: qpos,
-            m: MMatrix::Swap,
-        };
-        let residual = |size: usize, fix: SignFix| {
-            let mut sampler = Sampler::new(spec, 15, 0).with_sign_fix(fix);
-            let batch = Batch::sample(&mut sampler, size);
-            let mut model = Model::new(dims, size, 1.0);
-            let mut g = Params::zeros(d);
-            model.loss_and_grad(&w, &batch, &mut g);
-            let norm = g
-                .blocks()
-                .iter()
-                .flat_map(|b| b.iter())
-                .map(|v| v * v)
-                .sum::<f64>();
-            let m = MMatrix::Swap;
-            residuals_with(&g, &project_with(&g, m), m).overall * norm.sqrt()
-        };
-        let (small, large) = (residual(64, SignFix::Haar), residual(4096, SignFix::Haar));
-        assert!(
-            large > 0.0 && small >= 4.0 * large,
-            "{qpos:?}: B = 64: {small}, B = 4096: {large}"
-        );
-        let naive = residual(4096, SignFix::Naive);
-        assert!(
-            naive > 2.5 * large,
-            "{qpos:?} B = 4096: naive frames {naive}, Haar frames {large}"
-        );
     }
 }
