@@ -54,18 +54,31 @@ pub(super) fn assert_central_differences(sys: &Musat19, th: &[f64], what: &str) 
 
 #[test]
 fn gradient_matches_central_differences() {
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    for &n in &[1usize, 2, 5] {
-        for query in [Query::Last, Query::Uniform] {
-            for cue in [
-                LabelPosition::Rotated,
-                LabelPosition::Same,
-                LabelPosition::None,
-            ] {
-                let sys = Musat19::new(n, query, cue, 1.0);
-                for _ in 0..3 {
-                    let th = random_theta(&mut rng, 1.5);
-                    assert_central_differences(&sys, &th, &format!("N={n} {query:?} {cue:?}"));
+    // J at the fresh query position; S (generic pass only) at both positions.
+    for (m, seed, positions, reps) in [
+        (MMatrix::J, 1, &[QueryPosition::Fresh][..], 3),
+        (MMatrix::Swap, 31, &POSITIONS[..], 2),
+    ] {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for &n in &[1usize, 2, 5] {
+            for query in [Query::Last, Query::Uniform] {
+                for cue in [
+                    LabelPosition::Rotated,
+                    LabelPosition::Same,
+                    LabelPosition::None,
+                ] {
+                    for &qpos in positions {
+                        let sys = Musat19::with_m(n, query, cue, qpos, m, 1.0);
+                        if m == MMatrix::Swap {
+                            // S never takes the specialised pass
+                            assert!(!sys.uses_canonical_last());
+                        }
+                        for _ in 0..reps {
+                            let th = random_theta(&mut rng, 1.5);
+                            let what = format!("{m:?} N={n} {query:?} {cue:?} {qpos:?}");
+                            assert_central_differences(&sys, &th, &what);
+                        }
+                    }
                 }
             }
         }
@@ -194,27 +207,64 @@ fn full_model_at_a_three_parameter_point_equals_the_musat3_closed_form() {
 
 #[test]
 fn restricted_to_three_coordinates_it_is_musat3_for_both_query_modes() {
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    for &n in &[2usize, 4, 9] {
-        for query in [Query::Last, Query::Uniform] {
-            for scale in [1.0, 0.5] {
-                let sys = Musat19::new(n, query, LabelPosition::Rotated, scale);
-                let m3 = Musat3::new(n, query, scale);
-                for _ in 0..5 {
-                    let th3 = [
-                        rng.random_range(-2.0..4.0),
-                        rng.random_range(-2.0..6.0),
-                        rng.random_range(-0.5..1.5),
-                    ];
-                    let mut g = vec![0.0; 19];
-                    sys.grad(&three(&th3), &mut g);
-                    let mut want = [0.0; 3];
-                    m3.grad(&th3, &mut want);
-                    let what = format!("N={n} {query:?} scale {scale}");
-                    assert_close(sys.loss(&three(&th3)), m3.loss(&th3), 1e-12, &what);
-                    assert_close(g[ALPHA3], want[0], 1e-11, &what);
-                    assert_close(g[BETA2], want[1], 1e-11, &what);
-                    assert_close(g[GAMMA3], want[2], 1e-11, &what);
+    // §7's closed forms do not depend on M: a label meets its item through (M p_i)ᵀ M p_i = 1
+    // for J and S alike. Off the plane the two flows differ (the item–label Gram entry
+    // p_iᵀ M (M p_i) is −1 for J, +1 for S). J at the fresh query position and two loss
+    // scales; S at both positions.
+    for (m, seed, positions, scales, reps) in [
+        (
+            MMatrix::J,
+            7,
+            &[QueryPosition::Fresh][..],
+            &[1.0, 0.5][..],
+            5,
+        ),
+        (MMatrix::Swap, 32, &POSITIONS[..], &[0.5][..], 4),
+    ] {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for &n in &[2usize, 4, 9] {
+            for query in [Query::Last, Query::Uniform] {
+                for &qpos in positions {
+                    for &scale in scales {
+                        let sys = Musat19::with_m(n, query, LabelPosition::Rotated, qpos, m, scale);
+                        let j = (m == MMatrix::Swap).then(|| {
+                            Musat19::with_m(
+                                n,
+                                query,
+                                LabelPosition::Rotated,
+                                qpos,
+                                MMatrix::J,
+                                scale,
+                            )
+                        });
+                        let m3 = Musat3::new(n, query, scale);
+                        for _ in 0..reps {
+                            let th3 = [
+                                rng.random_range(-2.0..4.0),
+                                rng.random_range(-2.0..6.0),
+                                rng.random_range(-0.5..1.5),
+                            ];
+                            let mut g = vec![0.0; 19];
+                            sys.grad(&three(&th3), &mut g);
+                            let mut want = [0.0; 3];
+                            m3.grad(&th3, &mut want);
+                            let what = format!("{m:?} N={n} {query:?} {qpos:?} scale {scale}");
+                            assert_close(sys.loss(&three(&th3)), m3.loss(&th3), 1e-12, &what);
+                            assert_close(g[ALPHA3], want[0], 1e-11, &what);
+                            assert_close(g[BETA2], want[1], 1e-11, &what);
+                            assert_close(g[GAMMA3], want[2], 1e-11, &what);
+                            if let Some(j) = &j {
+                                let mut gj = vec![0.0; 19];
+                                j.grad(&three(&th3), &mut gj);
+                                let off =
+                                    (0..19).map(|k| (g[k] - gj[k]).abs()).fold(0.0f64, f64::max);
+                                assert!(
+                                    off > 1e-4,
+                                    "{what}: swap and J gradients agree off the plane"
+                                );
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -348,6 +398,31 @@ fn query_position_p_q_gradient_matches_central_differences() {
     }
 }
 
+/// The batch of the canonical configuration(s) of M = `m` (D = 2N + 2, label cue rotated):
+/// one for query last, the N of them for uniform.
+fn canonical_batch(n: usize, query: Query, qpos: QueryPosition, m: MMatrix) -> Batch {
+    let qs: Vec<usize> = match query {
+        Query::Last => vec![n],
+        Query::Uniform => (1..=n).collect(),
+    };
+    let (mut tokens, mut targets) = (Vec::new(), Vec::new());
+    for &q in &qs {
+        let (t, y) = canonical_configuration(n, q, LabelPosition::Rotated, qpos, m);
+        tokens.extend(t);
+        targets.extend(y);
+    }
+    let spec = DataSpec {
+        n,
+        d: 2 * n + 2,
+        data: DataKind::Orthonormal,
+        query,
+        label_position: LabelPosition::Rotated,
+        query_position: qpos,
+        m,
+    };
+    Batch::from_parts(spec, tokens, targets)
+}
+
 #[test]
 fn query_position_p_q_equals_the_dense_model_on_the_canonical_configurations() {
     // The dense 28D² backward pass at W(θ) on the canonical p_q configuration(s) (one for
@@ -355,34 +430,8 @@ fn query_position_p_q_equals_the_dense_model_on_the_canonical_configurations() {
     // gradient; and p_q changes the loss (the query can match by position).
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     let n = 4;
-    let d = 2 * n + 2;
     for query in [Query::Last, Query::Uniform] {
-        let qs: Vec<usize> = match query {
-            Query::Last => vec![n],
-            Query::Uniform => (1..=n).collect(),
-        };
-        let (mut tokens, mut targets) = (Vec::new(), Vec::new());
-        for &q in &qs {
-            let (t, y) = canonical_configuration(
-                n,
-                q,
-                LabelPosition::Rotated,
-                QueryPosition::PQ,
-                MMatrix::J,
-            );
-            tokens.extend(t);
-            targets.extend(y);
-        }
-        let spec = DataSpec {
-            n,
-            d,
-            data: DataKind::Orthonormal,
-            query,
-            label_position: LabelPosition::Rotated,
-            query_position: QueryPosition::PQ,
-            m: MMatrix::J,
-        };
-        let batch = Batch::from_parts(spec, tokens, targets);
+        let batch = canonical_batch(n, query, QueryPosition::PQ, MMatrix::J);
         let sys =
             Musat19::with_query_position(n, query, LabelPosition::Rotated, QueryPosition::PQ, 0.5);
         let fresh = Musat19::new(n, query, LabelPosition::Rotated, 0.5);
@@ -400,38 +449,54 @@ fn query_position_p_q_equals_the_dense_model_on_the_canonical_configurations() {
     }
 }
 
-#[test]
-fn every_haar_sample_with_query_position_p_q_gives_the_canonical_loss_and_gradient() {
-    // The one-orbit-per-q argument of the module documentation: each orthonormal p_q sample
-    // (D = 12 > 2N + 2, random Haar frames, q drawn uniformly) has, at a structured W(θ), the
-    // loss and projected gradient of the canonical p_q configuration of its q.
-    let mut rng = ChaCha8Rng::seed_from_u64(13);
+/// Each orthonormal sample of M = `m` (N = 4, D = 12 > 2N + 2, random Haar frames from
+/// `sampler_seed`) for each (query, label cue, query position) of `cases` has, at a structured
+/// W(θ) of the basis of M (θ from `seed`, `reps` of them a case), the loss and projected
+/// gradient (to 1e-10) of the canonical configuration of its q.
+fn assert_haar_samples_give_their_canonical_configuration(
+    m: MMatrix,
+    cases: &[(Query, LabelPosition, QueryPosition)],
+    seed: u64,
+    sampler_seed: u64,
+    reps: usize,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (n, d) = (4, 12);
-    let spec = DataSpec {
-        n,
-        d,
-        data: DataKind::Orthonormal,
-        query: Query::Uniform,
-        label_position: LabelPosition::Rotated,
-        query_position: QueryPosition::PQ,
-        m: MMatrix::J,
-    };
-    let mut sampler = Sampler::new(spec, 10, 0);
-    for _ in 0..6 {
-        let th = random_theta(&mut rng, 1.5);
-        let batch = Batch::sample(&mut sampler, 1);
-        let q = batch.queries[0];
-        let (t, y) =
-            canonical_configuration(n, q, LabelPosition::Rotated, QueryPosition::PQ, MMatrix::J);
-        let sys = Musat19::from_sequences(n, 2 * n + 2, &[(t, y)], 1.0);
-        let (loss, g) = dense_projected(&th, &batch, 1.0);
-        let mut got = vec![0.0; 19];
-        sys.grad(&th, &mut got);
-        assert_close(sys.loss(&th), loss, 1e-10, "loss");
-        for k in 0..19 {
-            assert_close(got[k], g[k], 1e-10, NAMES19[k]);
+    for &(query, cue, qpos) in cases {
+        let spec = DataSpec {
+            n,
+            d,
+            data: DataKind::Orthonormal,
+            query,
+            label_position: cue,
+            query_position: qpos,
+            m,
+        };
+        let mut sampler = Sampler::new(spec, sampler_seed, 0);
+        for _ in 0..reps {
+            let th = random_theta(&mut rng, 1.5);
+            let batch = Batch::sample(&mut sampler, 1);
+            let q = batch.queries[0];
+            let (t, y) = canonical_configuration(n, q, cue, qpos, m);
+            let sys = Musat19::from_sequences_with_m(n, 2 * n + 2, &[(t, y)], m, 1.0);
+            let (loss, g) = dense_projected_with(&th, &batch, 1.0, m);
+            let mut got = vec![0.0; 19];
+            sys.grad(&th, &mut got);
+            let what = format!("{m:?} {query:?} {cue:?} {qpos:?}");
+            assert_close(sys.loss(&th), loss, 1e-10, &format!("{what} loss"));
+            for k in 0..19 {
+                assert_close(got[k], g[k], 1e-10, &format!("{what} {}", NAMES19[k]));
+            }
         }
     }
+}
+
+#[test]
+fn every_haar_sample_with_query_position_p_q_gives_the_canonical_loss_and_gradient() {
+    // The one-orbit-per-q argument of the module documentation, for p_q samples with q drawn
+    // uniformly.
+    let cases = [(Query::Uniform, LabelPosition::Rotated, QueryPosition::PQ)];
+    assert_haar_samples_give_their_canonical_configuration(MMatrix::J, &cases, 13, 10, 6);
 }
 
 #[test]
@@ -565,100 +630,15 @@ fn with_query_position_p_q_the_three_parameter_restriction_is_still_musat3() {
 const POSITIONS: [QueryPosition; 2] = [QueryPosition::Fresh, QueryPosition::PQ];
 
 #[test]
-fn swap_gradient_matches_central_differences() {
-    let mut rng = ChaCha8Rng::seed_from_u64(31);
-    for &n in &[1usize, 2, 5] {
-        for query in [Query::Last, Query::Uniform] {
-            for cue in [
-                LabelPosition::Rotated,
-                LabelPosition::Same,
-                LabelPosition::None,
-            ] {
-                for qpos in POSITIONS {
-                    let sys = Musat19::with_m(n, query, cue, qpos, MMatrix::Swap, 1.0);
-                    assert!(!sys.uses_canonical_last());
-                    for _ in 0..2 {
-                        let th = random_theta(&mut rng, 1.5);
-                        let what = format!("swap N={n} {query:?} {cue:?} {qpos:?}");
-                        assert_central_differences(&sys, &th, &what);
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[test]
-fn swap_restricted_to_three_coordinates_is_musat3() {
-    // §7's closed forms do not depend on M: a label meets its item through (M p_i)ᵀ M p_i = 1
-    // for J and S alike. Off the plane the two flows differ (the item–label Gram entry
-    // p_iᵀ M (M p_i) is −1 for J, +1 for S).
-    let mut rng = ChaCha8Rng::seed_from_u64(32);
-    for &n in &[2usize, 4, 9] {
-        for query in [Query::Last, Query::Uniform] {
-            for qpos in POSITIONS {
-                let sys =
-                    Musat19::with_m(n, query, LabelPosition::Rotated, qpos, MMatrix::Swap, 0.5);
-                let j = Musat19::with_m(n, query, LabelPosition::Rotated, qpos, MMatrix::J, 0.5);
-                let m3 = Musat3::new(n, query, 0.5);
-                for _ in 0..4 {
-                    let th3 = [
-                        rng.random_range(-2.0..4.0),
-                        rng.random_range(-2.0..6.0),
-                        rng.random_range(-0.5..1.5),
-                    ];
-                    let (mut g, mut gj) = (vec![0.0; 19], vec![0.0; 19]);
-                    sys.grad(&three(&th3), &mut g);
-                    j.grad(&three(&th3), &mut gj);
-                    let mut want = [0.0; 3];
-                    m3.grad(&th3, &mut want);
-                    let what = format!("swap N={n} {query:?} {qpos:?}");
-                    assert_close(sys.loss(&three(&th3)), m3.loss(&th3), 1e-12, &what);
-                    assert_close(g[ALPHA3], want[0], 1e-11, &what);
-                    assert_close(g[BETA2], want[1], 1e-11, &what);
-                    assert_close(g[GAMMA3], want[2], 1e-11, &what);
-                    let off = (0..19).map(|k| (g[k] - gj[k]).abs()).fold(0.0f64, f64::max);
-                    assert!(
-                        off > 1e-4,
-                        "{what}: swap and J gradients agree off the plane"
-                    );
-                }
-            }
-        }
-    }
-}
-
-#[test]
 fn swap_equals_the_dense_model_on_the_canonical_configurations() {
     // The dense 28D² backward pass at W(θ) = Σ θ_k B_k (S blocks) on the canonical
     // configuration(s), projected onto the S basis, is the structured gradient, for both query
     // modes and positions; and the loss is not J's.
     let mut rng = ChaCha8Rng::seed_from_u64(33);
     for n in [1usize, 4] {
-        let d = 2 * n + 2;
         for query in [Query::Last, Query::Uniform] {
             for qpos in POSITIONS {
-                let qs: Vec<usize> = match query {
-                    Query::Last => vec![n],
-                    Query::Uniform => (1..=n).collect(),
-                };
-                let (mut tokens, mut targets) = (Vec::new(), Vec::new());
-                for &q in &qs {
-                    let (t, y) =
-                        canonical_configuration(n, q, LabelPosition::Rotated, qpos, MMatrix::Swap);
-                    tokens.extend(t);
-                    targets.extend(y);
-                }
-                let spec = DataSpec {
-                    n,
-                    d,
-                    data: DataKind::Orthonormal,
-                    query,
-                    label_position: LabelPosition::Rotated,
-                    query_position: qpos,
-                    m: MMatrix::Swap,
-                };
-                let batch = Batch::from_parts(spec, tokens, targets);
+                let batch = canonical_batch(n, query, qpos, MMatrix::Swap);
                 let sys =
                     Musat19::with_m(n, query, LabelPosition::Rotated, qpos, MMatrix::Swap, 0.5);
                 assert!(!sys.uses_canonical_last());
@@ -686,41 +666,14 @@ fn swap_equals_the_dense_model_on_the_canonical_configurations() {
 #[test]
 fn every_haar_swap_sample_gives_the_canonical_loss_and_gradient() {
     // The orbit argument for S: the centraliser O(D/2) × O(D/2) of S moves any orthonormal
-    // {p_k, S p_k} frame to any other, so each swap-sampled orthonormal sequence (D = 12 >
-    // 2N + 2) has, at a structured W(θ) of the S basis, the loss and projected gradient of the
-    // canonical configuration of its q.
-    let mut rng = ChaCha8Rng::seed_from_u64(34);
-    let (n, d) = (4, 12);
-    for (query, cue, qpos) in [
+    // {p_k, S p_k} frame to any other, so each swap-sampled orthonormal sequence has, at a
+    // structured W(θ) of the S basis, the loss and projected gradient of the canonical
+    // configuration of its q.
+    let cases = [
         (Query::Last, LabelPosition::Rotated, QueryPosition::Fresh),
         (Query::Last, LabelPosition::Same, QueryPosition::Fresh),
         (Query::Uniform, LabelPosition::Rotated, QueryPosition::Fresh),
         (Query::Uniform, LabelPosition::Rotated, QueryPosition::PQ),
-    ] {
-        let spec = DataSpec {
-            n,
-            d,
-            data: DataKind::Orthonormal,
-            query,
-            label_position: cue,
-            query_position: qpos,
-            m: MMatrix::Swap,
-        };
-        let mut sampler = Sampler::new(spec, 19, 0);
-        for _ in 0..4 {
-            let th = random_theta(&mut rng, 1.5);
-            let batch = Batch::sample(&mut sampler, 1);
-            let q = batch.queries[0];
-            let (t, y) = canonical_configuration(n, q, cue, qpos, MMatrix::Swap);
-            let sys = Musat19::from_sequences_with_m(n, 2 * n + 2, &[(t, y)], MMatrix::Swap, 1.0);
-            let (loss, g) = dense_projected_with(&th, &batch, 1.0, MMatrix::Swap);
-            let mut got = vec![0.0; 19];
-            sys.grad(&th, &mut got);
-            let what = format!("{query:?} {cue:?} {qpos:?}");
-            assert_close(sys.loss(&th), loss, 1e-10, &format!("{what} loss"));
-            for k in 0..19 {
-                assert_close(got[k], g[k], 1e-10, &format!("{what} {}", NAMES19[k]));
-            }
-        }
-    }
+    ];
+    assert_haar_samples_give_their_canonical_configuration(MMatrix::Swap, &cases, 34, 19, 4);
 }
