@@ -274,35 +274,59 @@ mod tests {
 
     #[test]
     fn projecting_structured_weights_returns_the_coordinates() {
-        let mut rng = ChaCha8Rng::seed_from_u64(4);
-        for &d in &[2usize, 6, 12, 34] {
-            let theta: Vec<f64> = (0..19).map(|_| rng.random_range(-3.0..3.0)).collect();
-            let p = structured(&theta, d);
-            let back = project(&p);
-            for k in 0..19 {
-                assert!(
-                    (back[k] - theta[k]).abs() < 1e-12,
-                    "D={d} {}: {} vs {}",
-                    NAMES19[k],
-                    back[k],
-                    theta[k]
-                );
+        for (m, seed, reps) in [(MMatrix::J, 4, 1), (MMatrix::Swap, 41, 3)] {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            for &d in &[2usize, 6, 12, 34] {
+                for _ in 0..reps {
+                    let theta: Vec<f64> = (0..19).map(|_| rng.random_range(-3.0..3.0)).collect();
+                    let p = structured_with(&theta, d, m);
+                    let back = project_with(&p, m);
+                    for k in 0..19 {
+                        assert!(
+                            (back[k] - theta[k]).abs() < 1e-12,
+                            "{m:?} D={d} {}: {} vs {}",
+                            NAMES19[k],
+                            back[k],
+                            theta[k]
+                        );
+                    }
+                    let r = residuals_with(&p, &back, m);
+                    assert!(
+                        r.overall < 1e-14 && r.w1 < 1e-14 && r.w2 < 1e-14 && r.w3 < 1e-14,
+                        "{m:?} D={d}"
+                    );
+                    // 4D² + 16D² + 8D² = 28D² parameters
+                    assert_eq!(p.len(), 28 * d * d, "{m:?}");
+                    if m == MMatrix::Swap {
+                        // S ⟂ J (tr(Jᵀ S) = 0): the J basis sees none of the five M
+                        // coordinates (α₃, β₆, β₈, β₁₀, β₁₂), and the J residual is their share
+                        // of ‖W‖.
+                        let back_j = project(&p);
+                        let m_coords: Vec<usize> = (0..19)
+                            .filter(|&k| BASIS[k].pattern == Pattern::M)
+                            .collect();
+                        assert_eq!(m_coords, [ALPHA3, 8, 10, 12, 14]);
+                        for k in 0..19 {
+                            let want = if m_coords.contains(&k) { 0.0 } else { theta[k] };
+                            assert!((back_j[k] - want).abs() < 1e-12, "D={d} J {}", NAMES19[k]);
+                        }
+                        let m2: f64 = m_coords.iter().map(|&k| theta[k] * theta[k]).sum();
+                        let all2: f64 = theta.iter().map(|t| t * t).sum();
+                        let rj = residuals(&p, &back_j).overall;
+                        assert!((rj - (m2 / all2).sqrt()).abs() < 1e-12, "D={d}: {rj}");
+                    }
+                }
             }
-            let r = residuals(&p, &back);
-            assert!(r.overall < 1e-14 && r.w1 < 1e-14 && r.w2 < 1e-14 && r.w3 < 1e-14);
-            // 4D² + 16D² + 8D² = 28D² parameters
-            assert_eq!(p.len(), 28 * d * d);
         }
     }
 
-    #[test]
-    fn basis_is_orthogonal_with_norm_d_and_m_is_j() {
-        let d = 8;
+    /// The 19 matrices B_k of M = `m` at dimension `d`, after checking ⟨B_a, B_b⟩ = d δ_ab.
+    fn orthogonal_basis_with_norm_d(d: usize, m: MMatrix) -> Vec<Params> {
         let mats: Vec<Params> = (0..19)
             .map(|k| {
                 let mut th = [0.0; 19];
                 th[k] = 1.0;
-                structured(&th, d)
+                structured_with(&th, d, m)
             })
             .collect();
         for (a, pa) in mats.iter().enumerate() {
@@ -314,9 +338,16 @@ mod tests {
                     .map(|(x, y)| x.iter().zip(y).map(|(u, v)| u * v).sum::<f64>())
                     .sum();
                 let want = if a == b { d as f64 } else { 0.0 };
-                assert_eq!(ip, want, "⟨B_{a}, B_{b}⟩");
+                assert_eq!(ip, want, "{m:?} ⟨B_{a}, B_{b}⟩");
             }
         }
+        mats
+    }
+
+    #[test]
+    fn basis_is_orthogonal_with_norm_d_and_m_is_j() {
+        let d = 8;
+        let mats = orthogonal_basis_with_norm_d(d, MMatrix::J);
         // α₃'s block is J: J e_1 = e_{D/2+1}, J² = −I.
         let w = &mats[ALPHA3].w1;
         let e = 2 * d;
@@ -331,66 +362,10 @@ mod tests {
     }
 
     #[test]
-    fn swap_projection_of_swap_structured_weights_returns_the_coordinates() {
-        let mut rng = ChaCha8Rng::seed_from_u64(41);
-        for &d in &[2usize, 6, 12, 34] {
-            for _ in 0..3 {
-                let theta: Vec<f64> = (0..19).map(|_| rng.random_range(-3.0..3.0)).collect();
-                let p = structured_with(&theta, d, MMatrix::Swap);
-                let back = project_with(&p, MMatrix::Swap);
-                for k in 0..19 {
-                    assert!(
-                        (back[k] - theta[k]).abs() < 1e-12,
-                        "D={d} {}: {} vs {}",
-                        NAMES19[k],
-                        back[k],
-                        theta[k]
-                    );
-                }
-                let r = residuals_with(&p, &back, MMatrix::Swap);
-                assert!(r.overall < 1e-14 && r.w1 < 1e-14 && r.w2 < 1e-14 && r.w3 < 1e-14);
-                // S ⟂ J (tr(Jᵀ S) = 0): the J basis sees none of the five M coordinates (α₃,
-                // β₆, β₈, β₁₀, β₁₂), and the J residual is their share of ‖W‖.
-                let back_j = project(&p);
-                let m_coords: Vec<usize> = (0..19)
-                    .filter(|&k| BASIS[k].pattern == Pattern::M)
-                    .collect();
-                assert_eq!(m_coords, [ALPHA3, 8, 10, 12, 14]);
-                for k in 0..19 {
-                    let want = if m_coords.contains(&k) { 0.0 } else { theta[k] };
-                    assert!((back_j[k] - want).abs() < 1e-12, "D={d} J {}", NAMES19[k]);
-                }
-                let m2: f64 = m_coords.iter().map(|&k| theta[k] * theta[k]).sum();
-                let all2: f64 = theta.iter().map(|t| t * t).sum();
-                let rj = residuals(&p, &back_j).overall;
-                assert!((rj - (m2 / all2).sqrt()).abs() < 1e-12, "D={d}: {rj}");
-            }
-        }
-    }
-
-    #[test]
     fn swap_basis_is_orthogonal_with_norm_d_and_m_is_s() {
         let d = 8;
         let h = d / 2;
-        let mats: Vec<Params> = (0..19)
-            .map(|k| {
-                let mut th = [0.0; 19];
-                th[k] = 1.0;
-                structured_with(&th, d, MMatrix::Swap)
-            })
-            .collect();
-        for (a, pa) in mats.iter().enumerate() {
-            for (b, pb) in mats.iter().enumerate() {
-                let ip: f64 = pa
-                    .blocks()
-                    .iter()
-                    .zip(pb.blocks())
-                    .map(|(x, y)| x.iter().zip(y).map(|(u, v)| u * v).sum::<f64>())
-                    .sum();
-                let want = if a == b { d as f64 } else { 0.0 };
-                assert_eq!(ip, want, "⟨B_{a}, B_{b}⟩");
-            }
-        }
+        let mats = orthogonal_basis_with_norm_d(d, MMatrix::Swap);
         // α₃'s block is S = [[0, I], [I, 0]]: S e_i = e_{D/2+i}, S e_{D/2+i} = e_i, S² = I.
         let w = &mats[ALPHA3].w1;
         let e = 2 * d;
