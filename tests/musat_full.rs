@@ -9,7 +9,7 @@ use ihdyn::model::disentangled::{Params, Refresh, Trainer};
 use ihdyn::model::subspace::{MMatrix, project, residuals};
 use ihdyn::theory::musat3::Query;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const NAMES: &str = "alpha1,alpha2,alpha3,beta1,beta2,beta3,beta4,beta5,beta6,beta7,beta8,beta9,\
 beta10,beta11,beta12,gamma1,gamma2,gamma3,gamma4";
@@ -283,35 +283,37 @@ fn attention_ablations_train_the_full_model_and_skip_the_flows() {
     }
 }
 
+/// Runs [`SMALL`] with `steps` steps and the `extra` lines of `[system]` (after `query`) as
+/// `name` in `dir`, checks that it succeeds, and returns its output folder.
+fn run_small(dir: &Path, name: &str, steps: usize, extra: &str) -> PathBuf {
+    let text = SMALL
+        .replace("steps = 120", &format!("steps = {steps}"))
+        .replace("query = \"last\"\n", &format!("query = \"last\"\n{extra}"));
+    let f = write(dir, &format!("{name}.toml"), &text);
+    let out = dir.join(name);
+    let r = ihdyn(dir, &["run", &f, "--out", out.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+    out
+}
+
+/// The rows of source `src` in `out/compare.csv`.
+fn rows(out: &Path, src: &str) -> Vec<String> {
+    std::fs::read_to_string(out.join("compare.csv"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(',').nth(1) == Some(src))
+        .map(String::from)
+        .collect()
+}
+
 /// query_position = "p_q": the full model, ode19 and ode3 all run. ode3 (the 3-parameter
 /// closed form, unchanged by the query's position) is the same trajectory as with fresh;
 /// ode19 is not (the query can match its item by position).
 #[test]
 fn query_position_p_q_runs_every_source_and_ode3_is_unchanged() {
     let dir = tmp();
-    let run = |name: &str, extra: &str| {
-        let text = SMALL
-            .replace("steps = 120", "steps = 40")
-            .replace("query = \"last\"\n", &format!("query = \"last\"\n{extra}"));
-        let f = write(dir.path(), &format!("{name}.toml"), &text);
-        let out = dir.path().join(name);
-        let r = ihdyn(
-            dir.path(),
-            &["run", &f, "--out", out.to_str().unwrap()],
-            &[],
-        );
-        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
-        out
-    };
+    let run = |name: &str, extra: &str| run_small(dir.path(), name, 40, extra);
     let (pq, fresh) = (run("pq", "query_position = \"p_q\"\n"), run("fresh", ""));
-    let rows = |out: &Path, src: &str| -> Vec<String> {
-        std::fs::read_to_string(out.join("compare.csv"))
-            .unwrap()
-            .lines()
-            .filter(|l| l.split(',').nth(1) == Some(src))
-            .map(String::from)
-            .collect()
-    };
     for src in ["full", "ode19", "ode3"] {
         assert_eq!(rows(&pq, src).len(), 21, "{src}");
     }
@@ -338,27 +340,8 @@ fn query_position_p_q_runs_every_source_and_ode3_is_unchanged() {
 #[test]
 fn m_swap_runs_every_source_and_ode3_is_unchanged() {
     let dir = tmp();
-    let run = |name: &str, extra: &str| {
-        let text = SMALL.replace("query = \"last\"\n", &format!("query = \"last\"\n{extra}"));
-        let f = write(dir.path(), &format!("{name}.toml"), &text);
-        let out = dir.path().join(name);
-        let r = ihdyn(
-            dir.path(),
-            &["run", &f, "--out", out.to_str().unwrap()],
-            &[],
-        );
-        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
-        out
-    };
+    let run = |name: &str, extra: &str| run_small(dir.path(), name, 120, extra);
     let (swap, j) = (run("swap", "m = \"swap\"\n"), run("j", ""));
-    let rows = |out: &Path, src: &str| -> Vec<String> {
-        std::fs::read_to_string(out.join("compare.csv"))
-            .unwrap()
-            .lines()
-            .filter(|l| l.split(',').nth(1) == Some(src))
-            .map(String::from)
-            .collect()
-    };
     for src in ["full", "ode19", "ode3"] {
         assert_eq!(rows(&swap, src).len(), 61, "{src}");
     }
