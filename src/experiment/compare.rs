@@ -3,7 +3,7 @@
 //! one pseudo-time axis t = η·step/D → `compare.csv`, `compare.json`, `compare.png`,
 //! `residual.png`, `coordinates.png` (and SVGs).
 //!
-//! ODE events are located by bisection on the Dopri5 dense output; full-model events by linear
+//! ODE events are located by root finding on the dense output; full-model events by linear
 //! interpolation between checkpoints. The reduced flows describe orthonormal data; with
 //! isotropic data only the full model is trained (the Theorem-1 residual check).
 
@@ -431,8 +431,8 @@ pub fn run(
         "mask": mask_name(spec.mask),
         "steps_per_unit_t": steps_per_t,
         "event_location": {
-            "ode19": "bisection on the Dormand-Prince dense output",
-            "ode3": "bisection on the Dormand-Prince dense output",
+            "ode19": "root finding on the Dormand-Prince dense output",
+            "ode3": "root finding on the Dormand-Prince dense output",
             "full": format!("linear interpolation between checkpoints (every {} steps); the loss is each step's batch loss", spec.checkpoint_every),
         },
         "sources": sources,

@@ -197,7 +197,7 @@ pub struct EventRow {
     pub located_by: &'static str,
 }
 
-const BY_DENSE: &str = "bisection on the dense output";
+const BY_DENSE: &str = "root finding on the dense output";
 const BY_GD: &str = "linear interpolation between GD steps";
 const BY_MAX: &str = "latest of the per-head events";
 

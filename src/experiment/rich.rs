@@ -2,7 +2,7 @@
 //! job (trajectory with the loss split into its 4-gram and IH parts, located phase events, the
 //! four phases) and the sweep point (T_G, T_IH and their ratio).
 //!
-//! Events (all located by bisection on the solver's dense output):
+//! Events (all located by root finding on the solver's dense output):
 //! - `T_G`: ℓ_G ≤ g_fraction·ℓ_G(0) (the 4-gram is learned; the plateau starts);
 //! - `T_plateau_end`: w ≥ θ_lo·w* (phase III starts);
 //! - `T_IH`: w ≥ θ_IH·w* (the induction head emerges);

@@ -9,7 +9,7 @@
 //! heuristic (repeated from a zero state, where its first probe is a placeholder: see
 //! [`initial_step`]), and it keeps the continuous output of every accepted step (three extra
 //! stages per step; in an events-only run only of the first step and of the steps that
-//! bracket an event) so the events of [`super::FlowProblem`] are bisected on it.
+//! bracket an event) so the events of [`super::FlowProblem`] are located on it.
 //!
 //! At the tight tolerances this crate uses (rtol 1e-10) an 8th-order method takes far fewer
 //! steps than Dopri5: on the 19-dimensional Musat flow to its α₃ emergence, 52 steps (658
@@ -42,6 +42,10 @@ struct Tableau {
     /// Continuous output: row r (= 4..8 of the interpolant's coefficients) over stages 0..16.
     d: [Row; 4],
 }
+
+/// Built once per process (a solve is short enough that rebuilding its rows each time showed
+/// in profiles).
+static TABLEAU: std::sync::LazyLock<Tableau> = std::sync::LazyLock::new(Tableau::new);
 
 impl Tableau {
     fn new() -> Self {
@@ -136,7 +140,7 @@ where
     DefaultAllocator: Allocator<D>,
 {
     let n = y0.len();
-    let tb = Tableau::new();
+    let tb = &*TABLEAU;
     let zeros = || OVector::<f64, D>::zeros_generic(D::from_usize(n), U1);
     let mut k: Vec<OVector<f64, D>> = (0..16).map(|_| zeros()).collect();
     let mut y = OVector::<f64, D>::from_iterator_generic(D::from_usize(n), U1, y0.iter().copied());

@@ -10,8 +10,8 @@
 //! - the solver adapter (`Rhs`) evaluates the right-hand side without allocating and checks each
 //!   accepted step for divergence and event brackets; the integration loop itself is the
 //!   solver's;
-//! - events are bracketed between accepted steps and then located by bisection on the dense
-//!   output, never on a sample grid;
+//! - events are bracketed between accepted steps and then located on the dense output (a
+//!   safeguarded regula falsi, `events::first_fired`), never on a sample grid;
 //! - the stiffness check of `ode_solvers` is switched off (it aborts long post-emergence tails);
 //!   the run instead stops at a configurable margin after the last requested event (capped by a
 //!   number of tail steps, since a stiff tail needs steps of O(1) however long the run), or at

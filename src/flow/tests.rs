@@ -762,3 +762,93 @@ fn events_only_runs_locate_the_same_events_with_fewer_right_hand_sides() {
         }
     }
 }
+
+/// The event root finder against crossings known in closed form: it keeps its bracket (the
+/// returned end has fired, and lies within the final width of the exact crossing), agrees with
+/// a plain bisection, and needs far fewer evaluations on smooth crossings; on a jump or a
+/// flat crossing (where regula falsi alone stalls) its bisection safeguard keeps it within
+/// about twice bisection's count.
+#[test]
+fn event_root_finder_keeps_its_bracket_and_beats_bisection_on_smooth_crossings() {
+    use super::events::first_fired;
+    let rises = |g: f64| g >= 0.0;
+    // plain bisection to the same width (the former locator), with its evaluation count
+    let bisection = |(mut lo, mut hi): (f64, f64), g: &dyn Fn(f64) -> f64| {
+        let mut evals = 0;
+        loop {
+            let mid = 0.5 * (lo + hi);
+            if mid <= lo || mid >= hi || hi - lo <= 1e-14 * hi.abs() {
+                return (hi, evals);
+            }
+            evals += 1;
+            if g(mid) >= 0.0 {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+    };
+    let r3 = 2f64.cbrt();
+    type Crossing = (&'static str, Box<dyn Fn(f64) -> f64>, (f64, f64), f64);
+    let smooth: [Crossing; 4] = [
+        ("cubic", Box::new(|t: f64| t * t * t - 2.0), (0.0, 3.0), r3),
+        // a logistic emergence like α₃'s: steep at the crossing, flat on both sides
+        (
+            "logistic",
+            Box::new(|t: f64| 1.0 / (1.0 + (-(t - 24.9) * 3.0).exp()) - 0.5),
+            (20.0, 31.0),
+            24.9,
+        ),
+        (
+            "falling exp",
+            Box::new(|t: f64| 0.5 - (-t).exp()),
+            (0.1, 5.0),
+            2f64.ln(),
+        ),
+        (
+            "line",
+            Box::new(|t: f64| 7.0 * (t - 1e-3)),
+            (0.0, 1.0),
+            1e-3,
+        ),
+    ];
+    for (name, g, (a, b), root) in &smooth {
+        let (t, evals) = first_fired((*a, g(*a)), (*b, g(*b)), rises, g);
+        let (tb, bis_evals) = bisection((*a, *b), g.as_ref());
+        assert!(g(t) >= 0.0, "{name}: the returned end has fired");
+        assert!(
+            (t - root).abs() <= 2e-14 * root,
+            "{name}: t = {t:e}, exact {root:e}"
+        );
+        assert!(
+            (t - tb).abs() <= 2e-14 * root,
+            "{name}: bisection gives {tb:e}"
+        );
+        assert!(
+            evals <= 11 && bis_evals >= 40,
+            "{name}: {evals} vs bisection {bis_evals}"
+        );
+    }
+    // A jump (an argmax-like g, fired when g > 0) and a triple root: regula falsi alone
+    // crawls; the safeguard keeps the count within about three times bisection's.
+    let jump = |t: f64| if t > 0.3 { 1.0 } else { -1.0 };
+    let (t, evals) = first_fired((0.0, -1.0), (1.0, 1.0), |g| g > 0.0, jump);
+    let (_, bis_evals) = bisection((0.0, 1.0), &|t| if t > 0.3 { 1.0 } else { -1.0 });
+    assert!(t > 0.3 && t - 0.3 <= 1e-14, "jump: {t:e}");
+    assert!(
+        evals <= 3 * bis_evals + 3,
+        "jump: {evals} vs bisection {bis_evals}"
+    );
+    let flat = |t: f64| (t - 0.7).powi(3);
+    let (t, evals) = first_fired((0.0, flat(0.0)), (1.0, flat(1.0)), rises, flat);
+    let (_, bis_evals) = bisection((0.0, 1.0), &flat);
+    assert!(flat(t) >= 0.0 && (t - 0.7).abs() <= 1e-14, "flat: {t:e}");
+    assert!(
+        evals <= 3 * bis_evals + 3,
+        "flat: {evals} vs bisection {bis_evals}"
+    );
+    // NaN values (a stage outside a domain) count as not fired.
+    let nan_left = |t: f64| if t < 0.4 { f64::NAN } else { t - 0.4 };
+    let (t, _) = first_fired((0.0, f64::NAN), (1.0, 0.6), rises, nan_left);
+    assert!(t >= 0.4 && t - 0.4 <= 1e-14, "NaN side: {t:e}");
+}
