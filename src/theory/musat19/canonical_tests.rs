@@ -248,6 +248,36 @@ fn the_scratch_of_one_size_does_not_leak_into_another() {
     assert_eq!(eval(&a, &ta), first_a);
 }
 
+#[test]
+fn the_stack_pairs_of_small_n_give_the_bits_of_the_scratch_pass() {
+    // N ≤ FIXED_MAX runs on a stack array (unrolled loops); the per-thread scratch pass must
+    // give the same loss and gradient to the last bit, at moderate and at extreme θ, and with
+    // the loss alone.
+    let mut rng = ChaCha8Rng::seed_from_u64(25);
+    for n in 1..=canonical::FIXED_MAX + 1 {
+        for size in [0.5, 3.0, 40.0] {
+            let th = random_theta(&mut rng, size);
+            let (mut g1, mut g2) = (vec![f64::NAN; 19], vec![f64::NAN; 19]);
+            let l1 = canonical::evaluate(n, &th, 0.7, Some(&mut g1));
+            let l2 = canonical::scratch(n, &th, 0.7, Some(&mut g2));
+            assert_eq!(l1.to_bits(), l2.to_bits(), "n = {n}, size {size}: loss");
+            for k in 0..19 {
+                assert_eq!(
+                    g1[k].to_bits(),
+                    g2[k].to_bits(),
+                    "n = {n}, size {size}: {k}"
+                );
+            }
+            let l3 = canonical::evaluate(n, &th, 0.7, None);
+            assert_eq!(
+                l3.to_bits(),
+                l1.to_bits(),
+                "n = {n}, size {size}: loss alone"
+            );
+        }
+    }
+}
+
 /// At θ the specialised loss and gradient are finite, the loss equals the generic pass's to
 /// 1e-12 and every partial is within 1e-10 · (1 + max |generic partial|) of it.
 fn assert_finite_and_near_generic(sys: &Musat19, th: &[f64], what: &str) {
