@@ -43,8 +43,7 @@ struct Tableau {
     d: [Row; 4],
 }
 
-/// Built once per process (a solve is short enough that rebuilding its rows each time showed
-/// in profiles).
+/// Built once per process rather than for every stage run.
 static TABLEAU: std::sync::LazyLock<Tableau> = std::sync::LazyLock::new(Tableau::new);
 
 impl Tableau {

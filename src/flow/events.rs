@@ -1,5 +1,5 @@
 //! Events: first threshold crossings and rate peaks, bracketed between accepted steps and located
-//! on the dense output by a safeguarded Illinois iteration ([`first_fired`]).
+//! on the dense output by a safeguarded regula falsi ([`first_fired`]).
 //!
 //! Every event is written as a crossing of an event function g(θ) from g < 0 to g ≥ 0:
 //! - `Rises(level)`: g = q − level, the first time q ≥ level (time 0 if q(θ₀) ≥ level);

@@ -767,7 +767,7 @@ fn events_only_runs_locate_the_same_events_with_fewer_right_hand_sides() {
 /// returned end has fired, and lies within the final width of the exact crossing), agrees with
 /// a plain bisection, and needs far fewer evaluations on smooth crossings; on a jump or a
 /// flat crossing (where regula falsi alone stalls) its bisection safeguard keeps it within
-/// about twice bisection's count.
+/// about three times bisection's count.
 #[test]
 fn event_root_finder_keeps_its_bracket_and_beats_bisection_on_smooth_crossings() {
     use super::events::first_fired;
