@@ -8,13 +8,13 @@
 //! - `fresh_batch_gradient`: one step of `[gih.gd] data = "fresh"` at the paper's setting with
 //!   B = 900: draw the batch (fresh kernels), swap it into the flow's buffers, loss and gradient.
 
-use ihdyn::experiment::gih;
 use ihdyn::flow::GradientFlow;
-use ihdyn::model::gih_transformer::{FullSettings, GihTransformer};
-use ihdyn::model::markov::{DataSpec, generate};
 use ihdyn::scenario::{self, Scenario, SystemSpec};
-use ihdyn::theory::gih::GihFlow;
-use ihdyn::theory::gih_mi::{MiMethod, MiSpec, chi2_mi};
+use ihdyn::systems::chen::job as gih;
+use ihdyn::systems::chen::markov::{DataSpec, generate};
+use ihdyn::systems::chen::mi::{MiMethod, MiSpec, chi2_mi};
+use ihdyn::systems::chen::reduced::GihFlow;
+use ihdyn::systems::chen::transformer::{FullSettings, GihTransformer};
 
 fn main() {
     divan::main();

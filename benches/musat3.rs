@@ -4,10 +4,10 @@
 //!   2 thresholds, parallel over N), without writing files;
 //! - `gradient`: one gradient of the closed form, query last and uniform.
 
-use ihdyn::experiment::points;
 use ihdyn::flow::GradientFlow;
+use ihdyn::jobs::points;
 use ihdyn::scenario;
-use ihdyn::theory::musat3::{Musat3, Query};
+use ihdyn::systems::musat::musat3::{Musat3, Query};
 use rayon::prelude::*;
 
 fn main() {

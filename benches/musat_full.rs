@@ -8,10 +8,10 @@
 //! - `to_alpha3`: the compare scenario's reduced flows solved to their own α₃ emergence.
 
 use ihdyn::flow::GradientFlow;
-use ihdyn::model::data::{DataKind, DataSpec, LabelPosition, QueryPosition};
-use ihdyn::model::disentangled::{Params, Refresh, Trainer};
-use ihdyn::model::subspace::MMatrix;
-use ihdyn::theory::musat3::Query;
+use ihdyn::systems::musat::data::{DataKind, DataSpec, LabelPosition, QueryPosition};
+use ihdyn::systems::musat::disentangled::{Params, Refresh, Trainer};
+use ihdyn::systems::musat::musat3::Query;
+use ihdyn::systems::musat::subspace::MMatrix;
 
 fn main() {
     divan::main();
@@ -46,7 +46,7 @@ fn gd_step(bencher: divan::Bencher, threads: usize) {
 
 #[divan::bench(args = ["last", "uniform"], consts = [4, 16])]
 fn musat19_gradient<const N: usize>(bencher: divan::Bencher, query: &str) {
-    use ihdyn::theory::musat19::Musat19;
+    use ihdyn::systems::musat::musat19::Musat19;
     let q = if query == "last" {
         Query::Last
     } else {
@@ -64,7 +64,7 @@ fn musat19_gradient<const N: usize>(bencher: divan::Bencher, query: &str) {
 /// One musat3 gradient at N = 16 for scale.
 #[divan::bench]
 fn musat3_gradient_n16(bencher: divan::Bencher) {
-    use ihdyn::theory::musat3::Musat3;
+    use ihdyn::systems::musat::musat3::Musat3;
     let sys = Musat3::new(16, Query::Last, 1.0);
     let mut g = [0.0; 3];
     bencher.bench_local(|| {
@@ -86,8 +86,8 @@ fn musat3_gradient_n16(bencher: divan::Bencher) {
 ])]
 fn to_alpha3(bencher: divan::Bencher, arg: &str) {
     use ihdyn::flow::{EventSpec, FlowProblem, Method, Quantity};
-    use ihdyn::theory::musat3::Musat3;
-    use ihdyn::theory::musat19::Musat19;
+    use ihdyn::systems::musat::musat3::Musat3;
+    use ihdyn::systems::musat::musat19::Musat19;
     let mut parts = arg.split('/');
     let (source, method, rtol) = (
         parts.next().unwrap(),
@@ -96,7 +96,7 @@ fn to_alpha3(bencher: divan::Bencher, arg: &str) {
     );
     let (flow, k): (Box<dyn GradientFlow>, usize) = if source == "ode19" {
         let f = Musat19::new(4, Query::Last, LabelPosition::Rotated, 1.0);
-        (Box::new(f), ihdyn::model::subspace::ALPHA3)
+        (Box::new(f), ihdyn::systems::musat::subspace::ALPHA3)
     } else {
         (Box::new(Musat3::new(4, Query::Last, 1.0)), 0)
     };

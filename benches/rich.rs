@@ -8,12 +8,12 @@
 //! - `full_step`: one batch loss and gradient of the full transformer (B = 64, d = 3, 1 + 2
 //!   heads), i.e. one GD step without the update.
 
-use ihdyn::experiment::points;
 use ihdyn::flow::GradientFlow;
-use ihdyn::model::rich_full::{BatchEngine, FullModel, FullShape, sample_batch};
+use ihdyn::jobs::points;
 use ihdyn::scenario;
-use ihdyn::theory::rich::sample::{Prepared, SeqScratch, eval_sequence};
-use ihdyn::theory::rich::{KeyQuery, Layer1, RichFlow, RichModel, RichMonteCarlo};
+use ihdyn::systems::wang::full::{BatchEngine, FullModel, FullShape, sample_batch};
+use ihdyn::systems::wang::reduced::sample::{Prepared, SeqScratch, eval_sequence};
+use ihdyn::systems::wang::reduced::{KeyQuery, Layer1, RichFlow, RichModel, RichMonteCarlo};
 use rayon::prelude::*;
 
 fn main() {

@@ -2,8 +2,8 @@
 //! validates every input before anything is written, then calls one experiment per scenario.
 
 use crate::Error;
-use crate::experiment::sweep::{Control, Shard};
-use crate::experiment::{RunOptions, merge_shards, run_scenario};
+use crate::jobs::sweep::{Control, Shard};
+use crate::jobs::{RunOptions, merge_shards, run_scenario};
 use crate::report::OutputDir;
 use crate::scenario::{self, Scenario, ScenarioError};
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -2,9 +2,9 @@
 //! error into a message and an exit code.
 
 use crate::flow::FlowError;
-use crate::model::train::TrainError;
 use crate::report::ReportError;
 use crate::scenario::ScenarioError;
+use crate::train::TrainError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,7 +25,7 @@ pub enum Error {
     },
     /// The χ² mutual information could not be computed (exit code 1).
     #[error(transparent)]
-    Mi(#[from] crate::theory::gih_mi::MiError),
+    Mi(#[from] crate::systems::chen::mi::MiError),
     /// Writing outputs failed (exit code 1).
     #[error(transparent)]
     Report(#[from] ReportError),

@@ -6,13 +6,13 @@
 
 pub mod cli;
 pub mod error;
-pub mod experiment;
 pub mod flow;
-pub mod model;
+pub mod jobs;
+pub mod numerics;
 pub mod report;
 pub mod scenario;
-pub mod stats;
-pub mod theory;
+pub mod systems;
+pub mod train;
 
 pub use cli::{Cli, run};
 pub use error::Error;

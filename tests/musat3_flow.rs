@@ -2,7 +2,7 @@
 //! independence of the events, and the large-N limit of the emergence constants.
 
 use ihdyn::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Solution};
-use ihdyn::theory::musat3::{ALPHA3, BETA2, GAMMA3, Musat3, Query};
+use ihdyn::systems::musat::musat3::{ALPHA3, BETA2, GAMMA3, Musat3, Query};
 
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs()

@@ -4,10 +4,10 @@
 
 mod common;
 use common::*;
-use ihdyn::model::data::{DataKind, DataSpec, LabelPosition, QueryPosition};
-use ihdyn::model::disentangled::{Params, Refresh, Trainer};
-use ihdyn::model::subspace::{MMatrix, project, residuals};
-use ihdyn::theory::musat3::Query;
+use ihdyn::systems::musat::data::{DataKind, DataSpec, LabelPosition, QueryPosition};
+use ihdyn::systems::musat::disentangled::{Params, Refresh, Trainer};
+use ihdyn::systems::musat::musat3::Query;
+use ihdyn::systems::musat::subspace::{MMatrix, project, residuals};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

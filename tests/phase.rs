@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use ihdyn::flow::{FlowProblem, GradientFlow};
-use ihdyn::theory::musat3::{ALPHA3, BETA2, GAMMA3, Musat3, Query, alpha_beta_invariant};
+use ihdyn::systems::musat::musat3::{ALPHA3, BETA2, GAMMA3, Musat3, Query, alpha_beta_invariant};
 
 #[test]
 fn grid_arrows_are_minus_the_gradient() {

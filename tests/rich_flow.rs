@@ -2,11 +2,11 @@
 //! closed-form flow with located events, and the closed form against the exact finite-L loss on
 //! a fixed sample (its O(1/L) error).
 
-use ihdyn::experiment::rich::{build_flow, phase_events, predictions, problem};
 use ihdyn::flow::GradientFlow;
 use ihdyn::scenario::{self, RichSpec, Scenario, SystemSpec};
-use ihdyn::theory::rich::sample::{Prepared, SeqScratch, eval_sequence};
-use ihdyn::theory::rich::{
+use ihdyn::systems::wang::job::{build_flow, phase_events, predictions, problem};
+use ihdyn::systems::wang::reduced::sample::{Prepared, SeqScratch, eval_sequence};
+use ihdyn::systems::wang::reduced::{
     KeyQuery, Layer1, OBS_LOSS_G, OBS_LOSS_I, RichFlow, RichModel, RichMonteCarlo, geom,
 };
 

@@ -326,7 +326,7 @@ fn blocked<D: Dim>(
     DefaultAllocator: Allocator<D>,
 {
     #[cfg(target_arch = "x86_64")]
-    if crate::model::simd::avx2() {
+    if crate::numerics::simd::avx2() {
         // SAFETY: the CPU supports AVX2 (checked at run time just above).
         return unsafe { blocked_avx2(row, k, out, finish) };
     }

@@ -6,25 +6,23 @@
 //! deserialized (serde reports unknown fields and wrong types with their path), then
 //! [`validate`]d (ranges, cross-field rules) into plain data the experiments consume.
 
-mod gih;
-mod musat;
-mod musat_full;
 mod phase;
-mod rich;
 mod sweep;
-mod validate;
+pub(crate) mod validate;
 
-pub use gih::{
+pub use crate::systems::chen::scenario::{
     GdData, GihFullSpec, GihGdSpec, GihJobSpec, GihSpec, LossName, MiJobSpec, RawGih, RawGihJob,
     StageSpec, TRANSFER_BATCHES, TransferSpec,
 };
-pub use musat::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
-pub use musat_full::{CompareSpec, InitKind, Musat19Spec, RawCompare, RawMusat19};
-pub use phase::{PhaseSpec, Slice};
-pub use rich::{
+pub use crate::systems::musat::scenario3::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
+pub use crate::systems::musat::scenario19::{
+    CompareSpec, InitKind, Musat19Spec, RawCompare, RawMusat19,
+};
+pub use crate::systems::wang::scenario::{
     Estimator, FullInit, FullOptimizer, FullSpec, Layer1Mode, Paradigm, RawRich, RawRichTrain,
     RichEvents, RichSpec, RichTrainSpec, TrainModel,
 };
+pub use phase::{PhaseSpec, Slice};
 pub use sweep::{MAX_POINTS, SweepField, SweepPoint, SweepSpec, SweepValue, expand_values};
 pub use validate::FieldError;
 
@@ -108,7 +106,7 @@ impl SystemSpec {
     pub fn default_horizon(&self) -> f64 {
         match self {
             SystemSpec::Musat3(_) | SystemSpec::Musat19(_) | SystemSpec::Gih(_) => 10.0,
-            SystemSpec::Rich(_) => rich::DEFAULT_HORIZON,
+            SystemSpec::Rich(_) => crate::systems::wang::scenario::DEFAULT_HORIZON,
         }
     }
 
@@ -116,14 +114,14 @@ impl SystemSpec {
     pub fn coordinate_names(&self) -> Vec<String> {
         match self {
             SystemSpec::Musat3(_) => MUSAT3_NAMES.iter().map(|s| s.to_string()).collect(),
-            SystemSpec::Musat19(_) => crate::model::subspace::NAMES19
+            SystemSpec::Musat19(_) => crate::systems::musat::subspace::NAMES19
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
             SystemSpec::Rich(r) => r.model().names(),
             SystemSpec::Gih(g) => {
-                let subsets = crate::model::gih_common::Subsets::new(g.heads, g.degree);
-                crate::model::gih_common::Layout {
+                let subsets = crate::systems::chen::common::Subsets::new(g.heads, g.degree);
+                crate::systems::chen::common::Layout {
                     n_subsets: subsets.len(),
                     heads: g.heads,
                     window: g.window,
@@ -385,7 +383,7 @@ fn validate(
     let solve = raw.solve.map(|s| validate_solve(s, &system)).transpose()?;
     let train = raw.train.map(|t| validate_train(t, &system)).transpose()?;
     if let SystemSpec::Rich(r) = &system {
-        rich::check_against_solver(r, &solver)?;
+        crate::systems::wang::scenario::check_against_solver(r, &solver)?;
     }
     let raw_phase = raw.phase.unwrap_or_default();
     let names = system.coordinate_names();

@@ -14,7 +14,7 @@
 //! t_max = 200.0              # trajectory horizon (default: the solver's horizon)
 //! ```
 
-use super::validate::{FieldError, check, check_positive};
+use crate::scenario::validate::{FieldError, check, check_positive};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

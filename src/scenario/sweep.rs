@@ -14,8 +14,8 @@
 //! values written in and `[sweep]` removed — validated when the scenario is loaded, so a bad
 //! value anywhere in the sweep is reported before anything runs.
 
-use super::validate::{FieldError, check, check_thresholds};
-use super::{MAX_N, Scenario};
+use crate::scenario::validate::{FieldError, check, check_thresholds};
+use crate::scenario::{MAX_N, Scenario};
 use serde::{Deserialize, Serialize};
 
 /// One swept value: integers stay integers (for integer fields such as `system.n`).
@@ -276,7 +276,7 @@ pub fn expand_values(v: &toml::Value, field: &str) -> Result<Vec<SweepValue>, Fi
             }
         }
         toml::Value::Table(t) => {
-            let r: RawRange = super::deserialize_table(t.clone(), field)?;
+            let r: RawRange = crate::scenario::deserialize_table(t.clone(), field)?;
             let from = number(&r.from, &format!("{field}.from"))?;
             let to = number(&r.to, &format!("{field}.to"))?;
             let (a, b) = (from.as_f64(), to.as_f64());

@@ -1,0 +1,291 @@
+//! Jobs that combine the layers: a scenario's `[solve]` and `[sweep]` sections run here, write
+//! their outputs through `report`, and the run ends with `manifest.json`.
+
+pub mod phase;
+pub mod points;
+pub mod solve;
+pub mod sweep;
+pub mod system;
+
+use crate::Error;
+use crate::flow::{EventSpec, FlowProblem, Quantity};
+use crate::report::{Manifest, OutputDir, git_revision};
+use crate::scenario::{Scenario, SolverSpec, SystemSpec, TrainSpec};
+use std::path::PathBuf;
+use system::Instance;
+
+/// What a job hands back: its manifest entry, the files it wrote, lines for the terminal, and
+/// whether it stopped before finishing (a sweep capped by `--max-points`).
+pub struct JobOutput {
+    pub manifest: serde_json::Value,
+    pub files: Vec<PathBuf>,
+    pub console: Vec<String>,
+    pub partial: bool,
+}
+
+/// How to run: where to write, progress bars, sweep control, what to record.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub out: OutputDir,
+    pub progress: bool,
+    pub sweep: sweep::Control,
+    pub command_line: Vec<String>,
+}
+
+/// Name of the event "coordinate `name` reaches `threshold`" (also the sweep column stem).
+pub fn threshold_event_name(coord: &str, threshold: f64) -> String {
+    format!("T_{coord}@{threshold}")
+}
+
+/// Name of the event "loss ≤ fraction × initial loss": `T_loss_half` for ½.
+pub fn loss_event_name(fraction: f64) -> String {
+    if fraction == 0.5 {
+        "T_loss_half".into()
+    } else {
+        format!("T_loss@{fraction}")
+    }
+}
+
+/// The events every reduced-system job reports: each emergence coordinate at each threshold,
+/// the loss reaching `loss_fraction` of its initial value, and the rate peak.
+pub fn standard_events(inst: &Instance, thresholds: &[f64], loss_fraction: f64) -> Vec<EventSpec> {
+    let mut events = Vec::new();
+    for &th in thresholds {
+        for (k, name) in &inst.emergence {
+            events.push(EventSpec::rises(
+                threshold_event_name(name, th),
+                Quantity::Coord(*k),
+                th,
+            ));
+        }
+    }
+    let l0 = inst.flow.loss(&inst.init);
+    events.push(EventSpec::falls(
+        loss_event_name(loss_fraction),
+        Quantity::Loss,
+        loss_fraction * l0,
+    ));
+    if let Some((k, name)) = &inst.peak {
+        events.push(EventSpec::peak(name.clone(), Quantity::Rate(*k)));
+    }
+    events
+}
+
+/// The horizon of a run: `solver.t_max`, or `solver.horizon` × the system's time scale.
+pub fn horizon(inst: &Instance, solver: &SolverSpec) -> f64 {
+    solver.t_max.unwrap_or(solver.horizon * inst.time_scale)
+}
+
+/// A validated flow problem for this instance and solver settings; `stop` = (margin, tail
+/// steps) stops the run after the events instead of at the horizon; `events_only` keeps the
+/// continuous output only where the events are located (a run read only for its event times).
+pub fn build_problem<'a>(
+    inst: &'a Instance,
+    solver: &SolverSpec,
+    events: Vec<EventSpec>,
+    stop: Option<(f64, u32)>,
+    events_only: bool,
+) -> Result<FlowProblem<'a>, Error> {
+    let mut b = FlowProblem::builder(inst.flow.as_ref())
+        .init(&inst.init)
+        .freeze(inst.frozen.iter().copied())
+        .t_max(horizon(inst, solver))
+        .method(solver.method)
+        .tolerances(solver.rtol, solver.atol)
+        .max_steps(solver.max_steps)
+        .events(events);
+    if let Some((margin, tail_steps)) = stop {
+        b = b.stop_after_events(margin).tail_steps(tail_steps);
+    }
+    if events_only {
+        b = b.events_only();
+    }
+    Ok(b.build()?)
+}
+
+/// The start of a run: a monotonic instant (wall time) and the Unix time in seconds.
+fn start_clock() -> (std::time::Instant, u64) {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (std::time::Instant::now(), unix)
+}
+
+/// The manifest of a run so far.
+fn manifest(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    status: &str,
+    error: Option<String>,
+    started: (std::time::Instant, u64),
+    jobs: Vec<serde_json::Value>,
+) -> Manifest {
+    Manifest {
+        tool: "ihdyn",
+        version: env!("CARGO_PKG_VERSION"),
+        git_revision: git_revision(),
+        status: status.into(),
+        error,
+        command_line: opts.command_line.clone(),
+        scenario_source: Some(scenario.origin.clone()),
+        scenario: serde_json::to_value(scenario).expect("scenario serializes"),
+        scenario_text: Some(scenario.text.clone()),
+        sweep_shard: opts.sweep.shard.map(|s| s.text()),
+        threads: rayon::current_num_threads(),
+        started_unix_seconds: started.1,
+        wall_seconds: started.0.elapsed().as_secs_f64(),
+        jobs,
+    }
+}
+
+/// With `--resume`, the folder must hold a run of the same scenario (and shard); checked before
+/// anything is written.
+fn check_resume(scenario: &Scenario, opts: &RunOptions) -> Result<(), Error> {
+    let path = opts.out.file("manifest.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(_) if !opts.out.file(sweep::POINTS_LOG).exists() => return Ok(()),
+        Err(e) => {
+            return Err(Error::Usage(format!(
+                "--resume: cannot read `{}` ({e}), so the points in `{}` cannot be checked; \
+                 drop --resume to start over",
+                path.display(),
+                sweep::POINTS_LOG
+            )));
+        }
+    };
+    let theirs: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::Usage(format!(
+            "--resume: `{}` is not a manifest: {e}",
+            path.display()
+        ))
+    })?;
+    let ours = serde_json::to_value(scenario).expect("scenario serializes");
+    if theirs["scenario"] != ours {
+        return Err(Error::Usage(format!(
+            "--resume: `{}` holds a run of another scenario ({} from {}); refusing to overwrite \
+             it — choose another --out, or drop --resume",
+            opts.out.path().display(),
+            theirs["scenario"]["name"],
+            theirs["scenario_source"]
+        )));
+    }
+    let shard = opts.sweep.shard.map(|s| s.text());
+    if theirs["sweep_shard"].as_str().map(str::to_string) != shard {
+        return Err(Error::Usage(format!(
+            "--resume: `{}` holds shard {} but this run is shard {}",
+            opts.out.path().display(),
+            theirs["sweep_shard"].as_str().unwrap_or("(none)"),
+            shard.as_deref().unwrap_or("(none)")
+        )));
+    }
+    Ok(())
+}
+
+/// Run every job of a validated scenario into `opts.out`. `manifest.json` is written first (status
+/// `running`) and last (`complete`, `partial` or `failed` with the error). A sharded run runs
+/// only its share of the sweep.
+pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String>, Error> {
+    if opts.sweep.resume {
+        check_resume(scenario, opts)?;
+    }
+    let started = start_clock();
+    opts.out.write_json(
+        "manifest.json",
+        &manifest(scenario, opts, "running", None, started, vec![]),
+    )?;
+    let mut jobs = Vec::new();
+    let mut console = Vec::new();
+    let mut failure = None;
+    let mut partial = false;
+    let mut record = |r: Result<JobOutput, Error>, failure: &mut Option<Error>| match r {
+        Ok(j) => {
+            jobs.push(j.manifest);
+            console.extend(j.console);
+            partial |= j.partial;
+        }
+        Err(e) => *failure = Some(e),
+    };
+    if let (Some(spec), None) = (&scenario.solve, opts.sweep.shard) {
+        let r = match &scenario.system {
+            SystemSpec::Rich(_) => crate::systems::wang::job::solve(scenario, spec, &opts.out),
+            _ => solve::run(scenario, spec, &opts.out),
+        };
+        record(r, &mut failure);
+    }
+    if let (None, Some(TrainSpec::Rich(spec)), None) = (&failure, &scenario.train, opts.sweep.shard)
+    {
+        record(
+            crate::systems::wang::train::run(scenario, spec, &opts.out),
+            &mut failure,
+        );
+    }
+    if opts.sweep.shard.is_none() {
+        for spec in &scenario.phase {
+            if failure.is_none() {
+                record(phase::run(scenario, spec, &opts.out), &mut failure);
+            }
+        }
+    }
+    // In a sweep scenario, [gih] configures the sweep points instead of running on its own.
+    if let (None, Some(job), None, None) =
+        (&failure, &scenario.gih, &scenario.sweep, opts.sweep.shard)
+    {
+        record(
+            crate::systems::chen::job::run(scenario, job, &opts.out, opts.progress),
+            &mut failure,
+        );
+    }
+    if let (None, Some(spec)) = (&failure, &scenario.sweep) {
+        record(
+            sweep::run(scenario, spec, &opts.out, &opts.sweep),
+            &mut failure,
+        );
+    }
+    // A compare run whose GD diverged keeps its job entry and rows: the run is `partial`, the
+    // error is reported, and the exit code is 1.
+    let mut stopped = None;
+    if let (None, Some(spec), None) = (&failure, &scenario.compare, opts.sweep.shard) {
+        let r = match crate::systems::musat::compare::run(scenario, spec, &opts.out, opts.progress)
+        {
+            Err(Error::Partial { manifest, source }) => {
+                stopped = Some(*source);
+                Ok(JobOutput {
+                    manifest: *manifest,
+                    files: vec![],
+                    console: vec![],
+                    partial: true,
+                })
+            }
+            r => r,
+        };
+        record(r, &mut failure);
+    }
+    let status = match (&failure, partial) {
+        (Some(_), _) => "failed",
+        (None, true) => "partial",
+        (None, false) => "complete",
+    };
+    let failure = failure.or(stopped);
+    let error = failure.as_ref().map(|e| e.to_string());
+    opts.out.write_json(
+        "manifest.json",
+        &manifest(scenario, opts, status, error, started, jobs),
+    )?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(console),
+    }
+}
+
+/// `ihdyn merge`: join shard folders into `out`, exactly as the unsharded run would write it.
+pub fn merge_shards(dirs: &[PathBuf], opts: &RunOptions) -> Result<Vec<String>, Error> {
+    let started = start_clock();
+    let (scenario, console, entry) = sweep::merge(dirs, &opts.out)?;
+    opts.out.write_json(
+        "manifest.json",
+        &manifest(&scenario, opts, "complete", None, started, vec![entry]),
+    )?;
+    Ok(console)
+}

@@ -1,0 +1,10 @@
+//! Chen et al.: the generalized induction head on n-gram Markov data (docs/theory/chen.md).
+
+pub mod common;
+pub mod job;
+pub mod markov;
+pub mod mi;
+pub mod reduced;
+pub mod scenario;
+pub mod transfer;
+pub mod transformer;

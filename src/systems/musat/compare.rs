@@ -1,0 +1,818 @@
+//! Job `compare` (theory/musat.md §10): train the full 28D² disentangled transformer by GD and
+//! integrate the 19- and 3-parameter flows from the projection of its initial weights, all on
+//! one pseudo-time axis t = η·step/D → `compare.csv`, `compare.json`, `compare.png`,
+//! `residual.png`, `coordinates.png` (and SVGs).
+//!
+//! ODE events are located by root finding on the dense output; full-model events by linear
+//! interpolation between checkpoints. The reduced flows describe orthonormal data; with
+//! isotropic data only the full model is trained (the Theorem-1 residual check).
+
+use crate::Error;
+use crate::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Solution};
+use crate::jobs::JobOutput;
+use crate::report::figure::{Axis, Figure, LegendAt, Panel, Series, Style, color};
+use crate::report::{Cell, OutputDir, Table, fmt_f64};
+use crate::scenario::{CompareSpec, InitKind, Musat19Spec, Scenario, SolverSpec, SystemSpec};
+use crate::systems::musat::data::{DataKind, LabelPosition, QueryPosition};
+use crate::systems::musat::disentangled::{FullGd, Mask, Params, Trainer};
+use crate::systems::musat::musat3::Musat3;
+use crate::systems::musat::musat19::Musat19;
+use crate::systems::musat::subspace::{
+    ALPHA3, BETA2, GAMMA3, MMatrix, NAMES19, Residuals, project_with, residuals_with,
+};
+use crate::train::{Guard, Stage, TrainError, train};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+use std::time::Instant;
+
+/// The three coordinates with emergence events, in reporting order.
+const EMERGING: [(usize, &str); 3] = [(GAMMA3, "gamma3"), (BETA2, "beta2"), (ALPHA3, "alpha3")];
+
+/// One checkpoint of a full-model run.
+#[derive(Debug, Clone)]
+struct FullRow {
+    step: usize,
+    t: f64,
+    loss: f64,
+    theta: [f64; 19],
+    res: Residuals,
+    /// Seconds since training started.
+    wall: f64,
+}
+
+/// A progress bar over the steps (hidden when stderr is not a terminal or with `--quiet`).
+fn progress_bar(show: bool, steps: usize, batch: usize) -> ProgressBar {
+    let bar = if show {
+        ProgressBar::with_draw_target(Some(steps as u64 + 1), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "train B = {batch} {{bar:30}} {{pos}}/{{len}} steps [{{elapsed}} elapsed, ETA \
+             {{eta}}] loss {{msg}}"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// A finished (or diverged) full-model run.
+struct FullRun {
+    batch: usize,
+    rows: Vec<FullRow>,
+    error: Option<TrainError>,
+    seconds: f64,
+}
+
+/// A solved reduced flow and what it took.
+struct OdeRun {
+    name: &'static str,
+    flow: Box<dyn GradientFlow>,
+    solution: Solution,
+    /// Indices of α₃, β₂, γ₃ in the flow's θ (and which of the 19 each coordinate is).
+    coords: Vec<usize>,
+    seconds: f64,
+    seconds_to_alpha3: Option<f64>,
+}
+
+/// First time a checkpointed series reaches `level` (rising) or falls to it, by linear
+/// interpolation between the two checkpoints that bracket the crossing.
+pub fn interpolated_crossing(points: &[(f64, f64)], level: f64, rising: bool) -> Option<f64> {
+    let reached = |v: f64| if rising { v >= level } else { v <= level };
+    let i = points.iter().position(|&(_, v)| reached(v))?;
+    if i == 0 {
+        return Some(points[0].0);
+    }
+    let (t0, v0) = points[i - 1];
+    let (t1, v1) = points[i];
+    Some(t0 + (level - v0) / (v1 - v0) * (t1 - t0))
+}
+
+fn event_names(threshold: f64) -> Vec<String> {
+    let mut names: Vec<String> = EMERGING
+        .iter()
+        .map(|(_, n)| crate::jobs::threshold_event_name(n, threshold))
+        .collect();
+    names.push(crate::jobs::loss_event_name(0.5));
+    names
+}
+
+/// Repetitions of a reduced flow's solve to its α₃ emergence (its wall time is the fastest):
+/// at least [`TIMING_MIN_REPEATS`], then more until [`TIMING_BUDGET_SECONDS`] of solving have
+/// passed, at most [`TIMING_MAX_REPEATS`].
+const TIMING_MIN_REPEATS: usize = 5;
+const TIMING_MAX_REPEATS: usize = 500;
+const TIMING_BUDGET_SECONDS: f64 = 0.05;
+
+/// Solve one reduced flow from θ₀ to `t_end` with the emergence and loss-half events.
+fn solve_ode(
+    name: &'static str,
+    flow: Box<dyn GradientFlow>,
+    coords: Vec<usize>,
+    theta0: &[f64],
+    t_end: f64,
+    threshold: f64,
+    solver: &SolverSpec,
+) -> Result<OdeRun, Error> {
+    let names = event_names(threshold);
+    let mut events: Vec<EventSpec> = coords
+        .iter()
+        .zip(&names)
+        .map(|(&k, ev)| EventSpec::rises(ev.clone(), Quantity::Coord(k), threshold))
+        .collect();
+    events.push(EventSpec::falls(
+        names[3].clone(),
+        Quantity::Loss,
+        0.5 * flow.loss(theta0),
+    ));
+    let build = |events: Vec<EventSpec>| {
+        FlowProblem::builder(flow.as_ref())
+            .init(theta0)
+            .t_max(t_end)
+            .method(solver.method)
+            .tolerances(solver.rtol, solver.atol)
+            .max_steps(solver.max_steps)
+            .events(events)
+    };
+    let started = Instant::now();
+    let solution = build(events).build()?.solve()?;
+    let seconds = started.elapsed().as_secs_f64();
+    // The time the flow takes to reach its own α₃ emergence: stop right at that event. A
+    // solve this short (well under a millisecond) is timed as the best of repeated solves
+    // (timeit's rule: the fastest run is the one least disturbed by the machine), so that a
+    // cold start (first-touch page faults, scratch set-up) or a scheduler hiccup does not
+    // dominate it.
+    let alpha_event = EventSpec::rises("alpha3", Quantity::Coord(coords[2]), threshold);
+    let to_alpha = build(vec![alpha_event])
+        .stop_after_events(0.0)
+        .tail_steps(1)
+        .events_only()
+        .build()?;
+    let mut seconds_to_alpha3 = None;
+    let mut spent = 0.0;
+    for repeat in 0..TIMING_MAX_REPEATS {
+        if repeat >= TIMING_MIN_REPEATS && spent >= TIMING_BUDGET_SECONDS {
+            break;
+        }
+        let started = Instant::now();
+        let found = to_alpha.solve()?.event_time("alpha3").is_some();
+        let elapsed = started.elapsed().as_secs_f64();
+        if !found {
+            break;
+        }
+        spent += elapsed;
+        seconds_to_alpha3 = Some(seconds_to_alpha3.map_or(elapsed, |s: f64| s.min(elapsed)));
+    }
+    Ok(OdeRun {
+        name,
+        flow,
+        solution,
+        coords,
+        seconds,
+        seconds_to_alpha3,
+    })
+}
+
+/// The event times of one source, in pseudo-time, in the order of [`event_names`].
+fn full_events(rows: &[FullRow], threshold: f64) -> Vec<Option<f64>> {
+    let mut out: Vec<Option<f64>> = EMERGING
+        .iter()
+        .map(|&(k, _)| {
+            let pts: Vec<(f64, f64)> = rows.iter().map(|r| (r.t, r.theta[k])).collect();
+            interpolated_crossing(&pts, threshold, true)
+        })
+        .collect();
+    let loss: Vec<(f64, f64)> = rows.iter().map(|r| (r.t, r.loss)).collect();
+    out.push(
+        rows.first()
+            .and_then(|r0| interpolated_crossing(&loss, 0.5 * r0.loss, false)),
+    );
+    out
+}
+
+fn events_json(names: &[String], times: &[Option<f64>], steps_per_t: f64) -> Value {
+    let mut map = serde_json::Map::new();
+    for (name, t) in names.iter().zip(times) {
+        map.insert(
+            name.clone(),
+            json!({"t": t, "steps": t.map(|t| t * steps_per_t)}),
+        );
+    }
+    Value::Object(map)
+}
+
+/// Largest |θ_full(t) − θ_ode19(t)| for α₃, β₂, γ₃ over the full model's checkpoints with
+/// t ≤ `up_to`.
+fn max_abs_difference(rows: &[FullRow], ode19: &Solution, up_to: f64) -> Value {
+    let mut worst = [0.0f64; 3];
+    let mut compared = 0usize;
+    for r in rows.iter().filter(|r| r.t <= up_to) {
+        let Some(th) = ode19.state_at(r.t) else {
+            continue;
+        };
+        compared += 1;
+        for (w, &(k, _)) in worst.iter_mut().zip(&EMERGING) {
+            *w = w.max((r.theta[k] - th[k]).abs());
+        }
+    }
+    json!({
+        "up_to_t": up_to,
+        "checkpoints_compared": compared,
+        "gamma3": worst[0],
+        "beta2": worst[1],
+        "alpha3": worst[2],
+    })
+}
+
+/// Initial weights of the full model.
+fn initial_params(spec: &CompareSpec) -> Params {
+    match spec.init {
+        InitKind::Zero => Params::zeros(spec.d),
+        InitKind::Gaussian => Params::gaussian(spec.d, spec.init_std, spec.seed),
+    }
+}
+
+fn mask_name(mask: Mask) -> &'static str {
+    match mask {
+        Mask::Strict => "strict",
+        Mask::Inclusive => "inclusive",
+    }
+}
+
+fn musat19_spec(scenario: &Scenario) -> &Musat19Spec {
+    match &scenario.system {
+        SystemSpec::Musat19(m) => m,
+        _ => unreachable!("validated: [compare] needs kind = \"musat19\""),
+    }
+}
+
+pub fn run(
+    scenario: &Scenario,
+    spec: &CompareSpec,
+    out: &OutputDir,
+    progress: bool,
+) -> Result<JobOutput, Error> {
+    let sys = musat19_spec(scenario);
+    let data = spec.data_spec(sys);
+    let n = data.n;
+    let dt = spec.dt();
+    let steps_per_t = 1.0 / dt;
+    let t_end = dt * spec.steps as f64;
+    let params0 = initial_params(spec);
+    let theta0 = project_with(&params0, sys.m);
+
+    // ---- the full model, once per batch size.
+    let every = spec.checkpoint_every.max(1) as u64;
+    let stages = [Stage {
+        name: String::new(),
+        trained: None,
+        lr: spec.eta,
+        dt,
+        steps: spec.steps as u64,
+    }];
+    let guard = Guard {
+        what: "gradient descent".into(),
+        hint: "compare.eta".into(),
+        // only the loss decides (a NaN parameter still counts): it is what the error reports
+        bound: f64::INFINITY,
+    };
+    let mut runs = Vec::new();
+    for &batch in &spec.batch {
+        let mut learner = FullGd {
+            trainer: Trainer::new(data, batch, sys.loss_scale, spec.refresh, spec.seed)
+                .with_attention(spec.attention()),
+            params: params0.clone(),
+        };
+        let mut rows = Vec::new();
+        let bar = progress_bar(progress, spec.steps, batch);
+        let started = Instant::now();
+        // checkpoints: projection, residuals and wall time
+        let result = train::<_, TrainError>(&mut learner, &stages, &guard, |p, l| {
+            if p.step % every == 0 || p.last {
+                let theta = project_with(&l.params, sys.m);
+                rows.push(FullRow {
+                    step: p.step as usize,
+                    t: p.t,
+                    loss: p.loss,
+                    res: residuals_with(&l.params, &theta, sys.m),
+                    theta,
+                    wall: started.elapsed().as_secs_f64(),
+                });
+                bar.set_message(format!("{:.4e}", p.loss));
+            }
+            bar.inc(1);
+            Ok(())
+        });
+        bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        let diverged = result.is_err();
+        runs.push(FullRun {
+            batch,
+            rows,
+            error: result.err(),
+            seconds,
+        });
+        if diverged {
+            break;
+        }
+    }
+
+    // ---- the reduced flows (orthonormal data only), from the projection of W₀, up to the
+    // time the full model reached (t_end unless GD diverged).
+    let t_reached = runs
+        .iter()
+        .filter_map(|r| r.rows.last().map(|l| l.t))
+        .fold(0.0f64, f64::max);
+    let t_ode = t_reached;
+    let mut odes = Vec::new();
+    let mut skipped = Vec::new();
+    if t_reached == 0.0 {
+        for src in ["ode19", "ode3"] {
+            skipped.push(json!({"source": src, "reason": "the full model stopped at t = 0"}));
+        }
+    } else if !spec.attention().is_paper() {
+        for s in ["ode19", "ode3"] {
+            skipped.push(json!({"source": s, "reason": format!("the reduced flows describe the paper's attention (temperature 1, strict mask; theory/musat.md §4, §13); the full model runs with temperature {} and the {} mask", fmt_f64(spec.temperature), mask_name(spec.mask))}));
+        }
+    } else if spec.data == DataKind::Orthonormal {
+        let m19 = Musat19::with_m(
+            n,
+            sys.query,
+            sys.label_position,
+            sys.query_position,
+            sys.m,
+            sys.loss_scale,
+        );
+        odes.push(solve_ode(
+            "ode19",
+            Box::new(m19),
+            vec![GAMMA3, BETA2, ALPHA3],
+            &theta0,
+            t_ode,
+            spec.threshold,
+            &scenario.solver,
+        )?);
+        // The closed form holds for both query positions: at a point with only α₃, β₂, γ₃
+        // nonzero the query's position enters only its own layer-1 row, which no nonzero
+        // coefficient reads (theory/musat19.rs, "Query position p_q"). It holds for both M:
+        // a label's position against its item's is (M p_i)ᵀ M p_i = 1 for J and for S.
+        if sys.label_position == LabelPosition::Rotated {
+            let m3 = Musat3::new(n, sys.query, sys.loss_scale);
+            let th3 = [theta0[ALPHA3], theta0[BETA2], theta0[GAMMA3]];
+            odes.push(solve_ode(
+                "ode3",
+                Box::new(m3),
+                vec![2, 1, 0],
+                &th3,
+                t_ode,
+                spec.threshold,
+                &scenario.solver,
+            )?);
+        } else {
+            skipped.push(json!({"source": "ode3", "reason": "the 3-parameter closed form assumes the rotated label cue"}));
+        }
+    } else {
+        for s in ["ode19", "ode3"] {
+            skipped.push(json!({"source": s, "reason": "the reduced flows describe orthonormal data (theory/musat.md §6); isotropic data are the Theorem-1 check of the full model"}));
+        }
+    }
+
+    // ---- outputs.
+    let names = event_names(spec.threshold);
+    let query_position_text = match sys.query_position {
+        QueryPosition::Fresh => "",
+        QueryPosition::PQ => ", query position p_q",
+    };
+    let m_text = match sys.m {
+        MMatrix::J => "",
+        MMatrix::Swap => ", M = swap",
+    };
+    let table = compare_table(&runs, &odes, spec);
+    let mut files = vec![out.write_csv("compare.csv", &table)?];
+    let ode19 = odes.iter().find(|o| o.name == "ode19");
+    let t_alpha19 = ode19.and_then(|o| o.solution.event_time(&names[2]));
+    let mut sources = Vec::new();
+    for r in &runs {
+        let times = full_events(&r.rows, spec.threshold);
+        let last = r.rows.last();
+        let mut entry = json!({
+            "source": "full",
+            "batch": r.batch,
+            "status": if r.error.is_some() { "diverged" } else { "complete" },
+            "steps_done": last.map(|l| l.step),
+            "events": events_json(&names, &times, steps_per_t),
+            "final_loss": last.map(|l| l.loss),
+            "final_residual": last.map(|l| l.res),
+        });
+        if let Some(e) = &r.error {
+            entry["error"] = json!(e.to_string());
+        }
+        if let Some(o) = ode19 {
+            let up_to = t_alpha19.unwrap_or(o.solution.t_end());
+            entry["max_abs_difference_vs_ode19"] = max_abs_difference(&r.rows, &o.solution, up_to);
+        }
+        sources.push(entry);
+    }
+    for o in &odes {
+        let times: Vec<Option<f64>> = names.iter().map(|nm| o.solution.event_time(nm)).collect();
+        sources.push(json!({
+            "source": o.name,
+            "events": events_json(&names, &times, steps_per_t),
+        }));
+    }
+    let doc = json!({
+        "system": format!("musat, N = {n}, query {:?}, label position {:?}{}", sys.query, sys.label_position, query_position_text).to_lowercase() + m_text,
+        "threshold": spec.threshold,
+        "time": "pseudo-time t = eta * step / D; every event is also given as full-model steps = t * D / eta",
+        "d": spec.d,
+        "eta": spec.eta,
+        "temperature": spec.temperature,
+        "mask": mask_name(spec.mask),
+        "steps_per_unit_t": steps_per_t,
+        "event_location": {
+            "ode19": "root finding on the Dormand-Prince dense output",
+            "ode3": "root finding on the Dormand-Prince dense output",
+            "full": format!("linear interpolation between checkpoints (every {} steps); the loss is each step's batch loss", spec.checkpoint_every),
+        },
+        "sources": sources,
+        "not_run": skipped,
+    });
+    files.push(out.write_json("compare.json", &doc)?);
+    let against = match odes.len() {
+        0 => String::new(),
+        1 => " vs the 19-parameter flow".to_string(),
+        _ => " vs 19- and 3-parameter flows".to_string(),
+    };
+    let data_text = match spec.data {
+        DataKind::Orthonormal => "",
+        DataKind::Isotropic => ", isotropic data",
+    };
+    let mut attention_text = String::new();
+    if spec.temperature != 1.0 {
+        attention_text += &format!(", τ = {}", fmt_f64(spec.temperature));
+    }
+    if spec.mask == Mask::Inclusive {
+        attention_text += ", inclusive mask";
+    }
+    let label = format!(
+        "full model (D = {}, η = {}{attention_text}){against} — N = {n}, query {}{query_position_text}{m_text}{data_text}",
+        spec.d,
+        fmt_f64(spec.eta),
+        match sys.query {
+            crate::systems::musat::musat3::Query::Last => "last",
+            crate::systems::musat::musat3::Query::Uniform => "uniform",
+        }
+    );
+    files.extend(out.write_figure(
+        "compare",
+        &trajectories_figure(&runs, &odes, spec, t_ode, &label),
+    )?);
+    files.extend(out.write_figure("residual", &residual_figure(&runs, &label))?);
+    files.extend(out.write_figure("coordinates", &coordinates_figure(&runs, &odes, &label))?);
+
+    let mut console = vec![format!("compare: {label}; t_end = {}", fmt_f64(t_end))];
+    console.push(format!(
+        "  {:<14} {:>14} {:>14} {:>14} {:>14}",
+        "source", "T_gamma3", "T_beta2", "T_alpha3", "T_loss_half"
+    ));
+    let fmt = |t: Option<f64>| t.map_or("not reached".into(), |v| format!("{v:.4}"));
+    for (r, s) in runs.iter().zip(&sources) {
+        let ev = &s["events"];
+        console.push(format!(
+            "  {:<14} {:>14} {:>14} {:>14} {:>14}   final residual {:.3e}",
+            format!("full B={}", r.batch),
+            fmt(ev[&names[0]]["t"].as_f64()),
+            fmt(ev[&names[1]]["t"].as_f64()),
+            fmt(ev[&names[2]]["t"].as_f64()),
+            fmt(ev[&names[3]]["t"].as_f64()),
+            r.rows.last().map_or(f64::NAN, |l| l.res.overall),
+        ));
+    }
+    for o in &odes {
+        console.push(format!(
+            "  {:<14} {:>14} {:>14} {:>14} {:>14}",
+            o.name,
+            fmt(o.solution.event_time(&names[0])),
+            fmt(o.solution.event_time(&names[1])),
+            fmt(o.solution.event_time(&names[2])),
+            fmt(o.solution.event_time(&names[3])),
+        ));
+    }
+
+    let manifest = json!({
+        "job": "compare",
+        "d": spec.d,
+        "batch": spec.batch,
+        "eta": spec.eta,
+        "steps": spec.steps,
+        "t_end": t_end,
+        "seed": spec.seed,
+        "full_runs": runs.iter().map(|r| {
+            let t_alpha = full_events(&r.rows, spec.threshold)[2];
+            json!({
+                "batch": r.batch,
+                "status": if r.error.is_some() { "diverged" } else { "complete" },
+                "train_seconds": r.seconds,
+                "steps_per_second": r.rows.last().map(|l| l.step as f64 / r.seconds.max(1e-12)),
+                "wall_seconds_to_T_alpha3": t_alpha.and_then(|t| wall_at(&r.rows, t)),
+            })
+        }).collect::<Vec<_>>(),
+        "reduced_flows": odes.iter().map(|o| json!({
+            "source": o.name,
+            "solve_seconds": o.seconds,
+            "wall_seconds_to_T_alpha3": o.seconds_to_alpha3,
+            "solver_stats": o.solution.stats,
+            "stop_reason": o.solution.stop,
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(e) = runs.iter().find_map(|r| r.error.as_ref()) {
+        let source = e.clone();
+        return Err(Error::Partial {
+            manifest: Box::new(manifest),
+            source: Box::new(source.into()),
+        });
+    }
+    Ok(JobOutput {
+        manifest,
+        files,
+        console,
+        partial: false,
+    })
+}
+
+/// Wall time at pseudo-time t, interpolated between checkpoints.
+fn wall_at(rows: &[FullRow], t: f64) -> Option<f64> {
+    let i = rows.iter().position(|r| r.t >= t)?;
+    if i == 0 {
+        return Some(rows[0].wall);
+    }
+    let (a, b) = (&rows[i - 1], &rows[i]);
+    Some(a.wall + (t - a.t) / (b.t - a.t) * (b.wall - a.wall))
+}
+
+/// `t,source,loss,residual,<19 coordinates>,step,batch,residual_w1,residual_w2,residual_w3`.
+fn compare_table(runs: &[FullRun], odes: &[OdeRun], spec: &CompareSpec) -> Table {
+    let mut header: Vec<String> = ["t", "source", "loss", "residual"]
+        .map(String::from)
+        .to_vec();
+    header.extend(NAMES19.iter().map(|s| s.to_string()));
+    header.extend(["step", "batch", "residual_w1", "residual_w2", "residual_w3"].map(String::from));
+    let mut table = Table::new(header);
+    for r in runs {
+        for row in &r.rows {
+            let mut cells: Vec<Cell> = vec![
+                row.t.into(),
+                "full".into(),
+                row.loss.into(),
+                row.res.overall.into(),
+            ];
+            cells.extend(row.theta.iter().map(|&v| Cell::Num(v)));
+            cells.extend([
+                Cell::from(row.step),
+                Cell::from(r.batch),
+                row.res.w1.into(),
+                row.res.w2.into(),
+                row.res.w3.into(),
+            ]);
+            table.push(cells);
+        }
+    }
+    let dt = spec.dt();
+    let every = spec.checkpoint_every;
+    let mut steps: Vec<usize> = (0..=spec.steps).step_by(every).collect();
+    if steps.last() != Some(&spec.steps) {
+        steps.push(spec.steps);
+    }
+    for o in odes {
+        for &s in &steps {
+            let t = dt * s as f64;
+            let Some(th) = o.solution.state_at(t) else {
+                continue;
+            };
+            let loss = o.solution_loss(&th);
+            let mut coords = vec![Cell::Empty; 19];
+            if o.name == "ode19" {
+                for (c, v) in coords.iter_mut().zip(&th) {
+                    *c = Cell::Num(*v);
+                }
+            } else {
+                for (&(k, _), &i) in EMERGING.iter().zip(&o.coords) {
+                    coords[k] = Cell::Num(th[i]);
+                }
+            }
+            let mut cells: Vec<Cell> = vec![t.into(), o.name.into(), loss.into(), Cell::Empty];
+            cells.extend(coords);
+            cells.extend([
+                Cell::Num(s as f64),
+                Cell::Empty,
+                Cell::Empty,
+                Cell::Empty,
+                Cell::Empty,
+            ]);
+            table.push(cells);
+        }
+    }
+    table
+}
+
+impl OdeRun {
+    /// The flow's (population) loss at θ.
+    fn solution_loss(&self, theta: &[f64]) -> f64 {
+        self.flow.loss(theta)
+    }
+}
+
+/// Series colours: the full runs take palette 0.., ode19 and ode3 fixed ones.
+fn full_color(i: usize) -> plotters::style::RGBColor {
+    color([0, 2, 3, 4][i % 4])
+}
+const ODE19_COLOR: usize = 1;
+const ODE3_COLOR: usize = 7;
+
+fn t_axis() -> Axis {
+    Axis::linear("t (pseudo-time = η·step/D)")
+}
+
+/// α₃, β₂, γ₃ and the loss of every source against t ∈ [0, t_plot].
+fn trajectories_figure(
+    runs: &[FullRun],
+    odes: &[OdeRun],
+    spec: &CompareSpec,
+    t_plot: f64,
+    label: &str,
+) -> Figure {
+    let steps_grid: Vec<f64> = (0..=600).map(|i| t_plot * i as f64 / 600.0).collect();
+    let mut panels = Vec::new();
+    let mut quantities: Vec<(String, Option<usize>)> =
+        [(ALPHA3, "alpha3"), (BETA2, "beta2"), (GAMMA3, "gamma3")]
+            .iter()
+            .map(|&(k, n)| (n.to_string(), Some(k)))
+            .collect();
+    quantities.push(("loss".into(), None));
+    for (name, k) in quantities {
+        let y = match k {
+            Some(_) => Axis::linear(name.clone()),
+            None => Axis::log("loss (log scale)"),
+        };
+        let mut p = Panel::new(name.clone(), t_axis(), y);
+        for (i, r) in runs.iter().enumerate() {
+            let pts = r
+                .rows
+                .iter()
+                .map(|row| (row.t, k.map_or(row.loss, |k| row.theta[k])))
+                .collect();
+            let lbl = if runs.len() > 1 {
+                format!("full, B = {}", r.batch)
+            } else {
+                format!("full (B = {})", r.batch)
+            };
+            p.series.push(Series::line(lbl, pts, full_color(i)));
+        }
+        for o in odes {
+            let pts: Vec<(f64, f64)> = steps_grid
+                .iter()
+                .filter_map(|&t| {
+                    let th = o.solution.state_at(t)?;
+                    let v = match k {
+                        None => o.solution_loss(&th),
+                        Some(k) => {
+                            let pos = EMERGING.iter().position(|&(c, _)| c == k)?;
+                            th[o.coords[pos]]
+                        }
+                    };
+                    Some((t, v))
+                })
+                .collect();
+            let s = if o.name == "ode19" {
+                Series::dashed("ode19", pts, color(ODE19_COLOR))
+            } else {
+                Series {
+                    style: Style::Dashed,
+                    width: 2,
+                    ..Series::line("ode3", pts, color(ODE3_COLOR))
+                }
+            };
+            p.series.push(s);
+        }
+        if k.is_some() {
+            let t_end = t_plot;
+            p.series.push(
+                Series::dashed(
+                    format!("threshold {}", spec.threshold),
+                    vec![(0.0, spec.threshold), (t_end, spec.threshold)],
+                    color(6),
+                )
+                .thin(),
+            );
+            p.legend = LegendAt::UpperLeft;
+        } else {
+            p.legend = LegendAt::LowerLeft;
+        }
+        panels.push(p);
+    }
+    Figure::grid(2, 2, panels).titled(label.to_string())
+}
+
+fn residual_figure(runs: &[FullRun], label: &str) -> Figure {
+    let mut p = Panel::new(
+        "off-subspace residual ‖W − Proj W‖ / ‖W‖",
+        t_axis(),
+        Axis::log("residual (log scale)"),
+    );
+    for (i, r) in runs.iter().enumerate() {
+        let pts = r.rows.iter().map(|row| (row.t, row.res.overall)).collect();
+        p.series.push(Series::line(
+            format!("all weights, B = {}", r.batch),
+            pts,
+            full_color(i),
+        ));
+        if runs.len() == 1 {
+            for (j, (nm, pick)) in [
+                ("W1", (|x: &Residuals| x.w1) as fn(&Residuals) -> f64),
+                ("W2", |x: &Residuals| x.w2),
+                ("W3", |x: &Residuals| x.w3),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let pts = r.rows.iter().map(|row| (row.t, pick(&row.res))).collect();
+                p.series.push(Series::dashed(
+                    format!("{nm}, B = {}", r.batch),
+                    pts,
+                    color(j + 1),
+                ));
+            }
+        }
+    }
+    p.legend = LegendAt::UpperRight;
+    let mut fig = Figure::grid(1, 1, vec![p]).titled(label.to_string());
+    fig.width = 1200;
+    fig
+}
+
+fn coordinates_figure(runs: &[FullRun], odes: &[OdeRun], label: &str) -> Figure {
+    let names: Vec<String> = NAMES19
+        .iter()
+        .map(|n| {
+            n.replace("alpha", "α")
+                .replace("beta", "β")
+                .replace("gamma", "γ")
+        })
+        .collect();
+    let mut p = Panel::new(
+        "final coordinates",
+        Axis::categories("coordinate", names),
+        Axis::linear("value"),
+    );
+    let ode19 = odes.iter().find(|o| o.name == "ode19");
+    let groups = runs.len() + usize::from(ode19.is_some());
+    let width = 0.8 / groups as f64;
+    let offset = |g: usize| -0.4 + width * (g as f64 + 0.5);
+    for (i, r) in runs.iter().enumerate() {
+        if let Some(last) = r.rows.last() {
+            let pts = (0..19)
+                .map(|k| (k as f64 + offset(i), last.theta[k]))
+                .collect();
+            p.series.push(Series::bars(
+                format!("full, B = {} (t = {})", r.batch, fmt_f64(last.t)),
+                pts,
+                full_color(i),
+                width,
+            ));
+        }
+    }
+    if let Some(o) = ode19 {
+        let t = o.solution.t_end();
+        if let Some(th) = o.solution.state_at(t) {
+            let pts = (0..19)
+                .map(|k| (k as f64 + offset(runs.len()), th[k]))
+                .collect();
+            p.series.push(Series::bars(
+                format!("ode19 (t = {})", fmt_f64(t)),
+                pts,
+                color(ODE19_COLOR),
+                width,
+            ));
+        }
+    }
+    p.legend = LegendAt::UpperLeft;
+    let mut fig = Figure::grid(1, 1, vec![p]).titled(label.to_string());
+    fig.width = 1500;
+    fig
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crossings_interpolate_between_checkpoints() {
+        let pts = [(0.0, 0.0), (1.0, 0.2), (2.0, 0.6), (3.0, 1.0)];
+        assert_eq!(interpolated_crossing(&pts, 0.5, true), Some(1.75));
+        assert_eq!(interpolated_crossing(&pts, 0.0, true), Some(0.0));
+        assert_eq!(interpolated_crossing(&pts, 2.0, true), None);
+        let falling = [(0.0, 4.0), (2.0, 1.0)];
+        assert_eq!(interpolated_crossing(&falling, 2.0, false), Some(4.0 / 3.0));
+    }
+}
