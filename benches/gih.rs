@@ -9,11 +9,12 @@
 //!   B = 900: draw the batch (fresh kernels), swap it into the flow's buffers, loss and gradient.
 
 use ihdyn::flow::GradientFlow;
-use ihdyn::scenario::{self, Scenario, SystemSpec};
+use ihdyn::jobs::plan::{self as scenario, Scenario};
 use ihdyn::systems::chen::job as gih;
 use ihdyn::systems::chen::markov::{DataSpec, generate};
 use ihdyn::systems::chen::mi::{MiMethod, MiSpec, chi2_mi};
 use ihdyn::systems::chen::reduced::GihFlow;
+use ihdyn::systems::chen::system::GihSystem;
 use ihdyn::systems::chen::transformer::{FullSettings, GihTransformer};
 
 fn main() {
@@ -28,9 +29,7 @@ fn paper() -> Scenario {
 #[divan::bench(sample_count = 30)]
 fn gradient_reduced(bencher: divan::Bencher) {
     let s = paper();
-    let SystemSpec::Gih(g) = &s.system else {
-        unreachable!()
-    };
+    let g = &s.system.downcast::<GihSystem>().unwrap().spec;
     let (train, _) = gih::data(g);
     let flow = GihFlow::new(gih::model(g), &train);
     let th = gih::init(g).theta(&g.shape(), flow.layout());
@@ -44,9 +43,7 @@ fn gradient_reduced(bencher: divan::Bencher) {
 #[divan::bench(sample_count = 30)]
 fn gradient_full(bencher: divan::Bencher) {
     let s = paper();
-    let SystemSpec::Gih(g) = &s.system else {
-        unreachable!()
-    };
+    let g = &s.system.downcast::<GihSystem>().unwrap().spec;
     let (train, _) = gih::data(g);
     let settings = FullSettings {
         layer_norm: true,
@@ -66,9 +63,7 @@ fn gradient_full(bencher: divan::Bencher) {
 #[divan::bench(sample_count = 10)]
 fn mi(bencher: divan::Bencher) {
     let s = paper();
-    let SystemSpec::Gih(g) = &s.system else {
-        unreachable!()
-    };
+    let g = &s.system.downcast::<GihSystem>().unwrap().spec;
     let prior = gih::prior(g);
     bencher.bench(|| {
         chi2_mi(
@@ -91,9 +86,10 @@ fn mi(bencher: divan::Bencher) {
 #[divan::bench(sample_count = 3)]
 fn paper_scenario(bencher: divan::Bencher) {
     let s = paper();
-    let job = s.gih.clone().unwrap();
+    let sys = s.system.downcast::<GihSystem>().unwrap();
+    let job = sys.job.clone().unwrap();
     bencher.bench(|| {
-        gih::compute(&s, &job, false, false)
+        gih::compute(&sys.spec, &s.solver, &job, false, false)
             .unwrap()
             .reduced
             .final_loss
@@ -103,9 +99,7 @@ fn paper_scenario(bencher: divan::Bencher) {
 #[divan::bench(sample_count = 30)]
 fn fresh_batch_gradient(bencher: divan::Bencher) {
     let s = paper();
-    let SystemSpec::Gih(g) = &s.system else {
-        unreachable!()
-    };
+    let g = &s.system.downcast::<GihSystem>().unwrap().spec;
     let spec = gih::data_spec_with(g, g.length, g.alpha, 900, 1);
     let mut flow = GihFlow::new(gih::model(g), &generate(&spec));
     let th = gih::init(g).theta(&g.shape(), flow.layout());

@@ -5,8 +5,7 @@
 //! - `gradient`: one gradient of the closed form, query last and uniform.
 
 use ihdyn::flow::GradientFlow;
-use ihdyn::jobs::points;
-use ihdyn::scenario;
+use ihdyn::jobs::plan as scenario;
 use ihdyn::systems::musat::musat3::{Musat3, Query};
 use rayon::prelude::*;
 
@@ -23,7 +22,14 @@ fn sweep_scenario(bencher: divan::Bencher) {
     bencher.bench(|| {
         spec.points
             .par_iter()
-            .map(|p| points::evaluate(&p.scenario, &spec).unwrap().rows.len())
+            .map(|p| {
+                p.scenario
+                    .system
+                    .sweep_point(&p.scenario.solver, &spec.thresholds)
+                    .unwrap()
+                    .rows
+                    .len()
+            })
             .sum::<usize>()
     });
 }

@@ -9,8 +9,7 @@
 //!   heads), i.e. one GD step without the update.
 
 use ihdyn::flow::GradientFlow;
-use ihdyn::jobs::points;
-use ihdyn::scenario;
+use ihdyn::jobs::plan as scenario;
 use ihdyn::systems::wang::full::{BatchEngine, FullModel, FullShape, sample_batch};
 use ihdyn::systems::wang::reduced::sample::{Prepared, SeqScratch, eval_sequence};
 use ihdyn::systems::wang::reduced::{KeyQuery, Layer1, RichFlow, RichModel, RichMonteCarlo};
@@ -43,7 +42,14 @@ fn sweep_l_scenario(bencher: divan::Bencher) {
     bencher.bench(|| {
         spec.points
             .par_iter()
-            .map(|p| points::evaluate(&p.scenario, &spec).unwrap().rows.len())
+            .map(|p| {
+                p.scenario
+                    .system
+                    .sweep_point(&p.scenario.solver, &spec.thresholds)
+                    .unwrap()
+                    .rows
+                    .len()
+            })
             .sum::<usize>()
     });
 }

@@ -2,10 +2,11 @@
 //! validates every input before anything is written, then calls one experiment per scenario.
 
 use crate::Error;
+use crate::jobs::plan::{self as scenario, Scenario};
 use crate::jobs::sweep::{Control, Shard};
 use crate::jobs::{RunOptions, merge_shards, run_scenario};
 use crate::report::OutputDir;
-use crate::scenario::{self, Scenario, ScenarioError};
+use crate::scenario::ScenarioError;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -362,29 +363,16 @@ fn describe(s: &Scenario) -> String {
             .iter()
             .map(|f| format!("{} ({} values)", f.path, f.values.len()))
             .collect();
-        // Kind rich has no threshold key (its T_IH level is system.events.theta_IH).
-        let thresholds = match &s.system {
-            crate::scenario::SystemSpec::Rich(_) => String::new(),
-            _ => format!(" x {} thresholds", sw.thresholds.len()),
+        // A system without threshold events (rich) has no threshold key.
+        let thresholds = if s.system.solve_rules().thresholds {
+            format!(" x {} thresholds", sw.thresholds.len())
+        } else {
+            String::new()
         };
         jobs.push(format!(
             "sweep of {} points over {}{thresholds}",
             sw.n_points,
             fields.join(" x "),
-        ));
-    }
-    if let Some(crate::scenario::TrainSpec::Rich(t)) = &s.train {
-        let models: Vec<String> = t
-            .models
-            .iter()
-            .map(|m| format!("{m:?}").to_lowercase())
-            .collect();
-        jobs.push(format!("train ({})", models.join(" + ")));
-    }
-    if let Some(c) = &s.compare {
-        jobs.push(format!(
-            "compare (full model D = {}, B = {:?}, {} steps)",
-            c.d, c.batch, c.steps
         ));
     }
     for p in &s.phase {
@@ -393,24 +381,7 @@ fn describe(s: &Scenario) -> String {
             p.name, p.y_name, p.x_name, p.grid[0], p.grid[1]
         ));
     }
-    if let Some(g) = &s.gih {
-        let names: Vec<&str> = g.stages.iter().map(|st| st.name.as_str()).collect();
-        jobs.push(format!(
-            "gih with {} stage(s) [{}]{}{}",
-            g.stages.len(),
-            names.join(", "),
-            if g.full.is_some() {
-                " + full model"
-            } else {
-                ""
-            },
-            if s.sweep.is_some() {
-                " (per sweep point)"
-            } else {
-                ""
-            }
-        ));
-    }
+    jobs.extend(s.system.describe_own(s.sweep.is_some()));
     format!("{} ({}): {}", s.name, s.system.kind(), jobs.join(", "))
 }
 

@@ -23,9 +23,9 @@ pub enum Error {
         point: String,
         source: Box<FlowError>,
     },
-    /// The χ² mutual information could not be computed (exit code 1).
+    /// A system's own computation failed (e.g. the χ² mutual information; exit code 1).
     #[error(transparent)]
-    Mi(#[from] crate::systems::chen::mi::MiError),
+    System(Box<dyn std::error::Error + Send + Sync>),
     /// Writing outputs failed (exit code 1).
     #[error(transparent)]
     Report(#[from] ReportError),

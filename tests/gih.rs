@@ -246,7 +246,7 @@ fn bad_gih_input_exits_2_names_the_field_and_writes_nothing() {
         (
             "[gih] on another system",
             "[system]\nkind = \"musat3\"\nn = 4\n[gih]\n".to_string(),
-            "gih: the [gih] job needs [system] kind = \"gih\"",
+            "gih: the [gih] section needs [system] kind = \"gih\"",
         ),
         (
             "a transfer length within the window",

@@ -201,7 +201,7 @@ fn bad_compare_input_exits_2_names_the_field_and_writes_nothing() {
         (
             "compare on musat3",
             "[system]\nkind = \"musat3\"\nn = 4\n[compare]\nsteps = 10\n".to_string(),
-            "compare: needs [system] kind = \"musat19\"",
+            "compare: the [compare] section needs [system] kind = \"musat19\"",
         ),
         (
             "unknown compare field",

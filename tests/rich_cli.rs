@@ -297,7 +297,7 @@ fn bad_input_exits_2_names_the_field_and_writes_nothing() {
         (
             "train on musat3",
             "[system]\nkind = \"musat3\"\nn = 4\n[train]\n".to_string(),
-            "train: not available for kind \"musat3\"",
+            "train: the [train] section needs [system] kind = \"rich\", got kind = \"musat3\"",
         ),
     ];
     assert_refused(

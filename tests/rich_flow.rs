@@ -3,12 +3,14 @@
 //! a fixed sample (its O(1/L) error).
 
 use ihdyn::flow::GradientFlow;
-use ihdyn::scenario::{self, RichSpec, Scenario, SystemSpec};
+use ihdyn::jobs::plan::{self as scenario, Scenario};
 use ihdyn::systems::wang::job::{build_flow, phase_events, predictions, problem};
 use ihdyn::systems::wang::reduced::sample::{Prepared, SeqScratch, eval_sequence};
 use ihdyn::systems::wang::reduced::{
     KeyQuery, Layer1, OBS_LOSS_G, OBS_LOSS_I, RichFlow, RichModel, RichMonteCarlo, geom,
 };
+use ihdyn::systems::wang::scenario::RichSpec;
+use ihdyn::systems::wang::system::RichSystem;
 
 /// A rich scenario from `[system]` lines (kind added) with a long horizon.
 fn scenario(system: &str) -> Scenario {
@@ -19,10 +21,10 @@ fn scenario(system: &str) -> Scenario {
 }
 
 fn spec(s: &Scenario) -> &RichSpec {
-    match &s.system {
-        SystemSpec::Rich(r) => r,
-        _ => panic!("rich expected"),
-    }
+    &s.system
+        .downcast::<RichSystem>()
+        .expect("rich expected")
+        .spec
 }
 
 /// (T_G, T_IH) located on the dense output; the run stops once both are found.

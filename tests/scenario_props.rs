@@ -1,7 +1,8 @@
 //! Property test: random scenario documents never panic the parser; each either validates or is
 //! rejected with an error naming a field (never a crash, never an unnamed error).
 
-use ihdyn::scenario::{ScenarioError, parse_str};
+use ihdyn::jobs::plan::parse_str;
+use ihdyn::scenario::ScenarioError;
 use proptest::prelude::*;
 
 fn scalar() -> impl Strategy<Value = toml::Value> {

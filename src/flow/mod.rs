@@ -111,36 +111,7 @@ fn invalid(field: &str, message: impl Into<String>) -> FlowError {
     }
 }
 
-/// The integrator (`solver.method`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Dormand–Prince 5(4) with its 4th-order continuous output (`ode_solvers`).
-    #[default]
-    Dopri5,
-    /// Dormand–Prince 8(5,3) with its 7th-order continuous output (Hairer's DOP853): fewer
-    /// steps at tight tolerances.
-    Dop853,
-}
-
-impl Method {
-    pub const NAMES: [&'static str; 2] = ["dopri5", "dop853"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "dopri5" => Some(Method::Dopri5),
-            "dop853" => Some(Method::Dop853),
-            _ => None,
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Method::Dopri5 => "dopri5",
-            Method::Dop853 => "dop853",
-        }
-    }
-}
+pub use crate::scenario::Method;
 
 /// One time window of a schedule: the listed coordinates are frozen (their derivative is zero).
 #[derive(Debug, Clone, PartialEq)]
@@ -245,6 +216,12 @@ impl<'a> FlowProblemBuilder<'a> {
     pub fn freeze(mut self, idx: impl IntoIterator<Item = usize>) -> Self {
         self.frozen.extend(idx);
         self
+    }
+    /// The solver settings of a scenario's `[solver]`: method, tolerances, step budget.
+    pub fn solver(self, spec: &crate::scenario::SolverSpec) -> Self {
+        self.method(spec.method)
+            .tolerances(spec.rtol, spec.atol)
+            .max_steps(spec.max_steps)
     }
     /// The integrator (default Dopri5).
     pub fn method(mut self, method: Method) -> Self {

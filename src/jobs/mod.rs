@@ -2,26 +2,17 @@
 //! their outputs through `report`, and the run ends with `manifest.json`.
 
 pub mod phase;
-pub mod points;
+pub mod plan;
 pub mod solve;
 pub mod sweep;
-pub mod system;
+
+pub use crate::systems::plugin::JobOutput;
+pub use plan::{Scenario, load, parse_str};
 
 use crate::Error;
-use crate::flow::{EventSpec, FlowProblem, Quantity};
 use crate::report::{Manifest, OutputDir, git_revision};
-use crate::scenario::{Scenario, SolverSpec, SystemSpec, TrainSpec};
+use crate::systems::plugin::{JobContext, When};
 use std::path::PathBuf;
-use system::Instance;
-
-/// What a job hands back: its manifest entry, the files it wrote, lines for the terminal, and
-/// whether it stopped before finishing (a sweep capped by `--max-points`).
-pub struct JobOutput {
-    pub manifest: serde_json::Value,
-    pub files: Vec<PathBuf>,
-    pub console: Vec<String>,
-    pub partial: bool,
-}
 
 /// How to run: where to write, progress bars, sweep control, what to record.
 #[derive(Debug, Clone)]
@@ -30,77 +21,6 @@ pub struct RunOptions {
     pub progress: bool,
     pub sweep: sweep::Control,
     pub command_line: Vec<String>,
-}
-
-/// Name of the event "coordinate `name` reaches `threshold`" (also the sweep column stem).
-pub fn threshold_event_name(coord: &str, threshold: f64) -> String {
-    format!("T_{coord}@{threshold}")
-}
-
-/// Name of the event "loss ≤ fraction × initial loss": `T_loss_half` for ½.
-pub fn loss_event_name(fraction: f64) -> String {
-    if fraction == 0.5 {
-        "T_loss_half".into()
-    } else {
-        format!("T_loss@{fraction}")
-    }
-}
-
-/// The events every reduced-system job reports: each emergence coordinate at each threshold,
-/// the loss reaching `loss_fraction` of its initial value, and the rate peak.
-pub fn standard_events(inst: &Instance, thresholds: &[f64], loss_fraction: f64) -> Vec<EventSpec> {
-    let mut events = Vec::new();
-    for &th in thresholds {
-        for (k, name) in &inst.emergence {
-            events.push(EventSpec::rises(
-                threshold_event_name(name, th),
-                Quantity::Coord(*k),
-                th,
-            ));
-        }
-    }
-    let l0 = inst.flow.loss(&inst.init);
-    events.push(EventSpec::falls(
-        loss_event_name(loss_fraction),
-        Quantity::Loss,
-        loss_fraction * l0,
-    ));
-    if let Some((k, name)) = &inst.peak {
-        events.push(EventSpec::peak(name.clone(), Quantity::Rate(*k)));
-    }
-    events
-}
-
-/// The horizon of a run: `solver.t_max`, or `solver.horizon` × the system's time scale.
-pub fn horizon(inst: &Instance, solver: &SolverSpec) -> f64 {
-    solver.t_max.unwrap_or(solver.horizon * inst.time_scale)
-}
-
-/// A validated flow problem for this instance and solver settings; `stop` = (margin, tail
-/// steps) stops the run after the events instead of at the horizon; `events_only` keeps the
-/// continuous output only where the events are located (a run read only for its event times).
-pub fn build_problem<'a>(
-    inst: &'a Instance,
-    solver: &SolverSpec,
-    events: Vec<EventSpec>,
-    stop: Option<(f64, u32)>,
-    events_only: bool,
-) -> Result<FlowProblem<'a>, Error> {
-    let mut b = FlowProblem::builder(inst.flow.as_ref())
-        .init(&inst.init)
-        .freeze(inst.frozen.iter().copied())
-        .t_max(horizon(inst, solver))
-        .method(solver.method)
-        .tolerances(solver.rtol, solver.atol)
-        .max_steps(solver.max_steps)
-        .events(events);
-    if let Some((margin, tail_steps)) = stop {
-        b = b.stop_after_events(margin).tail_steps(tail_steps);
-    }
-    if events_only {
-        b = b.events_only();
-    }
-    Ok(b.build()?)
 }
 
 /// The start of a run: a monotonic instant (wall time) and the Unix time in seconds.
@@ -207,50 +127,23 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
         }
         Err(e) => *failure = Some(e),
     };
-    if let (Some(spec), None) = (&scenario.solve, opts.sweep.shard) {
-        let r = match &scenario.system {
-            SystemSpec::Rich(_) => crate::systems::wang::job::solve(scenario, spec, &opts.out),
-            _ => solve::run(scenario, spec, &opts.out),
-        };
-        record(r, &mut failure);
-    }
-    if let (None, Some(TrainSpec::Rich(spec)), None) = (&failure, &scenario.train, opts.sweep.shard)
-    {
-        record(
-            crate::systems::wang::train::run(scenario, spec, &opts.out),
-            &mut failure,
-        );
-    }
-    if opts.sweep.shard.is_none() {
-        for spec in &scenario.phase {
-            if failure.is_none() {
-                record(phase::run(scenario, spec, &opts.out), &mut failure);
-            }
-        }
-    }
-    // In a sweep scenario, [gih] configures the sweep points instead of running on its own.
-    if let (None, Some(job), None, None) =
-        (&failure, &scenario.gih, &scenario.sweep, opts.sweep.shard)
-    {
-        record(
-            crate::systems::chen::job::run(scenario, job, &opts.out, opts.progress),
-            &mut failure,
-        );
-    }
-    if let (None, Some(spec)) = (&failure, &scenario.sweep) {
-        record(
-            sweep::run(scenario, spec, &opts.out, &opts.sweep),
-            &mut failure,
-        );
-    }
-    // A compare run whose GD diverged keeps its job entry and rows: the run is `partial`, the
-    // error is reported, and the exit code is 1.
+    let system = scenario.system.as_ref();
+    let ctx = JobContext {
+        solver: &scenario.solver,
+        out: &opts.out,
+        progress: opts.progress,
+        has_sweep: scenario.sweep.is_some(),
+    };
+    // A system's own job whose training diverged keeps its job entry and rows: the run is
+    // `partial`, the error is reported, and the exit code is 1.
     let mut stopped = None;
-    if let (None, Some(spec), None) = (&failure, &scenario.compare, opts.sweep.shard) {
-        let r = match crate::systems::musat::compare::run(scenario, spec, &opts.out, opts.progress)
-        {
+    let own = |when: When, failure: &mut Option<Error>, stopped: &mut Option<Error>| {
+        if failure.is_some() || opts.sweep.shard.is_some() {
+            return None;
+        }
+        system.run_own(when, &ctx).map(|r| match r {
             Err(Error::Partial { manifest, source }) => {
-                stopped = Some(*source);
+                *stopped = Some(*source);
                 Ok(JobOutput {
                     manifest: *manifest,
                     files: vec![],
@@ -259,7 +152,31 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
                 })
             }
             r => r,
-        };
+        })
+    };
+    if let (Some(spec), None) = (&scenario.solve, opts.sweep.shard) {
+        record(solve::run(scenario, spec, &opts.out), &mut failure);
+    }
+    if let Some(r) = own(When::AfterSolve, &mut failure, &mut stopped) {
+        record(r, &mut failure);
+    }
+    if opts.sweep.shard.is_none() {
+        for spec in &scenario.phase {
+            if failure.is_none() {
+                record(phase::run(scenario, spec, &opts.out), &mut failure);
+            }
+        }
+    }
+    if let Some(r) = own(When::AfterPhase, &mut failure, &mut stopped) {
+        record(r, &mut failure);
+    }
+    if let (None, Some(spec)) = (&failure, &scenario.sweep) {
+        record(
+            sweep::run(scenario, spec, &opts.out, &opts.sweep),
+            &mut failure,
+        );
+    }
+    if let Some(r) = own(When::AfterSweep, &mut failure, &mut stopped) {
         record(r, &mut failure);
     }
     let status = match (&failure, partial) {

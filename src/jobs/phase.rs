@@ -4,14 +4,13 @@
 
 use crate::Error;
 use crate::flow::{FlowProblem, Quantity, Solution, Trigger};
-use crate::jobs::system::{Instance, instantiate};
-use crate::jobs::{JobOutput, horizon, standard_events};
+use crate::jobs::plan::Scenario;
 use crate::report::figure::{
     Arrow, Axis, ColorBar, Figure, LegendAt, Marker, Panel, Series, color, colormap,
 };
 use crate::report::{Cell, OutputDir, Table};
-use crate::scenario::{PhaseSpec, Scenario, Slice, SystemSpec};
-use crate::systems::musat::musat3::{Query, alpha_beta_invariant};
+use crate::scenario::{PhaseSpec, Slice};
+use crate::systems::plugin::{Instance, JobOutput, horizon, standard_events};
 use plotters::style::RGBColor;
 use serde_json::json;
 
@@ -68,43 +67,6 @@ pub fn grid_field(
     rows
 }
 
-/// Curves the theory gives on this slice (label, points).
-fn invariant_curves(system: &SystemSpec, spec: &PhaseSpec) -> Vec<(String, Vec<(f64, f64)>)> {
-    match system {
-        SystemSpec::Musat3(m) if m.query == Query::Last => {
-            let names = (spec.x_name.as_str(), spec.y_name.as_str());
-            let swap = match names {
-                ("beta2", "alpha3") => false,
-                ("alpha3", "beta2") => true,
-                _ => return Vec::new(),
-            };
-            let beta_max = if swap {
-                spec.y_range[1]
-            } else {
-                spec.x_range[1]
-            };
-            let exact = alpha_beta_invariant(m.n, (0.0, 0.0), beta_max.max(0.0), 400);
-            let approx: Vec<(f64, f64)> = (0..=400)
-                .map(|i| beta_max * i as f64 / 400.0)
-                .map(|b| (b, b * b / 2.0))
-                .collect();
-            let orient = |pts: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
-                pts.into_iter()
-                    .map(|(b, a)| if swap { (a, b) } else { (b, a) })
-                    .collect()
-            };
-            vec![
-                (
-                    "invariant dα/dβ = β(1 − a) from 0".to_string(),
-                    orient(exact),
-                ),
-                ("small-a limit α = β²/2".to_string(), orient(approx)),
-            ]
-        }
-        _ => Vec::new(),
-    }
-}
-
 fn solve_from(
     inst: &Instance,
     spec: &PhaseSpec,
@@ -133,9 +95,7 @@ fn solve_from(
         .init(init)
         .freeze(frozen)
         .t_max(t_max)
-        .method(scenario.solver.method)
-        .tolerances(scenario.solver.rtol, scenario.solver.atol)
-        .max_steps(scenario.solver.max_steps)
+        .solver(&scenario.solver)
         .events(events)
         .stop_after_events(0.5)
         .tail_steps(5000)
@@ -153,7 +113,7 @@ fn samples(sol: &Solution, n: usize) -> Vec<(f64, Vec<f64>)> {
 }
 
 pub fn run(scenario: &Scenario, spec: &PhaseSpec, out: &OutputDir) -> Result<JobOutput, Error> {
-    let inst = instantiate(&scenario.system);
+    let inst = scenario.system.instance();
     let names = inst.flow.names().to_vec();
     let reference = match spec.slice {
         Slice::Fixed => None,
@@ -221,7 +181,7 @@ pub fn run(scenario: &Scenario, spec: &PhaseSpec, out: &OutputDir) -> Result<Job
         files.push(out.write_csv(&format!("{}-trajectories.csv", spec.name), &traj_table)?);
     }
     let curves = if spec.invariants {
-        invariant_curves(&scenario.system, spec)
+        scenario.system.invariant_curves(spec)
     } else {
         Vec::new()
     };

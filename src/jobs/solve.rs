@@ -3,37 +3,15 @@
 
 use crate::Error;
 use crate::flow::{Quantity, Solution};
-use crate::jobs::system::{Instance, instantiate};
-use crate::jobs::{JobOutput, build_problem, standard_events};
+use crate::jobs::plan::Scenario;
 use crate::report::figure::{Axis, Figure, LegendAt, Panel, Series, VLine, color};
-use crate::report::{Cell, OutputDir, Table, fmt_f64};
-use crate::scenario::{Scenario, SolveSpec, Spacing};
+use crate::report::{Cell, OutputDir, Table, fmt_f64, short};
+use crate::scenario::{SolveSpec, Spacing};
+use crate::systems::plugin::{
+    Instance, JobOutput, SolveReport, horizon, problem_builder, sample_times, solution_stats,
+};
 use plotters::style::RGBColor;
 use serde_json::json;
-
-/// Sample times for `trajectory.csv`: `samples` points on [0, t_end], evenly spaced, or
-/// log-spaced from t_end·1e-6 with t = 0 first.
-pub fn sample_times(t_end: f64, samples: usize, spacing: Spacing) -> Vec<f64> {
-    let last = (samples - 1) as f64;
-    match spacing {
-        Spacing::Linear => (0..samples).map(|i| t_end * i as f64 / last).collect(),
-        Spacing::Log => {
-            let lo = (t_end * 1e-6).ln();
-            let hi = t_end.ln();
-            std::iter::once(0.0)
-                .chain((0..samples - 1).map(|i| {
-                    let s = if samples == 2 {
-                        1.0
-                    } else {
-                        i as f64 / (last - 1.0)
-                    };
-                    (lo + s * (hi - lo)).exp()
-                }))
-                .map(|t: f64| t.min(t_end))
-                .collect()
-        }
-    }
-}
 
 /// The trajectory table: `t`, every coordinate, `loss`, every observable.
 pub fn trajectory_table(inst: &Instance, sol: &Solution, times: &[f64]) -> Table {
@@ -56,18 +34,22 @@ pub fn trajectory_table(inst: &Instance, sol: &Solution, times: &[f64]) -> Table
     table
 }
 
+/// Job `[solve]` for any system: its events, schedule and stop rule from the system, then
+/// the trajectory sampled on the dense output, the events, the figure and whatever the system
+/// adds ([`crate::systems::System::extend_solve`]).
 pub fn run(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<JobOutput, Error> {
-    let inst = instantiate(&scenario.system);
-    let events = standard_events(&inst, &spec.thresholds, spec.loss_fraction);
+    let system = scenario.system.as_ref();
+    let inst = system.instance();
+    let events = system.solve_events(&inst, spec);
     let event_colors: Vec<_> = events.iter().map(|e| event_color(e.quantity)).collect();
-    let problem = build_problem(
-        &inst,
-        &scenario.solver,
-        events,
-        Some((spec.margin, spec.tail_steps)),
-        false,
-    )?;
-    let t_max = problem.t_max();
+    let t_max = horizon(&inst, &scenario.solver);
+    let mut builder = problem_builder(system, &inst, &scenario.solver, t_max).events(events);
+    if spec.stop_after_events {
+        builder = builder
+            .stop_after_events(spec.margin)
+            .tail_steps(spec.tail_steps);
+    }
+    let problem = builder.build()?;
     let started = std::time::Instant::now();
     let sol = problem.solve()?;
     let solve_seconds = started.elapsed().as_secs_f64();
@@ -75,18 +57,22 @@ pub fn run(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<Job
     let times = sample_times(sol.t_end(), spec.samples, spec.spacing);
     let table = trajectory_table(&inst, &sol, &times);
     let mut files = vec![out.write_csv("trajectory.csv", &table)?];
-
     files.push(out.write_csv("events.csv", &events_table(&sol))?);
-    files.extend(out.write_figure(
-        "trajectory",
-        &trajectory_figure(&inst, &sol, &table, &event_colors, spec.spacing),
-    )?);
-
-    let console = console_summary(&inst, &sol);
-    Ok(JobOutput {
-        manifest: solve_manifest(&inst, &sol, t_max, solve_seconds),
+    let figure = system
+        .trajectory_figure(&inst, &sol, &table, spec.spacing)
+        .unwrap_or_else(|| trajectory_figure(&inst, &sol, &table, &event_colors, spec.spacing));
+    files.extend(out.write_figure("trajectory", &figure)?);
+    let mut report = SolveReport {
+        out,
         files,
-        console,
+        manifest: solve_manifest(&inst, &sol, t_max, solve_seconds),
+        console: console_summary(&inst, &sol),
+    };
+    system.extend_solve(&inst, &sol, &mut report)?;
+    Ok(JobOutput {
+        manifest: report.manifest,
+        files: report.files,
+        console: report.console,
         partial: false,
     })
 }
@@ -107,16 +93,17 @@ pub fn solve_manifest(
     t_max: f64,
     solve_seconds: f64,
 ) -> serde_json::Value {
-    json!({
-        "job": "solve",
-        "system": inst.label,
-        "t_max": t_max,
-        "t_end": sol.t_end(),
-        "stop_reason": sol.stop,
-        "solver_stats": sol.stats,
-        "solve_seconds": solve_seconds,
-        "events": sol.events().iter().map(|e| json!({"event": e.name, "t": e.t, "value": e.value})).collect::<Vec<_>>(),
-    })
+    let mut m = solution_stats(sol);
+    m["job"] = "solve".into();
+    m["system"] = inst.label.clone().into();
+    m["t_max"] = t_max.into();
+    m["solve_seconds"] = solve_seconds.into();
+    m["events"] = sol
+        .events()
+        .iter()
+        .map(|e| json!({"event": e.name, "t": e.t, "value": e.value}))
+        .collect();
+    m
 }
 
 /// The terminal summary of a solve: how it ended, then every event's time.
@@ -216,16 +203,4 @@ fn trajectory_figure(
     panels.push(loss);
     let cols = panels.len();
     Figure::grid(1, cols, panels).titled(inst.label.clone())
-}
-
-/// Four significant digits for legends.
-pub(crate) fn short(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if (1e-3..1e5).contains(&v.abs()) {
-        let digits = (3 - v.abs().log10().floor() as i32).max(0) as usize;
-        format!("{v:.digits$}")
-    } else {
-        format!("{v:.3e}")
-    }
 }

@@ -15,12 +15,12 @@
 
 use crate::Error;
 use crate::jobs::JobOutput;
-use crate::jobs::points::{self, Column, Role};
-use crate::jobs::system::instantiate;
+use crate::jobs::plan::{Scenario, Sweep};
 use crate::numerics::stats::{PowerLawFit, fit_power_law};
 use crate::report::figure::{Axis, Figure, LegendAt, Marker, Panel, Series, color};
 use crate::report::{Cell, OutputDir, csv_bytes, csv_lines, fmt_f64};
-use crate::scenario::{Scenario, SweepSpec, SweepValue};
+use crate::scenario::SweepValue;
+use crate::systems::plugin::{Column, Role};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plotters::style::RGBColor;
 use rayon::prelude::*;
@@ -85,8 +85,8 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(spec: &SweepSpec) -> Layout {
-        let point_cols = points::columns(&spec.points[0].scenario);
+    pub fn new(spec: &Sweep) -> Layout {
+        let point_cols = spec.points[0].scenario.system.sweep_columns();
         let claimed = |path: &str| {
             point_cols
                 .iter()
@@ -224,7 +224,7 @@ fn log_bytes(header: &[String], done: &Done) -> Vec<u8> {
 /// Run (or resume) the sweep's points of this shard; write the results when all are done.
 pub fn run(
     scenario: &Scenario,
-    spec: &SweepSpec,
+    spec: &Sweep,
     out: &OutputDir,
     control: &Control,
 ) -> Result<JobOutput, Error> {
@@ -284,35 +284,39 @@ pub fn run(
                 return (i, None);
             }
             let point = &spec.points[i];
-            let r = points::evaluate(&point.scenario, spec).and_then(|p| {
-                let prefix = layout.prefix(&point.values);
-                let rows: Vec<Vec<String>> = p
-                    .rows
-                    .iter()
-                    .map(|r| {
-                        let mut row = prefix.clone();
-                        row.extend(r.iter().map(Cell::to_text));
-                        row
-                    })
-                    .collect();
-                let indexed: Vec<Vec<String>> = rows
-                    .iter()
-                    .map(|r| {
-                        std::iter::once(i.to_string())
-                            .chain(r.iter().cloned())
-                            .collect()
-                    })
-                    .collect();
-                let bytes = csv_lines(&indexed).expect("writing to memory");
-                let mut f = log.lock().expect("no panics while holding the log");
-                f.write_all(&bytes).and_then(|()| f.flush()).map_err(|e| {
-                    Error::from(crate::report::ReportError::Io {
-                        path: log_path.clone(),
-                        source: e,
-                    })
-                })?;
-                Ok((rows, p.stats))
-            });
+            let r = point
+                .scenario
+                .system
+                .sweep_point(&point.scenario.solver, &spec.thresholds)
+                .and_then(|p| {
+                    let prefix = layout.prefix(&point.values);
+                    let rows: Vec<Vec<String>> = p
+                        .rows
+                        .iter()
+                        .map(|r| {
+                            let mut row = prefix.clone();
+                            row.extend(r.iter().map(Cell::to_text));
+                            row
+                        })
+                        .collect();
+                    let indexed: Vec<Vec<String>> = rows
+                        .iter()
+                        .map(|r| {
+                            std::iter::once(i.to_string())
+                                .chain(r.iter().cloned())
+                                .collect()
+                        })
+                        .collect();
+                    let bytes = csv_lines(&indexed).expect("writing to memory");
+                    let mut f = log.lock().expect("no panics while holding the log");
+                    f.write_all(&bytes).and_then(|()| f.flush()).map_err(|e| {
+                        Error::from(crate::report::ReportError::Io {
+                            path: log_path.clone(),
+                            source: e,
+                        })
+                    })?;
+                    Ok((rows, p.stats))
+                });
             bar.inc(1);
             (i, Some(r))
         })
@@ -373,7 +377,7 @@ pub fn run(
     })
 }
 
-fn point_error(spec: &SweepSpec, i: usize, e: Error) -> Error {
+fn point_error(spec: &Sweep, i: usize, e: Error) -> Error {
     let at = spec
         .fields
         .iter()
@@ -461,7 +465,7 @@ pub fn fit_all(layout: &Layout, rows: &[Vec<String>], fit_min: Option<f64>) -> V
     fits
 }
 
-fn fits_json(layout: &Layout, spec: &SweepSpec, fits: &[FitEntry]) -> Value {
+fn fits_json(layout: &Layout, spec: &Sweep, fits: &[FitEntry]) -> Value {
     let entries: Vec<Value> = fits
         .iter()
         .map(|f| {
@@ -486,7 +490,7 @@ fn fits_json(layout: &Layout, spec: &SweepSpec, fits: &[FitEntry]) -> Value {
 /// Write the points log (in point order), `sweep.csv`, `fit.json` and the figure.
 pub fn write_results(
     scenario: &Scenario,
-    spec: &SweepSpec,
+    spec: &Sweep,
     layout: &Layout,
     done: &Done,
     out: &OutputDir,
@@ -501,7 +505,7 @@ pub fn write_results(
     // The family label names the fixed settings; with several swept fields only the kind is
     // certain to hold for every point.
     let family = if spec.fields.len() == 1 {
-        instantiate(&scenario.system).family
+        scenario.system.instance().family
     } else {
         scenario.system.kind().to_string()
     };
@@ -517,7 +521,7 @@ fn console_summary(
     layout: &Layout,
     rows: &[Vec<String>],
     fits: &[FitEntry],
-    spec: &SweepSpec,
+    spec: &Sweep,
 ) -> Vec<String> {
     let th_col = layout.columns.iter().position(|c| c.name == "threshold");
     let largest = th_col.and_then(|c| {
@@ -593,7 +597,7 @@ fn sweep_figure(
     layout: &Layout,
     rows: &[Vec<String>],
     fits: &[FitEntry],
-    spec: &SweepSpec,
+    spec: &Sweep,
 ) -> Figure {
     let markers = [
         Marker::Circle,
@@ -842,7 +846,7 @@ pub fn merge(
     let (scenario_json, source, stext) =
         first.ok_or_else(|| usage("merge: no folders given".into()))?;
     let name = scenario_json["name"].as_str().unwrap_or("merged");
-    let scenario = crate::scenario::parse_str(&stext, &source, name)?;
+    let scenario = crate::jobs::plan::parse_str(&stext, &source, name)?;
     let spec = scenario
         .sweep
         .clone()

@@ -7,7 +7,7 @@ mod manifest;
 mod table;
 
 pub use manifest::{Manifest, git_revision};
-pub use table::{Cell, Table, csv_bytes, csv_lines, fmt_f64};
+pub use table::{Cell, Table, csv_bytes, csv_lines, fmt_f64, short};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -46,6 +46,18 @@ pub fn fmt_f64(x: f64) -> String {
     }
 }
 
+/// Four significant digits, for legends and the terminal.
+pub fn short(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if (1e-3..1e5).contains(&v.abs()) {
+        let digits = (3 - v.abs().log10().floor() as i32).max(0) as usize;
+        format!("{v:.digits$}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
 impl Cell {
     /// The CSV text of this cell.
     pub fn to_text(&self) -> String {

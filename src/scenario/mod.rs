@@ -7,26 +7,13 @@
 //! [`validate`]d (ranges, cross-field rules) into plain data the experiments consume.
 
 mod phase;
-mod sweep;
-pub(crate) mod validate;
+pub mod sweep;
+pub mod validate;
 
-pub use crate::systems::chen::scenario::{
-    GdData, GihFullSpec, GihGdSpec, GihJobSpec, GihSpec, LossName, MiJobSpec, RawGih, RawGihJob,
-    StageSpec, TRANSFER_BATCHES, TransferSpec,
-};
-pub use crate::systems::musat::scenario3::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
-pub use crate::systems::musat::scenario19::{
-    CompareSpec, InitKind, Musat19Spec, RawCompare, RawMusat19,
-};
-pub use crate::systems::wang::scenario::{
-    Estimator, FullInit, FullOptimizer, FullSpec, Layer1Mode, Paradigm, RawRich, RawRichTrain,
-    RichEvents, RichSpec, RichTrainSpec, TrainModel,
-};
-pub use phase::{PhaseSpec, Slice};
-pub use sweep::{MAX_POINTS, SweepField, SweepPoint, SweepSpec, SweepValue, expand_values};
+pub use phase::{PhaseSpec, RawPhase, Slice};
+pub use sweep::{MAX_POINTS, SweepField, SweepValue, expand_values};
 pub use validate::FieldError;
 
-use crate::flow::Method;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use validate::{check, check_fraction, check_positive, check_thresholds};
@@ -43,93 +30,6 @@ pub enum ScenarioError {
     Syntax { origin: String, message: String },
     #[error("{origin}: {error}")]
     Field { origin: String, error: FieldError },
-}
-
-/// A validated scenario: what to run and with which settings.
-#[derive(Debug, Clone, Serialize)]
-pub struct Scenario {
-    pub name: String,
-    /// Where the scenario came from (a file path, "command line", "built-in demo").
-    #[serde(skip)]
-    pub origin: String,
-    /// The document as written.
-    #[serde(skip)]
-    pub text: String,
-    pub description: Option<String>,
-    pub system: SystemSpec,
-    pub solver: SolverSpec,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub solve: Option<SolveSpec>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub phase: Vec<PhaseSpec>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sweep: Option<SweepSpec>,
-    /// The Chen et al. job (`[gih]`, system kind `gih`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gih: Option<GihJobSpec>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub compare: Option<CompareSpec>,
-    /// Training alongside the flow (`[train]`, parsed by system kind).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub train: Option<TrainSpec>,
-}
-
-/// `[train]`, tagged by the system's kind.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum TrainSpec {
-    Rich(RichTrainSpec),
-}
-
-/// The reduced system, tagged by `kind`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum SystemSpec {
-    Musat3(Musat3Spec),
-    Musat19(Musat19Spec),
-    Rich(RichSpec),
-    /// Chen et al.'s generalized induction head (theory/chen.md).
-    Gih(GihSpec),
-}
-
-impl SystemSpec {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SystemSpec::Musat3(_) => "musat3",
-            SystemSpec::Musat19(_) => "musat19",
-            SystemSpec::Rich(_) => "rich",
-            SystemSpec::Gih(_) => "gih",
-        }
-    }
-
-    /// Default of `solver.horizon` (a multiple of the system's time scale).
-    pub fn default_horizon(&self) -> f64 {
-        match self {
-            SystemSpec::Musat3(_) | SystemSpec::Musat19(_) | SystemSpec::Gih(_) => 10.0,
-            SystemSpec::Rich(_) => crate::systems::wang::scenario::DEFAULT_HORIZON,
-        }
-    }
-
-    /// Names of the system's coordinates, in θ order (phase axes, `fixed`, `init`, `freeze`).
-    pub fn coordinate_names(&self) -> Vec<String> {
-        match self {
-            SystemSpec::Musat3(_) => MUSAT3_NAMES.iter().map(|s| s.to_string()).collect(),
-            SystemSpec::Musat19(_) => crate::systems::musat::subspace::NAMES19
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            SystemSpec::Rich(r) => r.model().names(),
-            SystemSpec::Gih(g) => {
-                let subsets = crate::systems::chen::common::Subsets::new(g.heads, g.degree);
-                crate::systems::chen::common::Layout {
-                    n_subsets: subsets.len(),
-                    heads: g.heads,
-                    window: g.window,
-                }
-                .names(&subsets)
-            }
-        }
-    }
 }
 
 /// Integrator settings (`[solver]`).
@@ -175,24 +75,9 @@ pub struct SolveSpec {
 // ---------------------------------------------------------------------------------------------
 // Raw schema
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawScenario {
-    name: Option<String>,
-    description: Option<String>,
-    system: toml::Table,
-    #[serde(default)]
-    solver: RawSolver,
-    solve: Option<RawSolve>,
-    phase: Option<Vec<phase::RawPhase>>,
-    gih: Option<RawGihJob>,
-    compare: Option<RawCompare>,
-    train: Option<toml::Table>,
-}
-
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct RawSolver {
+pub struct RawSolver {
     method: Option<String>,
     rtol: Option<f64>,
     atol: Option<f64>,
@@ -203,7 +88,7 @@ struct RawSolver {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSolve {
+pub struct RawSolve {
     thresholds: Option<Vec<f64>>,
     loss_fraction: Option<f64>,
     margin: Option<f64>,
@@ -212,316 +97,8 @@ struct RawSolve {
     spacing: Option<Spacing>,
 }
 
-// ---------------------------------------------------------------------------------------------
-// Loading
-
-/// Read and validate a scenario file. The scenario name defaults to the file stem.
-pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "scenario".into());
-    parse_str(&text, &path.display().to_string(), &stem)
-}
-
-/// Parse and validate scenario text. `origin` names the source in messages; `default_name` is
-/// used when the document has no `name`.
-pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenario, ScenarioError> {
-    let field_err = |error: FieldError| ScenarioError::Field {
-        origin: origin.to_string(),
-        error,
-    };
-    let mut doc: toml::Table = toml::from_str(text).map_err(|e| ScenarioError::Syntax {
-        origin: origin.to_string(),
-        message: e.to_string().trim().replace('\n', " "),
-    })?;
-    let raw_sweep = match doc.remove("sweep") {
-        None => None,
-        Some(toml::Value::Table(t)) => Some(
-            deserialize_table::<sweep::RawSweep>(t, "sweep")
-                .and_then(sweep::RawSweep::parse)
-                .map_err(field_err)?,
-        ),
-        Some(other) => {
-            return Err(field_err(FieldError::new(
-                "sweep",
-                format!("expected a table, got {}", other.type_str()),
-            )));
-        }
-    };
-    let Some(parsed) = raw_sweep else {
-        let mut scenario = validate_doc(doc, default_name, true).map_err(field_err)?;
-        scenario.origin = origin.to_string();
-        scenario.text = text.to_string();
-        return Ok(scenario);
-    };
-    // The jobs other than the sweep see the document as written; a swept field it lacks is
-    // filled from the first point for validation only, and then no other job may use it.
-    let combos = sweep::product(&parsed.fields);
-    let mut base_doc = doc.clone();
-    let mut filled = Vec::new();
-    for (f, v) in parsed.fields.iter().zip(&combos[0]) {
-        if !sweep::has_path(&base_doc, &f.path) {
-            sweep::set_path(&mut base_doc, &f.path, v.to_toml()).map_err(field_err)?;
-            filled.push(f.path.clone());
-        }
-    }
-    // An error on a swept field names the sweep entry and the value.
-    let at_point = |mut e: FieldError, values: &[SweepValue]| {
-        if let Some((f, v)) = parsed
-            .fields
-            .iter()
-            .zip(values)
-            .find(|(f, _)| e.field == f.path || e.field.starts_with(&format!("{}.", f.path)))
-        {
-            e.field = if f.path == "system.n" && e.field == "system.n" {
-                "sweep.n".to_string()
-            } else {
-                format!("sweep.fields.{}", e.field)
-            };
-            e.message = format!(
-                "{} (at the sweep value {} = {})",
-                e.message,
-                f.column(),
-                v.as_f64()
-            );
-        }
-        field_err(e)
-    };
-    let mut scenario =
-        validate_doc(base_doc, default_name, false).map_err(|e| at_point(e, &combos[0]))?;
-    if parsed.thresholds_given && matches!(scenario.system, SystemSpec::Rich(_)) {
-        return Err(field_err(FieldError::new(
-            "sweep.thresholds",
-            "not used by kind \"rich\": set system.events.theta_IH (or sweep it as \
-             \"system.events.theta_IH\")",
-        )));
-    }
-    if let (Some(path), true) = (
-        filled.first(),
-        scenario.solve.is_some()
-            || !scenario.phase.is_empty()
-            || scenario.compare.is_some()
-            || scenario.train.is_some(),
-    ) {
-        return Err(field_err(FieldError::new(
-            path.clone(),
-            "required for [solve], [[phase]], [compare] and [train] (the sweep sets it for its \
-             own points only)",
-        )));
-    }
-    let mut points = Vec::with_capacity(combos.len());
-    for (index, values) in combos.into_iter().enumerate() {
-        let mut point_doc = doc.clone();
-        for (f, v) in parsed.fields.iter().zip(&values) {
-            sweep::set_path(&mut point_doc, &f.path, v.to_toml()).map_err(field_err)?;
-        }
-        let mut point =
-            validate_doc(point_doc, default_name, false).map_err(|e| at_point(e, &values))?;
-        point.origin = format!("{origin} [sweep point {index}]");
-        point.solve = None;
-        point.phase = Vec::new();
-        point.compare = None;
-        point.train = None;
-        points.push(SweepPoint {
-            index,
-            values,
-            scenario: Box::new(point),
-        });
-    }
-    scenario.sweep = Some(SweepSpec {
-        fields: parsed.fields,
-        n_points: points.len(),
-        thresholds: parsed.thresholds,
-        fit_min_n: parsed.fit_min_n,
-        x: parsed.x,
-        points,
-    });
-    scenario.origin = origin.to_string();
-    scenario.text = text.to_string();
-    Ok(scenario)
-}
-
-/// Validate a document without `[sweep]`. `require_job`: it must have something to run.
-fn validate_doc(
-    doc: toml::Table,
-    default_name: &str,
-    require_job: bool,
-) -> Result<Scenario, FieldError> {
-    let raw: RawScenario =
-        serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
-            let path = e.path().to_string();
-            FieldError::new(
-                if path == "." { "scenario".into() } else { path },
-                e.inner().message(),
-            )
-        })?;
-    validate(raw, default_name, require_job)
-}
-
-fn validate(
-    raw: RawScenario,
-    default_name: &str,
-    require_job: bool,
-) -> Result<Scenario, FieldError> {
-    let name = raw.name.unwrap_or_else(|| default_name.to_string());
-    check(
-        "name",
-        !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && !name.starts_with('.'),
-        || format!("must be a folder name of letters, digits, '-', '_' or '.', got {name:?}"),
-    )?;
-    let system = parse_system(raw.system)?;
-    let solver = validate_solver(raw.solver, system.default_horizon())?;
-    let solve = raw.solve.map(|s| validate_solve(s, &system)).transpose()?;
-    let train = raw.train.map(|t| validate_train(t, &system)).transpose()?;
-    if let SystemSpec::Rich(r) = &system {
-        crate::systems::wang::scenario::check_against_solver(r, &solver)?;
-    }
-    let raw_phase = raw.phase.unwrap_or_default();
-    let names = system.coordinate_names();
-    let count = raw_phase.len();
-    let phase = raw_phase
-        .into_iter()
-        .enumerate()
-        .map(|(k, p)| p.validate(&names, k, count))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut stems = std::collections::BTreeSet::new();
-    for p in &phase {
-        check("phase", stems.insert(p.name.clone()), || {
-            format!(
-                "two [[phase]] entries would both write `{}`; give them distinct `name`s",
-                p.name
-            )
-        })?;
-    }
-    let gih = match (&system, raw.gih) {
-        (_, None) => None,
-        (SystemSpec::Gih(g), Some(job)) => Some(job.validate(g)?),
-        (other, Some(_)) => {
-            return Err(FieldError::new(
-                "gih",
-                format!(
-                    "the [gih] job needs [system] kind = \"gih\", got kind = \"{}\"",
-                    other.kind()
-                ),
-            ));
-        }
-    };
-    let compare = match (raw.compare, &system) {
-        (None, _) => None,
-        (Some(c), SystemSpec::Musat19(m)) => Some(c.validate(m)?),
-        (Some(_), other) => {
-            return Err(FieldError::new(
-                "compare",
-                format!(
-                    "needs [system] kind = \"musat19\" (the full model is compared with the \
-                     19- and 3-parameter flows), got \"{}\"",
-                    other.kind()
-                ),
-            ));
-        }
-    };
-    check("gih", gih.is_none() || solve.is_none(), || {
-        "[solve] and [gih] would both write trajectory.csv and events.csv; use one of them".into()
-    })?;
-    check(
-        "scenario",
-        solve.is_some()
-            || !phase.is_empty()
-            || compare.is_some()
-            || train.is_some()
-            || gih.is_some()
-            || !require_job,
-        || {
-            "nothing to run: add a [solve], [sweep], [[phase]], [compare], [train] or [gih] section"
-                .into()
-        },
-    )?;
-    Ok(Scenario {
-        name,
-        origin: String::new(),
-        text: String::new(),
-        description: raw.description,
-        system,
-        solver,
-        solve,
-        phase,
-        sweep: None,
-        compare,
-        train,
-        gih,
-    })
-}
-
-/// `[train]` by system kind.
-fn validate_train(table: toml::Table, system: &SystemSpec) -> Result<TrainSpec, FieldError> {
-    match system {
-        SystemSpec::Rich(spec) => {
-            let raw: RawRichTrain = deserialize_table(table, "train")?;
-            Ok(TrainSpec::Rich(raw.validate(spec)?))
-        }
-        other => Err(FieldError::new(
-            "train",
-            format!(
-                "not available for kind \"{}\" (training alongside exists for \"rich\")",
-                other.kind()
-            ),
-        )),
-    }
-}
-
-fn parse_system(mut table: toml::Table) -> Result<SystemSpec, FieldError> {
-    let kind = match table.remove("kind") {
-        None => {
-            return Err(FieldError::new(
-                "system.kind",
-                "required; one of \"musat3\", \"musat19\", \"rich\", \"gih\"",
-            ));
-        }
-        Some(toml::Value::String(s)) => s,
-        Some(other) => {
-            return Err(FieldError::new(
-                "system.kind",
-                format!("expected a string, got {}", other.type_str()),
-            ));
-        }
-    };
-    match kind.as_str() {
-        "musat3" => {
-            let raw: RawMusat3 = deserialize_table(table, "system")?;
-            Ok(SystemSpec::Musat3(raw.validate()?))
-        }
-        "musat19" => {
-            let raw: RawMusat19 = deserialize_table(table, "system")?;
-            Ok(SystemSpec::Musat19(raw.validate()?))
-        }
-        "rich" => {
-            let raw: RawRich = deserialize_table(table, "system")?;
-            Ok(SystemSpec::Rich(raw.validate()?))
-        }
-        "gih" => {
-            let raw: RawGih = deserialize_table(table, "system")?;
-            Ok(SystemSpec::Gih(raw.validate()?))
-        }
-        other => Err(FieldError::new(
-            "system.kind",
-            format!(
-                "unknown system `{other}`, expected one of \"musat3\", \"musat19\", \"rich\", \"gih\""
-            ),
-        )),
-    }
-}
-
 /// Deserialize a sub-table, keeping the field path (prefixed with `prefix`) in errors.
-fn deserialize_table<T: serde::de::DeserializeOwned>(
+pub fn deserialize_table<T: serde::de::DeserializeOwned>(
     table: toml::Table,
     prefix: &str,
 ) -> Result<T, FieldError> {
@@ -536,7 +113,7 @@ fn deserialize_table<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn validate_solver(raw: RawSolver, default_horizon: f64) -> Result<SolverSpec, FieldError> {
+pub fn validate_solver(raw: RawSolver, default_horizon: f64) -> Result<SolverSpec, FieldError> {
     let name = raw.method.unwrap_or_else(|| "dopri5".into());
     let method = Method::parse(&name).ok_or_else(|| {
         FieldError::new(
@@ -577,21 +154,18 @@ fn validate_solver(raw: RawSolver, default_horizon: f64) -> Result<SolverSpec, F
     })
 }
 
-fn validate_solve(raw: RawSolve, system: &SystemSpec) -> Result<SolveSpec, FieldError> {
-    let rich = matches!(system, SystemSpec::Rich(_));
-    if rich {
+/// Validate `[solve]` under a system's rules: whether it takes thresholds, the default spacing
+/// and whether it stops after the events by default.
+pub fn validate_solve(raw: RawSolve, rules: SolveRules) -> Result<SolveSpec, FieldError> {
+    if !rules.thresholds {
         for (field, given) in [
             ("solve.thresholds", raw.thresholds.is_some()),
             ("solve.loss_fraction", raw.loss_fraction.is_some()),
         ] {
-            check(field, !given, || {
-                "not used by kind \"rich\": its phase events are set in [system.events] \
-                 (g_fraction, theta_IH, theta_lo, theta_hi, ih_loss_fraction, converge)"
-                    .into()
-            })?;
+            check(field, !given, || rules.refusal.to_string())?;
         }
     }
-    let stop_after_events = !rich || raw.margin.is_some();
+    let stop_after_events = rules.stop_after_events || raw.margin.is_some();
     let thresholds = raw.thresholds.unwrap_or_else(|| vec![0.5]);
     check_thresholds("solve.thresholds", &thresholds)?;
     let loss_fraction = raw.loss_fraction.unwrap_or(0.5);
@@ -614,15 +188,91 @@ fn validate_solve(raw: RawSolve, system: &SystemSpec) -> Result<SolveSpec, Field
         margin,
         tail_steps,
         samples,
-        spacing: raw
-            .spacing
-            .unwrap_or(if rich { Spacing::Log } else { Spacing::Linear }),
+        spacing: raw.spacing.unwrap_or(rules.spacing),
         stop_after_events,
     })
 }
 
+/// What `[solve]` accepts for a system.
+#[derive(Debug, Clone, Copy)]
+pub struct SolveRules {
+    /// The events are threshold crossings of the emergence coordinates (`thresholds`,
+    /// `loss_fraction` accepted, also `sweep.thresholds`); otherwise the system sets its own.
+    pub thresholds: bool,
+    /// Default sample spacing of `trajectory.csv`.
+    pub spacing: Spacing,
+    /// Stop `margin` after the last event by default (otherwise only when `margin` is given).
+    pub stop_after_events: bool,
+    /// Why `thresholds` and `loss_fraction` are refused (when `thresholds` is false).
+    pub refusal: &'static str,
+}
+
+impl SolveRules {
+    /// The rules of a system whose events are threshold crossings.
+    pub const THRESHOLDS: SolveRules = SolveRules {
+        thresholds: true,
+        spacing: Spacing::Linear,
+        stop_after_events: true,
+        refusal: "",
+    };
+}
+
+/// Read a scenario file as text (the name defaults to the file stem).
+pub fn read_file(path: &Path) -> Result<(String, String), ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scenario".into());
+    Ok((text, stem))
+}
+
+/// `name`: a folder name.
+pub fn check_name(name: &str) -> Result<(), FieldError> {
+    check(
+        "name",
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !name.starts_with('.'),
+        || format!("must be a folder name of letters, digits, '-', '_' or '.', got {name:?}"),
+    )
+}
+
+/// The integrator (`solver.method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Dormand–Prince 5(4) with its 4th-order continuous output (`ode_solvers`).
+    #[default]
+    Dopri5,
+    /// Dormand–Prince 8(5,3) with its 7th-order continuous output (Hairer's DOP853): fewer
+    /// steps at tight tolerances.
+    Dop853,
+}
+
+impl Method {
+    pub const NAMES: [&'static str; 2] = ["dopri5", "dop853"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "dopri5" => Some(Method::Dopri5),
+            "dop853" => Some(Method::Dop853),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Dopri5 => "dopri5",
+            Method::Dop853 => "dop853",
+        }
+    }
+}
+
 /// Largest N accepted anywhere (the uniform-query flow costs O(N) per gradient).
 pub const MAX_N: i64 = 10_000_000;
-
-#[cfg(test)]
-mod tests;

@@ -32,7 +32,7 @@ pub enum Slice {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawPhase {
+pub struct RawPhase {
     name: Option<String>,
     x: String,
     y: String,
@@ -70,7 +70,7 @@ pub struct PhaseSpec {
 impl RawPhase {
     /// Validate against the system's coordinate names; `k` is the entry's index, `count` the
     /// number of `[[phase]]` entries.
-    pub(super) fn validate(
+    pub fn validate(
         self,
         names: &[String],
         k: usize,

@@ -1,4 +1,5 @@
-//! `[sweep]`: which scenario fields vary, over which values, and the point scenarios.
+//! `[sweep]`: which scenario fields vary and over which values (the point scenarios are built
+//! and validated by the caller, `crate::jobs::plan`).
 //!
 //! ```toml
 //! [sweep]
@@ -14,8 +15,8 @@
 //! values written in and `[sweep]` removed — validated when the scenario is loaded, so a bad
 //! value anywhere in the sweep is reported before anything runs.
 
+use crate::scenario::MAX_N;
 use crate::scenario::validate::{FieldError, check, check_thresholds};
-use crate::scenario::{MAX_N, Scenario};
 use serde::{Deserialize, Serialize};
 
 /// One swept value: integers stay integers (for integer fields such as `system.n`).
@@ -55,15 +56,6 @@ impl SweepField {
     }
 }
 
-/// One point of a sweep: its index in the product order, its values (one per field), and the
-/// complete scenario to evaluate.
-#[derive(Debug, Clone)]
-pub struct SweepPoint {
-    pub index: usize,
-    pub values: Vec<SweepValue>,
-    pub scenario: Box<Scenario>,
-}
-
 /// A validated sweep.
 #[derive(Debug, Clone, Serialize)]
 pub struct SweepSpec {
@@ -76,13 +68,11 @@ pub struct SweepSpec {
     pub fit_min_n: Option<f64>,
     /// Index into `fields` of the fits' x (`sweep.x`; default the field with the most values).
     pub x: usize,
-    #[serde(skip)]
-    pub points: Vec<SweepPoint>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawSweep {
+pub struct RawSweep {
     n: Option<toml::Value>,
     fields: Option<toml::Table>,
     thresholds: Option<Vec<f64>>,
@@ -95,7 +85,7 @@ pub(super) struct RawSweep {
 pub const MAX_POINTS: usize = 1_000_000;
 
 /// The fields, their values and the sweep settings (the points are built by the caller).
-pub(super) struct ParsedSweep {
+pub struct ParsedSweep {
     pub fields: Vec<SweepField>,
     pub thresholds: Vec<f64>,
     /// Whether `sweep.thresholds` was written (systems without threshold events refuse it).
@@ -105,7 +95,7 @@ pub(super) struct ParsedSweep {
 }
 
 impl RawSweep {
-    pub(super) fn parse(self) -> Result<ParsedSweep, FieldError> {
+    pub fn parse(self) -> Result<ParsedSweep, FieldError> {
         let mut fields = Vec::new();
         if let Some(n) = &self.n {
             let values = expand_values(n, "sweep.n")?;
@@ -341,7 +331,7 @@ pub fn expand_values(v: &toml::Value, field: &str) -> Result<Vec<SweepValue>, Fi
 }
 
 /// The product of the fields' values, in order (the last field varies fastest).
-pub(super) fn product(fields: &[SweepField]) -> Vec<Vec<SweepValue>> {
+pub fn product(fields: &[SweepField]) -> Vec<Vec<SweepValue>> {
     let mut points = vec![Vec::new()];
     for f in fields {
         points = points
@@ -359,11 +349,7 @@ pub(super) fn product(fields: &[SweepField]) -> Vec<Vec<SweepValue>> {
 }
 
 /// Write `value` at a dotted `path` into a document, creating tables on the way.
-pub(super) fn set_path(
-    doc: &mut toml::Table,
-    path: &str,
-    value: toml::Value,
-) -> Result<(), FieldError> {
+pub fn set_path(doc: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), FieldError> {
     let mut segments: Vec<&str> = path.split('.').collect();
     let last = segments.pop().expect("a path has a segment");
     let mut table = doc;
@@ -386,7 +372,7 @@ pub(super) fn set_path(
 }
 
 /// Whether a dotted path is present in a document.
-pub(super) fn has_path(doc: &toml::Table, path: &str) -> bool {
+pub fn has_path(doc: &toml::Table, path: &str) -> bool {
     let mut table = doc;
     let mut segments = path.split('.').peekable();
     while let Some(seg) = segments.next() {

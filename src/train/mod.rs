@@ -27,9 +27,9 @@ pub enum TrainError {
 #[error(
     "{what} diverged at step {step} (t = {}{}): {reason}; largest |parameter| = {} \
      ({max_name}); lower the learning rate ({hint})",
-    short(*t),
+    crate::report::fmt_f64(*t),
     stage.as_ref().map(|s| format!(", stage {s}")).unwrap_or_default(),
-    short(*max_abs)
+    crate::report::fmt_f64(*max_abs)
 )]
 pub struct Divergence {
     /// What was trained, e.g. "gradient descent".
@@ -43,15 +43,6 @@ pub struct Divergence {
     pub max_name: String,
     /// Where the learning rate is set, e.g. "compare.eta".
     pub hint: String,
-}
-
-/// Plain decimals for ordinary magnitudes, exponent form otherwise.
-fn short(x: f64) -> String {
-    if x == 0.0 || (1e-4..1e15).contains(&x.abs()) {
-        format!("{x}")
-    } else {
-        format!("{x:e}")
-    }
 }
 
 /// One stage of a schedule: `steps` updates with learning rate `lr` of the `trained`

@@ -14,22 +14,19 @@
 
 use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Stage};
-use crate::jobs::JobOutput;
-use crate::jobs::points::{Column, PointRows, Role};
-use crate::jobs::system::{Instance, Param};
 use crate::report::figure::{Axis, Figure, Heatmap, LegendAt, Marker, Panel, Series, VLine, color};
-use crate::report::{Cell, OutputDir, Table, fmt_f64};
-use crate::scenario::{
-    GdData, GihFullSpec, GihJobSpec, GihSpec, Scenario, SolverSpec, SweepSpec, SystemSpec,
-};
+use crate::report::{Cell, Table, fmt_f64, short};
+use crate::scenario::SolverSpec;
 use crate::systems::chen::common::{Layout, simplex_weights};
 use crate::systems::chen::markov::{ChainShape, DataSpec, KernelPrior, Sequences, generate, split};
 use crate::systems::chen::mi::{MiEstimate, MiSpec, chi2_mi};
 use crate::systems::chen::reduced::{
     Block, GihFlow, GihInit, GihModel, replicator, replicator_rate,
 };
+use crate::systems::chen::scenario::{GdData, GihFullSpec, GihJobSpec, GihSpec};
 use crate::systems::chen::transfer;
 use crate::systems::chen::transformer::{FullSettings, GihTransformer};
+use crate::systems::plugin::{Column, Instance, JobContext, JobOutput, Param, PointRows, Role};
 use crate::train::{FlatLearner, Guard, Optimizer, Stage as GdStage, train as train_gd};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plotters::style::RGBColor;
@@ -783,22 +780,15 @@ fn gd_data_label(data: GdData) -> String {
     }
 }
 
-fn spec_of(scenario: &Scenario) -> &GihSpec {
-    match &scenario.system {
-        SystemSpec::Gih(g) => g,
-        _ => unreachable!("validated: [gih] needs kind = \"gih\""),
-    }
-}
-
 /// Compute the whole job (nothing is written); the full model and GD on the reduced model only
 /// `with_trained`.
 pub fn compute(
-    scenario: &Scenario,
+    s: &GihSpec,
+    solver: &SolverSpec,
     job: &GihJobSpec,
     progress: bool,
     with_trained: bool,
 ) -> Result<GihRun, Error> {
-    let s = spec_of(scenario);
     let started = std::time::Instant::now();
     let mi = chi2_mi(
         &prior(s),
@@ -814,7 +804,7 @@ pub fn compute(
     )?;
     let mi_seconds = started.elapsed().as_secs_f64();
     let (train, val) = data(s);
-    let reduced = run_reduced(s, job, &scenario.solver, &train, &val, &mi)?;
+    let reduced = run_reduced(s, job, solver, &train, &val, &mi)?;
     let full = match (&job.full, with_trained) {
         (Some(_), true) => Some(run_full(s, job, &train, &val, &mi, progress)?),
         _ => None,
@@ -842,15 +832,10 @@ pub fn compute(
 }
 
 /// Run the job and write its outputs.
-pub fn run(
-    scenario: &Scenario,
-    job: &GihJobSpec,
-    out: &OutputDir,
-    progress: bool,
-) -> Result<JobOutput, Error> {
-    let s = spec_of(scenario);
+pub fn run(s: &GihSpec, job: &GihJobSpec, ctx: &JobContext) -> Result<JobOutput, Error> {
+    let (out, progress) = (ctx.out, ctx.progress);
     let started = std::time::Instant::now();
-    let r = compute(scenario, job, progress, true)?;
+    let r = compute(s, ctx.solver, job, progress, true)?;
     let mut files = Vec::new();
     let mut mi_table = Table::new(["subset", "mi", "stderr"]);
     for k in 0..r.mi.subsets.len() {
@@ -1065,7 +1050,7 @@ pub fn run(
 /// fitted per S*, since the events differ when S* does), its Ĩ, the final training and
 /// validation losses of the reduced flow, p_{S*} and a at the end, and the times at which
 /// p_{S*} reached 0.9 and stage II was done.
-pub fn point_columns(_scenario: &Scenario) -> Vec<Column> {
+pub fn point_columns() -> Vec<Column> {
     vec![
         Column::new(
             "L",
@@ -1086,12 +1071,8 @@ pub fn point_columns(_scenario: &Scenario) -> Vec<Column> {
 
 /// Evaluate one sweep point: the reduced flow of the point scenario's `[gih]` job (without the
 /// full model).
-pub fn point(scenario: &Scenario, _spec: &SweepSpec) -> Result<PointRows, Error> {
-    let s = spec_of(scenario);
-    let job = scenario.gih.as_ref().ok_or_else(|| {
-        Error::Usage("a sweep over a gih system needs a [gih] section (its stages)".into())
-    })?;
-    let r = compute(scenario, job, false, false)?;
+pub fn point(s: &GihSpec, job: &GihJobSpec, solver: &SolverSpec) -> Result<PointRows, Error> {
+    let r = compute(s, solver, job, false, false)?;
     let best = r.mi.best;
     let th = &r.reduced.final_theta;
     let lay = Layout {
@@ -1198,10 +1179,6 @@ fn sigma_at(table: &Table, t: f64, s: &GihSpec) -> Vec<Vec<f64>> {
             cells
         })
         .collect()
-}
-
-fn short(v: f64) -> String {
-    crate::jobs::solve::short(v)
 }
 
 fn figures(s: &GihSpec, job: &GihJobSpec, r: &GihRun) -> Vec<(String, Figure)> {

@@ -108,6 +108,12 @@ pub enum MiError {
     PowerForMonteCarlo,
 }
 
+impl From<MiError> for crate::Error {
+    fn from(e: MiError) -> Self {
+        crate::Error::System(Box::new(e))
+    }
+}
+
 /// Tokens per window: m = max(r_max, H) + 1.
 pub fn window_tokens(r_max: usize, heads: usize) -> usize {
     r_max.max(heads) + 1

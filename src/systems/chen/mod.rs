@@ -6,5 +6,8 @@ pub mod markov;
 pub mod mi;
 pub mod reduced;
 pub mod scenario;
+pub mod system;
 pub mod transfer;
 pub mod transformer;
+
+pub use system::GIH;

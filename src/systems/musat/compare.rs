@@ -9,17 +9,19 @@
 
 use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Solution};
-use crate::jobs::JobOutput;
 use crate::report::figure::{Axis, Figure, LegendAt, Panel, Series, Style, color};
-use crate::report::{Cell, OutputDir, Table, fmt_f64};
-use crate::scenario::{CompareSpec, InitKind, Musat19Spec, Scenario, SolverSpec, SystemSpec};
+use crate::report::{Cell, Table, fmt_f64};
+use crate::scenario::SolverSpec;
 use crate::systems::musat::data::{DataKind, LabelPosition, QueryPosition};
 use crate::systems::musat::disentangled::{FullGd, Mask, Params, Trainer};
 use crate::systems::musat::musat3::Musat3;
 use crate::systems::musat::musat19::Musat19;
+use crate::systems::musat::scenario19::{CompareSpec, InitKind, Musat19Spec};
 use crate::systems::musat::subspace::{
     ALPHA3, BETA2, GAMMA3, MMatrix, NAMES19, Residuals, project_with, residuals_with,
 };
+use crate::systems::plugin::JobContext;
+use crate::systems::plugin::JobOutput;
 use crate::train::{Guard, Stage, TrainError, train};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
@@ -92,9 +94,9 @@ pub fn interpolated_crossing(points: &[(f64, f64)], level: f64, rising: bool) ->
 fn event_names(threshold: f64) -> Vec<String> {
     let mut names: Vec<String> = EMERGING
         .iter()
-        .map(|(_, n)| crate::jobs::threshold_event_name(n, threshold))
+        .map(|(_, n)| crate::systems::plugin::threshold_event_name(n, threshold))
         .collect();
-    names.push(crate::jobs::loss_event_name(0.5));
+    names.push(crate::systems::plugin::loss_event_name(0.5));
     names
 }
 
@@ -240,20 +242,8 @@ fn mask_name(mask: Mask) -> &'static str {
     }
 }
 
-fn musat19_spec(scenario: &Scenario) -> &Musat19Spec {
-    match &scenario.system {
-        SystemSpec::Musat19(m) => m,
-        _ => unreachable!("validated: [compare] needs kind = \"musat19\""),
-    }
-}
-
-pub fn run(
-    scenario: &Scenario,
-    spec: &CompareSpec,
-    out: &OutputDir,
-    progress: bool,
-) -> Result<JobOutput, Error> {
-    let sys = musat19_spec(scenario);
+pub fn run(sys: &Musat19Spec, spec: &CompareSpec, ctx: &JobContext) -> Result<JobOutput, Error> {
+    let (out, progress) = (ctx.out, ctx.progress);
     let data = spec.data_spec(sys);
     let n = data.n;
     let dt = spec.dt();
@@ -351,7 +341,7 @@ pub fn run(
             &theta0,
             t_ode,
             spec.threshold,
-            &scenario.solver,
+            ctx.solver,
         )?);
         // The closed form holds for both query positions: at a point with only α₃, β₂, γ₃
         // nonzero the query's position enters only its own layer-1 row, which no nonzero
@@ -367,7 +357,7 @@ pub fn run(
                 &th3,
                 t_ode,
                 spec.threshold,
-                &scenario.solver,
+                ctx.solver,
             )?);
         } else {
             skipped.push(json!({"source": "ode3", "reason": "the 3-parameter closed form assumes the rotated label cue"}));

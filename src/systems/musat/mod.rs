@@ -9,3 +9,6 @@ pub mod musat3;
 pub mod scenario19;
 pub mod scenario3;
 pub mod subspace;
+pub mod system;
+
+pub use system::{MUSAT3, MUSAT19};

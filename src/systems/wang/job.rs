@@ -12,16 +12,15 @@
 
 use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Solution, Stage};
-use crate::jobs::JobOutput;
-use crate::jobs::points::{Column, PointRows, Role};
-use crate::jobs::solve::{sample_times, short, trajectory_table};
-use crate::jobs::system::{Instance, Param};
 use crate::report::figure::{Axis, Band, Figure, LegendAt, Panel, Series, VLine, color};
-use crate::report::{Cell, OutputDir, Table};
-use crate::scenario::{
-    Estimator, Layer1Mode, Paradigm, RichSpec, Scenario, SolveSpec, SolverSpec, SystemSpec,
+use crate::report::short;
+use crate::report::{Cell, Table};
+use crate::scenario::SolverSpec;
+use crate::systems::plugin::{
+    Column, Instance, Param, PointRows, Role, SolveReport, solution_stats,
 };
 use crate::systems::wang::reduced::{OBS_LOSS_G, OBS_LOSS_I, OBS_W, RichFlow, RichMonteCarlo};
+use crate::systems::wang::scenario::{Estimator, Layer1Mode, Paradigm, RichSpec};
 use plotters::style::RGBColor;
 use serde_json::json;
 
@@ -169,9 +168,7 @@ pub fn problem<'a>(
     let mut b = FlowProblem::builder(flow)
         .init(&spec.init)
         .stages(stages(spec, horizon(spec, solver)))
-        .method(solver.method)
-        .tolerances(solver.rtol, solver.atol)
-        .max_steps(solver.max_steps)
+        .solver(solver)
         .events(events);
     if let Some((margin, tail)) = stop {
         b = b.stop_after_events(margin).tail_steps(tail);
@@ -217,44 +214,27 @@ pub fn phases(sol: &Solution) -> Vec<(&'static str, f64, f64)> {
     ]
 }
 
-/// `[solve]` for kind "rich".
-pub fn solve(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<JobOutput, Error> {
-    let SystemSpec::Rich(rich) = &scenario.system else {
-        unreachable!("dispatched for kind rich only")
-    };
-    let flow = build_flow(rich);
-    let events = phase_events(rich, flow.as_ref());
-    let stop = spec
-        .stop_after_events
-        .then_some((spec.margin, spec.tail_steps));
-    let problem = problem(rich, flow.as_ref(), &scenario.solver, events, stop)?;
-    let t_max = problem.t_max();
-    let started = std::time::Instant::now();
-    let sol = problem.solve()?;
-    let solve_seconds = started.elapsed().as_secs_f64();
-    let inst = instance(rich);
-    let times = sample_times(sol.t_end(), spec.samples, spec.spacing);
-    let table = trajectory_table(&inst, &sol, &times);
-    let mut files = vec![out.write_csv("trajectory.csv", &table)?];
-    files.push(out.write_csv("events.csv", &crate::jobs::solve::events_table(&sol))?);
-    let ph = phases(&sol);
+/// `phases.csv`, the §8 diagnostics and the §7 predictions: what `[solve]` adds for kind
+/// "rich" to the generic trajectory, events and figure.
+pub fn extend_solve(
+    spec: &RichSpec,
+    flow: &dyn GradientFlow,
+    sol: &Solution,
+    report: &mut SolveReport,
+) -> Result<(), Error> {
+    let ph = phases(sol);
     let mut pt = Table::new(["phase", "t_start", "t_end"]);
     for (name, a, b) in &ph {
         pt.push(vec![(*name).into(), (*a).into(), (*b).into()]);
     }
-    files.push(out.write_csv("phases.csv", &pt)?);
-    let diag = diagnostics(rich, flow.as_ref(), &sol);
-    files.extend(out.write_figure(
-        "trajectory",
-        &trajectory_figure(rich, &inst, &sol, &table, &ph, spec.spacing),
-    )?);
-    let mut console = crate::jobs::solve::console_summary(&inst, &sol);
+    report.files.push(report.out.write_csv("phases.csv", &pt)?);
+    let diag = diagnostics(spec, flow, sol);
     let predicted = |key: &str| {
         diag[key]
             .as_f64()
             .map_or(format!(": {NOT_SMALL}"), |t| format!(" ≈ {}", short(t)))
     };
-    console.push(format!(
+    report.console.push(format!(
         "  §7 predictions: T_G{}, T_IH{}; T_IH/(L-2) = {}; loss_G·t at the end = {} \
          (→ 1/4); (w_G, p) monotone in phase I: {}",
         predicted("prediction_T_G"),
@@ -270,24 +250,18 @@ pub fn solve(scenario: &Scenario, spec: &SolveSpec, out: &OutputDir) -> Result<J
         .map(|e| e.name.as_str())
         .collect();
     if !at_start.is_empty() {
-        console.push(format!(
+        report.console.push(format!(
             "  note: {} already hold at t = 0: the initial state is past their thresholds \
              (system.sigma is not small)",
             at_start.join(", ")
         ));
     }
-    let mut manifest = crate::jobs::solve::solve_manifest(&inst, &sol, t_max, solve_seconds);
-    manifest["phases"] = ph
+    report.manifest["phases"] = ph
         .iter()
         .map(|(n, a, b)| json!({"phase": n, "t_start": a, "t_end": b}))
         .collect();
-    manifest["diagnostics"] = diag;
-    Ok(JobOutput {
-        manifest,
-        files,
-        console,
-        partial: false,
-    })
+    report.manifest["diagnostics"] = diag;
+    Ok(())
 }
 
 /// §8 diagnostics: ℓ_G·t at the end of the run (→ 1/4 on the slow manifold, §6), T_IH/N, the
@@ -326,7 +300,7 @@ fn diagnostics(spec: &RichSpec, flow: &dyn GradientFlow, sol: &Solution) -> serd
     })
 }
 
-fn trajectory_figure(
+pub fn trajectory_figure(
     spec: &RichSpec,
     inst: &Instance,
     sol: &Solution,
@@ -581,23 +555,13 @@ pub fn sweep_columns() -> Vec<Column> {
 
 /// One sweep point: a solve that stops as soon as T_G and T_IH are located; one row with
 /// ratio = T_IH/T_G (empty when either was not reached within the horizon).
-pub fn sweep_point(scenario: &Scenario) -> Result<PointRows, Error> {
-    let SystemSpec::Rich(spec) = &scenario.system else {
-        unreachable!("dispatched for kind rich only")
-    };
+pub fn sweep_point(spec: &RichSpec, solver: &SolverSpec) -> Result<PointRows, Error> {
     let flow = build_flow(spec);
     let events: Vec<EventSpec> = phase_events(spec, flow.as_ref())
         .into_iter()
         .filter(|e| e.name == "T_G" || e.name == "T_IH")
         .collect();
-    let sol = problem(
-        spec,
-        flow.as_ref(),
-        &scenario.solver,
-        events,
-        Some((0.0, 5000)),
-    )?
-    .solve()?;
+    let sol = problem(spec, flow.as_ref(), solver, events, Some((0.0, 5000)))?.solve()?;
     let (t_g, t_ih) = (sol.event_time("T_G"), sol.event_time("T_IH"));
     let ratio = t_g.zip(t_ih).map(|(g, i)| i / g);
     let row = vec![
@@ -612,10 +576,6 @@ pub fn sweep_point(scenario: &Scenario) -> Result<PointRows, Error> {
     ];
     Ok(PointRows {
         rows: vec![row],
-        stats: json!({
-            "t_end": sol.t_end(),
-            "stop_reason": sol.stop,
-            "solver_stats": sol.stats,
-        }),
+        stats: solution_stats(&sol),
     })
 }

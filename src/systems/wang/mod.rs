@@ -6,4 +6,7 @@ pub mod job;
 pub mod reduced;
 pub mod scenario;
 pub mod sgd;
+pub mod system;
 pub mod train;
+
+pub use system::RICH;

@@ -12,19 +12,19 @@
 
 use crate::Error;
 use crate::flow::{FlowProblem, GradientFlow};
-use crate::jobs::JobOutput;
-use crate::jobs::solve::{sample_times, short};
 use crate::numerics::gaussian::Gaussian;
 use crate::report::figure::{Axis, Figure, LegendAt, Panel, Series, VLine, color};
-use crate::report::{Cell, OutputDir, Table, fmt_f64};
-use crate::scenario::{
-    FullInit, FullOptimizer, FullSpec, Layer1Mode, Paradigm, RichSpec, RichTrainSpec, Scenario,
-    Spacing, SystemSpec, TrainModel,
-};
+use crate::report::short;
+use crate::report::{Cell, Table, fmt_f64};
+use crate::scenario::Spacing;
+use crate::systems::plugin::{JobContext, JobOutput, sample_times};
 use crate::systems::wang::full::{FullModel, FullShape, sample_batch};
 use crate::systems::wang::job::{build_flow, horizon, phase_events, stages};
 use crate::systems::wang::reduced::{
     KeyQuery, OBS_LOSS_G, OBS_LOSS_I, OBS_W, RichModel, RichMonteCarlo,
+};
+use crate::systems::wang::scenario::{
+    FullInit, FullOptimizer, FullSpec, Layer1Mode, Paradigm, RichSpec, RichTrainSpec, TrainModel,
 };
 use crate::systems::wang::sgd::{
     FullSettings, Optimizer, SgdSettings, StageMask, checkpoint_steps, train_full, train_sgd,
@@ -188,18 +188,10 @@ fn full_init(spec: &RichSpec, full: &FullSpec, model: &FullModel, seed: u64) -> 
     }
 }
 
-pub fn run(
-    scenario: &Scenario,
-    tspec: &RichTrainSpec,
-    out: &OutputDir,
-) -> Result<JobOutput, Error> {
-    let SystemSpec::Rich(spec) = &scenario.system else {
-        unreachable!("[train] is validated for kind rich only")
-    };
+pub fn run(spec: &RichSpec, tspec: &RichTrainSpec, ctx: &JobContext) -> Result<JobOutput, Error> {
+    let (out, solver) = (ctx.out, ctx.solver);
     let model = spec.model();
-    let t_max = tspec
-        .t_max
-        .unwrap_or_else(|| horizon(spec, &scenario.solver));
+    let t_max = tspec.t_max.unwrap_or_else(|| horizon(spec, solver));
     let started = std::time::Instant::now();
     // The reduced flow, to the same horizon.
     let flow = build_flow(spec);
@@ -207,9 +199,9 @@ pub fn run(
     let sol = FlowProblem::builder(flow.as_ref())
         .init(&spec.init)
         .stages(stages(spec, t_max))
-        .method(scenario.solver.method)
-        .tolerances(scenario.solver.rtol, scenario.solver.atol)
-        .max_steps(scenario.solver.max_steps)
+        .method(solver.method)
+        .tolerances(solver.rtol, solver.atol)
+        .max_steps(solver.max_steps)
         .events(events)
         .build()?
         .solve()?;

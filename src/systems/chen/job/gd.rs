@@ -16,9 +16,9 @@ use super::{
 use crate::Error;
 use crate::flow::GradientFlow;
 use crate::report::Table;
-use crate::scenario::GdData;
 use crate::systems::chen::markov::{DataSpec, generate, item_rng};
 use crate::systems::chen::reduced::{GihFlow, GihModel};
+use crate::systems::chen::scenario::GdData;
 use crate::train::{FlatLearner, Optimizer};
 use rand::Rng;
 

@@ -1,6 +1,7 @@
 use super::*;
-use crate::scenario::{Scenario, SystemSpec, parse_str};
+use crate::jobs::plan::{Scenario, parse_str};
 use crate::systems::chen::common::simplex_weights;
+use crate::systems::chen::system::GihSystem;
 use crate::train::{Stage, TrainError, train};
 
 /// A small gih scenario: one stage I (train c) of `steps` steps at learning rate `lr`, with GD
@@ -18,10 +19,11 @@ fn stage_one(lr: f64, steps: u64, extra: &str) -> Scenario {
 }
 
 fn gih(s: &Scenario) -> &GihSpec {
-    match &s.system {
-        SystemSpec::Gih(g) => g,
-        _ => unreachable!(),
-    }
+    &sys(s).spec
+}
+
+fn sys(s: &Scenario) -> &GihSystem {
+    s.system.downcast::<GihSystem>().expect("a gih system")
 }
 
 fn p_of(theta: &[f64], lay: &Layout) -> Vec<f64> {
@@ -99,7 +101,14 @@ fn gd_grows_the_norm_of_c_by_eta_squared_gradient_squared() {
     // not conserved: ‖c‖² grows by a visible amount over the steps
     assert!(grew > 1e-3, "{grew}");
     // the job's GD is this run
-    let run = super::super::compute(&sc, sc.gih.as_ref().unwrap(), false, true).unwrap();
+    let run = super::super::compute(
+        gih(&sc),
+        &sc.solver,
+        sys(&sc).job.as_ref().unwrap(),
+        false,
+        true,
+    )
+    .unwrap();
     let gd = run.gd.unwrap();
     let last = thetas.last().unwrap();
     for (x, y) in gd.final_theta.iter().zip(last) {
@@ -117,7 +126,14 @@ fn gd_grows_the_norm_of_c_by_eta_squared_gradient_squared() {
 fn gd_with_a_small_learning_rate_tracks_the_flow() {
     let err = |lr: f64, steps: u64| {
         let sc = stage_one(lr, steps, "");
-        let run = super::super::compute(&sc, sc.gih.as_ref().unwrap(), false, true).unwrap();
+        let run = super::super::compute(
+            gih(&sc),
+            &sc.solver,
+            sys(&sc).job.as_ref().unwrap(),
+            false,
+            true,
+        )
+        .unwrap();
         let s = gih(&sc);
         let lay = Layout {
             n_subsets: run.mi.subsets.len(),

@@ -1,4 +1,14 @@
 use super::*;
+use crate::scenario::expand_values;
+use crate::systems::musat::scenario3::Musat3Spec;
+use crate::systems::musat::system::Musat3System;
+
+fn musat3(s: &Scenario) -> &Musat3Spec {
+    &s.system
+        .downcast::<Musat3System>()
+        .expect("musat3 expected")
+        .spec
+}
 
 fn err(text: &str) -> String {
     parse_str(text, "t.toml", "t").unwrap_err().to_string()
@@ -13,9 +23,7 @@ fn parses_a_full_document_with_defaults() {
     )
     .unwrap();
     assert_eq!(s.name, "stem");
-    let SystemSpec::Musat3(m) = &s.system else {
-        panic!("musat3 expected")
-    };
+    let m = musat3(&s);
     assert_eq!(m.n, 8, "the document's N, not the sweep's");
     assert_eq!(s.solver.rtol, 1e-10);
     let sweep = s.sweep.unwrap();
@@ -25,9 +33,7 @@ fn parses_a_full_document_with_defaults() {
         .points
         .iter()
         .map(|p| {
-            let SystemSpec::Musat3(m) = &p.scenario.system else {
-                panic!("musat3 expected")
-            };
+            let m = musat3(&p.scenario);
             m.n
         })
         .collect();
@@ -76,9 +82,7 @@ fn fields_sweeps_form_a_product_of_validated_points() {
     assert_eq!(paths, ["solver.rtol", "system.loss_scale", "system.n"]);
     assert_eq!(sw.n_points, 4);
     let p = &sw.points[3];
-    let SystemSpec::Musat3(m) = &p.scenario.system else {
-        panic!("musat3 expected")
-    };
+    let m = musat3(&p.scenario);
     assert_eq!((m.loss_scale, m.n), (1.0, 8));
     assert_eq!(p.scenario.solver.rtol, 1e-8);
     let e = err(
