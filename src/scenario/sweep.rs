@@ -1,5 +1,5 @@
 //! `[sweep]`: which scenario fields vary and over which values (the point scenarios are built
-//! and validated by the caller, `crate::jobs::plan`).
+//! and validated by the caller, the `plan` of the jobs layer).
 //!
 //! ```toml
 //! [sweep]

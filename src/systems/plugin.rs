@@ -2,7 +2,7 @@
 //!
 //! A system (one folder under `systems/`) implements [`System`] and is listed once in
 //! [`super::REGISTRY`]. The jobs (`[solve]`, `[sweep]`, `[[phase]]`) are written once, in
-//! `crate::jobs`, against this trait: they ask the system for its reduced flow ([`Instance`]),
+//! the jobs layer, against this trait: they ask the system for its reduced flow ([`Instance`]),
 //! its events, its schedule, its sweep columns and its overlays, and do the rest (integration,
 //! tables, figures, manifest) themselves. Every hook has a default that fits a reduced system
 //! whose coordinates emerge by crossing thresholds (the Musat flows), so a new system overrides

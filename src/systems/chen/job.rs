@@ -18,11 +18,9 @@ use crate::report::figure::{Axis, Figure, Heatmap, LegendAt, Marker, Panel, Seri
 use crate::report::{Cell, Table, fmt_f64, short};
 use crate::scenario::SolverSpec;
 use crate::systems::chen::common::{Layout, simplex_weights};
-use crate::systems::chen::markov::{ChainShape, DataSpec, KernelPrior, Sequences, generate, split};
+use crate::systems::chen::markov::Sequences;
 use crate::systems::chen::mi::{MiEstimate, MiSpec, chi2_mi};
-use crate::systems::chen::reduced::{
-    Block, GihFlow, GihInit, GihModel, replicator, replicator_rate,
-};
+use crate::systems::chen::reduced::{Block, GihFlow, replicator, replicator_rate};
 use crate::systems::chen::scenario::{GdData, GihFullSpec, GihJobSpec, GihSpec};
 use crate::systems::chen::transfer;
 use crate::systems::chen::transformer::{FullSettings, GihTransformer};
@@ -35,51 +33,7 @@ use serde_json::json;
 mod gd;
 pub use gd::{FreshBatches, GdRun, GdSource, batch_seed};
 
-/// The prior of the scenario: a fresh kernel per sequence with Dirichlet(α) rows.
-pub fn prior(s: &GihSpec) -> KernelPrior {
-    KernelPrior::Dirichlet {
-        shape: ChainShape::new(s.d, &s.parents()),
-        alpha: s.alpha,
-    }
-}
-
-/// One generated set of `n_sequences`, split into training and validation (§3, §12).
-pub fn data(s: &GihSpec) -> (Sequences, Sequences) {
-    let all = generate(&data_spec_with(s, s.length, s.alpha, s.n_sequences, s.seed));
-    split(&all, s.train_fraction)
-}
-
-/// `n` fresh sequences of length `length` under a Dirichlet(`alpha`) prior, otherwise as the
-/// scenario's chain (parents, start), seeded with `seed`.
-pub fn data_spec_with(s: &GihSpec, length: usize, alpha: f64, n: usize, seed: u64) -> DataSpec {
-    DataSpec {
-        prior: KernelPrior::Dirichlet {
-            shape: ChainShape::new(s.d, &s.parents()),
-            alpha,
-        },
-        length,
-        start: s.start,
-        n_sequences: n,
-        seed,
-    }
-}
-
-pub fn model(s: &GihSpec) -> GihModel {
-    GihModel {
-        shape: s.shape(),
-        head_norm: s.head_norm,
-        loss: s.loss,
-    }
-}
-
-pub fn init(s: &GihSpec) -> GihInit {
-    GihInit {
-        c0: s.c0,
-        a0: s.a0,
-        w_plus: s.w_plus,
-        w_minus: s.w_minus,
-    }
-}
+pub use crate::systems::chen::setup::{data, data_spec_with, init, model, prior};
 
 /// The joint flow of (c, w, a) on the scenario's training sample, for the generic jobs
 /// (`[solve]`, `[[phase]]`); its time scale is stage I's, 1/(κ a₀) = ‖c₀‖²/(4 |a₀|).

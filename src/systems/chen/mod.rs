@@ -6,6 +6,7 @@ pub mod markov;
 pub mod mi;
 pub mod reduced;
 pub mod scenario;
+pub mod setup;
 pub mod system;
 pub mod transfer;
 pub mod transformer;

@@ -10,10 +10,10 @@
 use crate::flow::GradientFlow;
 use crate::report::figure::{Axis, Figure, Marker, Panel, Series, VLine, color};
 use crate::report::{Cell, Table};
-use crate::systems::chen::job::{data_spec_with, model};
 use crate::systems::chen::markov::{Sequences, generate};
 use crate::systems::chen::reduced::GihFlow;
 use crate::systems::chen::scenario::{GihSpec, TRANSFER_BATCHES, TransferSpec};
+use crate::systems::chen::setup::{data_spec_with, model};
 use crate::systems::chen::transformer::{FullSettings, GihTransformer};
 use plotters::style::RGBColor;
 

@@ -16,60 +16,8 @@
 //! functions without a `_with` suffix use M = J.
 
 use crate::systems::musat::disentangled::Params;
-use serde::{Deserialize, Serialize};
 
-/// The fixed matrix M of the label cue M p_i and of the blocks α₂ I + α₃ M (D even).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum MMatrix {
-    /// J = [[0, −I_{D/2}], [I_{D/2}, 0]]: J² = −I, Jᵀ = −J (the paper's rotation).
-    #[default]
-    #[serde(rename = "J")]
-    J,
-    /// S = [[0, I_{D/2}], [I_{D/2}, 0]]: S² = I, Sᵀ = S (theory/musat.md §3 option `swap`).
-    #[serde(rename = "swap")]
-    Swap,
-}
-
-impl MMatrix {
-    /// The column of the nonzero entry of row i of M (D even).
-    #[inline]
-    pub fn col(self, i: usize, d: usize) -> usize {
-        let h = d / 2;
-        if i < h { i + h } else { i - h }
-    }
-
-    /// The nonzero entry of row i of M: M_{i, col(i)}.
-    #[inline]
-    pub fn val(self, i: usize, d: usize) -> f64 {
-        match self {
-            MMatrix::J => {
-                if i < d / 2 {
-                    -1.0
-                } else {
-                    1.0
-                }
-            }
-            MMatrix::Swap => 1.0,
-        }
-    }
-
-    /// out = M p (both of length D, D even).
-    pub fn apply(self, p: &[f64], out: &mut [f64]) {
-        let d = p.len();
-        assert!(d.is_multiple_of(2) && out.len() == d);
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = self.val(i, d) * p[self.col(i, d)];
-        }
-    }
-
-    /// The name used in scenarios and outputs: `J` or `swap`.
-    pub fn name(self) -> &'static str {
-        match self {
-            MMatrix::J => "J",
-            MMatrix::Swap => "swap",
-        }
-    }
-}
+pub use crate::systems::musat::data::MMatrix;
 
 /// The 19 coordinate names, in θ order.
 pub const NAMES19: [&str; 19] = [
