@@ -41,6 +41,20 @@ def scrub(v):
     return v
 
 
+def json_paths(a, b, path="", out=None):
+    """The paths (a.b[2].c) where two JSON values differ."""
+    out = [] if out is None else out
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            json_paths(a.get(k), b.get(k), f"{path}.{k}", out)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            json_paths(x, y, f"{path}[{i}]", out)
+    elif a != b:
+        out.append(path or ".")
+    return out
+
+
 def sh(*args, **kw):
     return subprocess.run(args, check=True, **kw)
 
@@ -96,7 +110,9 @@ def compare_dir(a, b):
         if n == "manifest.json":
             ja, jb = scrub(json.load(open(pa))), scrub(json.load(open(pb)))
             if ja != jb:
-                diffs.append(f"{n}: differs (beyond timing, revision and command line)")
+                where = json_paths(ja, jb)
+                more = f" (+{len(where) - 4} more)" if len(where) > 4 else ""
+                diffs.append(f"{n}: differs at {', '.join(where[:4])}{more}")
         elif n.endswith((".csv", ".json")):
             if not filecmp.cmp(pa, pb, shallow=False):
                 diffs.append(f"{n}: bytes differ")

@@ -166,6 +166,16 @@ pub struct Solution {
 }
 
 impl Solution {
+    /// Where and why the solve ended and its step counts, as every job's manifest reports
+    /// them: `{"t_end", "stop_reason", "solver_stats"}`.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "t_end": self.t_end(),
+            "stop_reason": self.stop,
+            "solver_stats": self.stats,
+        })
+    }
+
     pub(crate) fn new(
         map: CoordMap,
         names: Vec<String>,

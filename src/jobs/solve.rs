@@ -8,7 +8,7 @@ use crate::report::figure::{Axis, Figure, LegendAt, Panel, Series, VLine, color}
 use crate::report::{Cell, OutputDir, Table, fmt_f64, short};
 use crate::scenario::{SolveSpec, Spacing};
 use crate::systems::plugin::{
-    Instance, JobOutput, SolveReport, horizon, problem_builder, sample_times, solution_stats,
+    Instance, JobOutput, SolveReport, horizon, problem_builder, sample_times,
 };
 use plotters::style::RGBColor;
 use serde_json::json;
@@ -93,7 +93,7 @@ pub fn solve_manifest(
     t_max: f64,
     solve_seconds: f64,
 ) -> serde_json::Value {
-    let mut m = solution_stats(sol);
+    let mut m = sol.summary();
     m["job"] = "solve".into();
     m["system"] = inst.label.clone().into();
     m["t_max"] = t_max.into();

@@ -18,10 +18,10 @@ use crate::jobs::JobOutput;
 use crate::jobs::plan::{Scenario, Sweep};
 use crate::numerics::stats::{PowerLawFit, fit_power_law};
 use crate::report::figure::{Axis, Figure, LegendAt, Marker, Panel, Series, color};
+use crate::report::progress::Progress;
 use crate::report::{Cell, OutputDir, csv_bytes, csv_lines, fmt_f64};
 use crate::scenario::SweepValue;
 use crate::systems::plugin::{Column, Role};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plotters::style::RGBColor;
 use rayon::prelude::*;
 use serde_json::{Map, Value, json};
@@ -259,19 +259,14 @@ pub fn run(
         .copied()
         .filter(|i| !done.contains_key(i))
         .collect();
-    let bar = if control.progress {
-        ProgressBar::with_draw_target(Some(selected.len() as u64), ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "sweep {bar:30} {pos}/{len} points  [{elapsed} elapsed, ETA {eta}]",
-        )
-        .expect("valid template"),
+    let bar = Progress::new(
+        control.progress,
+        "sweep",
+        selected.len() as u64,
+        "points",
+        None,
     );
-    bar.set_position(resumed as u64);
-    bar.reset_eta();
+    bar.start_at(resumed as u64);
     let started_count = AtomicUsize::new(0);
     let started = std::time::Instant::now();
     let results: Vec<(usize, Outcome)> = todo
@@ -321,7 +316,7 @@ pub fn run(
             (i, Some(r))
         })
         .collect();
-    bar.finish_and_clear();
+    drop(bar);
     let seconds = started.elapsed().as_secs_f64();
     let mut per_point = Vec::new();
     let mut first_error = None;

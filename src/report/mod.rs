@@ -4,6 +4,7 @@
 
 pub mod figure;
 mod manifest;
+pub mod progress;
 mod table;
 
 pub use manifest::{Manifest, git_revision};

@@ -359,17 +359,7 @@ pub fn emergence_point<S: System + ?Sized>(
         .collect();
     Ok(PointRows {
         rows,
-        stats: solution_stats(&sol),
-    })
-}
-
-/// The solver statistics of a solve, as every job reports them: where and why it ended, and
-/// the step and right-hand-side counts.
-pub fn solution_stats(sol: &Solution) -> serde_json::Value {
-    serde_json::json!({
-        "t_end": sol.t_end(),
-        "stop_reason": sol.stop,
-        "solver_stats": sol.stats,
+        stats: sol.summary(),
     })
 }
 

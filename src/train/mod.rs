@@ -11,6 +11,9 @@
 //! stops the run with a [`TrainError`] naming the step, the time, the stage and the largest
 //! parameter.
 
+pub mod checkpoints;
+pub mod crossing;
+
 /// Why training stopped early.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TrainError {

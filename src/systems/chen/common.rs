@@ -1,5 +1,5 @@
 //! What the reduced GIH flow (`theory::gih`) and the full TF(M, H, d, D)
-//! (`model::gih_transformer`) share (theory/chen.md §4–§5): the head subsets 𝒮_D, the RPE
+//! (`model::gih_transformer`) share (docs/theory/chen.md §4–§5): the head subsets 𝒮_D, the RPE
 //! windows, the parameter layout (c, w, a), the sufficient statistics of a sample (positions
 //! grouped by their local history), and layer 2 with the loss, evaluated in parallel over
 //! sequences with a fixed-order reduction.

@@ -1,4 +1,4 @@
-//! Job `[gih]` (Chen et al., theory/chen.md): the χ² mutual information and the information set
+//! Job `[gih]` (Chen et al., docs/theory/chen.md): the χ² mutual information and the information set
 //! S*, the reduced gradient flow of (c, w, a) through the training stages with located events,
 //! and optionally the full TF(M, H, d, D) trained by GD on the same sample, on the same time
 //! axis (t = Σ lr × steps, §10).
@@ -15,6 +15,7 @@
 use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Stage};
 use crate::report::figure::{Axis, Figure, Heatmap, LegendAt, Marker, Panel, Series, VLine, color};
+use crate::report::progress::Progress;
 use crate::report::{Cell, Table, fmt_f64, short};
 use crate::scenario::SolverSpec;
 use crate::systems::chen::common::{Layout, simplex_weights};
@@ -25,8 +26,9 @@ use crate::systems::chen::scenario::{GdData, GihFullSpec, GihJobSpec, GihSpec};
 use crate::systems::chen::transfer;
 use crate::systems::chen::transformer::{FullSettings, GihTransformer};
 use crate::systems::plugin::{Column, Instance, JobContext, JobOutput, Param, PointRows, Role};
+use crate::train::checkpoints::log_spaced;
+use crate::train::crossing::{Crossing, Direction};
 use crate::train::{FlatLearner, Guard, Optimizer, Stage as GdStage, train as train_gd};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use plotters::style::RGBColor;
 use serde_json::json;
 
@@ -104,7 +106,7 @@ impl EventDef {
     }
 }
 
-/// The events of theory/chen.md §9 and the issue: p_{S*} reaching ½, 0.9 and 1 − δ₁ (stage I
+/// The events of docs/theory/chen.md §9 and the issue: p_{S*} reaching ½, 0.9 and 1 − δ₁ (stage I
 /// done); each head's largest RPE logit changing offset; σ of each head of S* on its own offset
 /// reaching 1 − δ₂ (stage II done); a crossing each level.
 fn event_defs(lay: &Layout, s: &GihSpec, job: &GihJobSpec, mi: &MiEstimate) -> Vec<EventDef> {
@@ -183,13 +185,16 @@ fn stage_two_done(
     }
 }
 
-/// A GD-side event detector: the event function of [`EventDef`] at every step, with the
-/// crossing located by linear interpolation in t between the two steps around it.
+/// A GD-side event detector: the quantity of [`EventDef`] at every step, with the crossing
+/// located by the training driver's one rule for sampled trajectories (linear interpolation in
+/// t between the two steps around it, [`crate::train::crossing`]).
 struct Probe {
     def: EventDef,
+    /// The initially largest entry of a watched block (argmax events).
     leader: usize,
-    prev: Option<(f64, f64)>,
-    found: Option<(f64, f64)>,
+    crossing: Crossing,
+    /// The event's value at the step that reached it.
+    value: Option<f64>,
     at_start: bool,
 }
 
@@ -201,30 +206,28 @@ impl Probe {
             }
             _ => 0,
         };
+        let crossing = match def.watch {
+            Watch::Obs(_, l) | Watch::Coord(_, l) => Crossing::new(l, Direction::Rises),
+            // another entry strictly overtakes the leader: max_{j ≠ leader} − leader > 0
+            Watch::Argmax(..) => Crossing::new(0.0, Direction::RisesAbove),
+        };
         let mut p = Probe {
             def,
             leader,
-            prev: None,
-            found: None,
+            crossing,
+            value: None,
             at_start: false,
         };
-        let g = p.g(theta0, obs0);
-        if p.fired(g) {
-            p.found = Some((0.0, p.value(theta0, obs0)));
-            p.at_start = true;
-        }
+        p.observe(0.0, theta0, obs0);
+        p.at_start = p.value.is_some();
         p
     }
-    fn fired(&self, g: f64) -> bool {
+    /// The watched quantity: the observable or coordinate, or for an argmax event the margin
+    /// of the best other entry over the initial leader.
+    fn quantity(&self, theta: &[f64], obs: &[f64]) -> f64 {
         match self.def.watch {
-            Watch::Argmax(..) => g > 0.0,
-            _ => g >= 0.0,
-        }
-    }
-    fn g(&self, theta: &[f64], obs: &[f64]) -> f64 {
-        match self.def.watch {
-            Watch::Obs(j, l) => obs[j] - l,
-            Watch::Coord(k, l) => theta[k] - l,
+            Watch::Obs(j, _) => obs[j],
+            Watch::Coord(k, _) => theta[k],
             Watch::Argmax(k, w) => {
                 let other = (0..w)
                     .filter(|&j| j != self.leader)
@@ -234,6 +237,7 @@ impl Probe {
             }
         }
     }
+    /// The value reported with the event: the quantity, or the new leader's index.
     fn value(&self, theta: &[f64], obs: &[f64]) -> f64 {
         match self.def.watch {
             Watch::Obs(j, _) => obs[j],
@@ -248,21 +252,17 @@ impl Probe {
         }
     }
     fn observe(&mut self, t: f64, theta: &[f64], obs: &[f64]) {
-        if self.found.is_some() {
+        if self.value.is_some() {
             return;
         }
-        let g = self.g(theta, obs);
-        if let Some((t0, g0)) = self.prev
-            && self.fired(g)
-        {
-            let te = if g != g0 && t > t0 {
-                t0 + (0.0 - g0) / (g - g0) * (t - t0)
-            } else {
-                t
-            };
-            self.found = Some((te.clamp(t0, t), self.value(theta, obs)));
+        let q = self.quantity(theta, obs);
+        if self.crossing.observe(t, q).is_some() {
+            self.value = Some(self.value(theta, obs));
         }
-        self.prev = Some((t, g));
+    }
+    /// (time, value) once the event happened.
+    fn found(&self) -> Option<(f64, f64)> {
+        self.crossing.time().zip(self.value)
     }
 }
 
@@ -426,9 +426,7 @@ fn run_reduced(
     let mut b = FlowProblem::builder(&flow)
         .init(&th0)
         .stages(stages)
-        .method(solver.method)
-        .tolerances(solver.rtol, solver.atol)
-        .max_steps(solver.max_steps)
+        .solver(solver)
         .events(defs.iter().map(EventDef::spec));
     if job.log_c {
         b = b.log_coordinates(lay.c_range());
@@ -499,37 +497,18 @@ fn run_reduced(
         table,
         replicator: replicator_table,
         events,
-        solution_stats: json!({
-            "t_end": sol.t_end(),
-            "stop_reason": sol.stop,
-            "solver_stats": sol.stats,
-            "log_coordinates_c": job.log_c,
-            "solve_seconds": solve_seconds,
-            "dimension": dim,
-        }),
+        solution_stats: {
+            let mut s = sol.summary();
+            s["log_coordinates_c"] = job.log_c.into();
+            s["solve_seconds"] = solve_seconds.into();
+            s["dimension"] = dim.into();
+            s
+        },
         seconds: started.elapsed().as_secs_f64(),
         final_loss: flow.loss(&final_theta),
         final_val_loss: val_flow.loss(&final_theta),
         final_theta,
     })
-}
-
-/// Checkpoint steps of a stage of `steps` steps: 0, then about `n − 1` log-spaced steps up to
-/// `steps` (distinct integers).
-fn checkpoints(steps: u64, n: usize) -> Vec<u64> {
-    let mut v = vec![0u64];
-    let k = n - 1;
-    for i in 0..k {
-        let e = if k == 1 {
-            1.0
-        } else {
-            i as f64 / (k - 1) as f64
-        };
-        v.push(((steps as f64).powf(e)).round() as u64);
-    }
-    v.sort_unstable();
-    v.dedup();
-    v
 }
 
 /// The full model's settings of a `[gih.full]` table.
@@ -604,7 +583,7 @@ fn train_recorded<F: FnMut(u64, &[f64], &mut [f64]) -> f64>(
     let marks: Vec<Vec<u64>> = job
         .stages
         .iter()
-        .map(|st| checkpoints(st.steps, rec.samples))
+        .map(|st| log_spaced(st.steps, rec.samples))
         .collect();
     let model = rec.observables;
     let mut obs = vec![0.0; model.observable_names().len()];
@@ -616,18 +595,7 @@ fn train_recorded<F: FnMut(u64, &[f64], &mut [f64]) -> f64>(
     let mut table = Table::new(header(model, lay, true));
     let mut stage_ends = vec![learner.theta.clone()];
     let total: u64 = job.stages.iter().map(|s| s.steps).sum();
-    let bar = if progress {
-        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{} {{bar:30}} {{pos}}/{{len}} steps [{{elapsed}}, ETA {{eta}}]",
-            rec.what
-        ))
-        .expect("valid template"),
-    );
+    let bar = Progress::new(progress, rec.what, total, "steps", None);
     let guard = Guard {
         what: rec.what.to_string(),
         hint: "gih.stages[].lr".into(),
@@ -659,18 +627,18 @@ fn train_recorded<F: FnMut(u64, &[f64], &mut [f64]) -> f64>(
             stage_ends.push(theta.to_vec());
         }
         if !at_end && p.step % 64 == 0 {
-            bar.set_position(p.step);
+            bar.set(p.step);
         }
         Ok(())
     })?;
-    bar.finish_and_clear();
+    drop(bar);
     let mut events: Vec<EventRow> = probes
         .iter()
         .map(|p| EventRow {
             name: p.def.name.clone(),
             model: rec.model,
-            t: p.found.map(|f| f.0),
-            value: p.found.map(|f| f.1),
+            t: p.found().map(|f| f.0),
+            value: p.found().map(|f| f.1),
             located_by: if p.at_start { "initial state" } else { BY_GD },
         })
         .collect();

@@ -1,4 +1,4 @@
-//! In-context n-gram Markov chains (theory/chen.md §3): a parent set pa of offsets, a kernel
+//! In-context n-gram Markov chains (docs/theory/chen.md §3): a parent set pa of offsets, a kernel
 //! π : [d]^|pa| → Δ([d]) drawn per sequence with independent Dirichlet(α·1_d) rows, the
 //! stationary law of the lifted chain, and seeded data sets split into training and validation.
 //!
@@ -37,7 +37,7 @@ pub enum Start {
     /// From the stationary law of the lifted chain (the theory).
     Stationary,
     /// As `Uniform`, and the last input token x_L is redrawn uniformly before the target is
-    /// drawn from the kernel (the authors' one-parent variant, theory/chen.md §3).
+    /// drawn from the kernel (the authors' one-parent variant, docs/theory/chen.md §3).
     #[serde(rename = "uniform_last")]
     UniformLast,
 }

@@ -1,4 +1,4 @@
-//! The modified χ² mutual information of Chen et al. (theory/chen.md §6.1) and the information
+//! The modified χ² mutual information of Chen et al. (docs/theory/chen.md §6.1) and the information
 //! set S* (§6.2). [reconstruction]
 //!
 //! For a set S of offsets (head h ↔ offset h), z = x_{l−S} and e = x_l under the stationary law

@@ -1,4 +1,4 @@
-//! Chen et al., the generalized induction head (theory/chen.md §4.1, §5, §7, §8): gradient flow
+//! Chen et al., the generalized induction head (docs/theory/chen.md §4.1, §5, §7, §8): gradient flow
 //! of the FFN coefficients c_S (S ∈ 𝒮_D), the RPE logits w^{(h)} ∈ R^M of every layer-1 head and
 //! the classifier scalar a, on a fixed sample of in-context Markov sequences. [reconstruction]
 //!

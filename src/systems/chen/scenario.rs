@@ -1,4 +1,4 @@
-//! `[system] kind = "gih"` (Chen et al., theory/chen.md) and its job section `[gih]`: the data,
+//! `[system] kind = "gih"` (Chen et al., docs/theory/chen.md) and its job section `[gih]`: the data,
 //! the model TF(M, H, d, D), the loss and the initial point; the training schedule (stages), the
 //! events, the χ² MI estimate and the optional full model.
 
@@ -343,7 +343,7 @@ struct RawFull {
     samples: Option<usize>,
 }
 
-/// Where the reduced model's GD steps get their data (theory/chen.md §13).
+/// Where the reduced model's GD steps get their data (docs/theory/chen.md §13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum GdDataName {
@@ -384,7 +384,7 @@ pub struct GihGdSpec {
 pub const MAX_GD_BATCH: i64 = 1_000_000;
 
 /// One training stage: the blocks that move, the learning rate and the number of GD steps. On
-/// the time axis it lasts lr × steps (theory/chen.md §10).
+/// the time axis it lasts lr × steps (docs/theory/chen.md §10).
 #[derive(Debug, Clone, Serialize)]
 pub struct StageSpec {
     pub name: String,
@@ -419,7 +419,7 @@ pub struct GihFullSpec {
 }
 
 /// Validated `[gih.transfer]`: the trained parameters evaluated on fresh sequences of other
-/// lengths and priors (theory/chen.md §12, Fig. 7).
+/// lengths and priors (docs/theory/chen.md §12, Fig. 7).
 #[derive(Debug, Clone, Serialize)]
 pub struct TransferSpec {
     pub lengths: Vec<usize>,

@@ -1,4 +1,4 @@
-//! `[gih.transfer]`: the generalisation protocol of Chen et al.'s Fig. 7 (theory/chen.md §12).
+//! `[gih.transfer]`: the generalisation protocol of Chen et al.'s Fig. 7 (docs/theory/chen.md §12).
 //! The parameters trained at `system.L` (the reduced flow's final (c, w, a), and the full
 //! model's final weights when it was trained) are evaluated, unchanged, on fresh sequences of
 //! other lengths L and Dirichlet priors α. Neither model has a parameter whose shape depends on

@@ -1,4 +1,4 @@
-//! The full "standard-attention" TF(M, H, d, D) of the authors' public code (theory/chen.md
+//! The full "standard-attention" TF(M, H, d, D) of the authors' public code (docs/theory/chen.md
 //! §4.3), with a hand-written f64 backward, trained by full-batch gradient descent on the same
 //! sample as the reduced flow. [paper: authors' public code; equations reconstructed]
 //!

@@ -1,4 +1,4 @@
-//! Job `compare` (theory/musat.md §10): train the full 28D² disentangled transformer by GD and
+//! Job `compare` (docs/theory/musat.md §10): train the full 28D² disentangled transformer by GD and
 //! integrate the 19- and 3-parameter flows from the projection of its initial weights, all on
 //! one pseudo-time axis t = η·step/D → `compare.csv`, `compare.json`, `compare.png`,
 //! `residual.png`, `coordinates.png` (and SVGs).
@@ -10,6 +10,7 @@
 use crate::Error;
 use crate::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Solution};
 use crate::report::figure::{Axis, Figure, LegendAt, Panel, Series, Style, color};
+use crate::report::progress::Progress;
 use crate::report::{Cell, Table, fmt_f64};
 use crate::scenario::SolverSpec;
 use crate::systems::musat::data::{DataKind, LabelPosition, QueryPosition};
@@ -22,8 +23,9 @@ use crate::systems::musat::subspace::{
 };
 use crate::systems::plugin::JobContext;
 use crate::systems::plugin::JobOutput;
+use crate::train::checkpoints::{Checkpoints, Policy};
+use crate::train::crossing::{Direction, first_crossing};
 use crate::train::{Guard, Stage, TrainError, train};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 use std::time::Instant;
 
@@ -40,23 +42,6 @@ struct FullRow {
     res: Residuals,
     /// Seconds since training started.
     wall: f64,
-}
-
-/// A progress bar over the steps (hidden when stderr is not a terminal or with `--quiet`).
-fn progress_bar(show: bool, steps: usize, batch: usize) -> ProgressBar {
-    let bar = if show {
-        ProgressBar::with_draw_target(Some(steps as u64 + 1), ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "train B = {batch} {{bar:30}} {{pos}}/{{len}} steps [{{elapsed}} elapsed, ETA \
-             {{eta}}] loss {{msg}}"
-        ))
-        .expect("valid template"),
-    );
-    bar
 }
 
 /// A finished (or diverged) full-model run.
@@ -76,19 +61,6 @@ struct OdeRun {
     coords: Vec<usize>,
     seconds: f64,
     seconds_to_alpha3: Option<f64>,
-}
-
-/// First time a checkpointed series reaches `level` (rising) or falls to it, by linear
-/// interpolation between the two checkpoints that bracket the crossing.
-pub fn interpolated_crossing(points: &[(f64, f64)], level: f64, rising: bool) -> Option<f64> {
-    let reached = |v: f64| if rising { v >= level } else { v <= level };
-    let i = points.iter().position(|&(_, v)| reached(v))?;
-    if i == 0 {
-        return Some(points[0].0);
-    }
-    let (t0, v0) = points[i - 1];
-    let (t1, v1) = points[i];
-    Some(t0 + (level - v0) / (v1 - v0) * (t1 - t0))
 }
 
 fn event_names(threshold: f64) -> Vec<String> {
@@ -132,9 +104,7 @@ fn solve_ode(
         FlowProblem::builder(flow.as_ref())
             .init(theta0)
             .t_max(t_end)
-            .method(solver.method)
-            .tolerances(solver.rtol, solver.atol)
-            .max_steps(solver.max_steps)
+            .solver(solver)
             .events(events)
     };
     let started = Instant::now();
@@ -181,15 +151,20 @@ fn full_events(rows: &[FullRow], threshold: f64) -> Vec<Option<f64>> {
     let mut out: Vec<Option<f64>> = EMERGING
         .iter()
         .map(|&(k, _)| {
-            let pts: Vec<(f64, f64)> = rows.iter().map(|r| (r.t, r.theta[k])).collect();
-            interpolated_crossing(&pts, threshold, true)
+            first_crossing(
+                rows.iter().map(|r| (r.t, r.theta[k])),
+                threshold,
+                Direction::Rises,
+            )
         })
         .collect();
-    let loss: Vec<(f64, f64)> = rows.iter().map(|r| (r.t, r.loss)).collect();
-    out.push(
-        rows.first()
-            .and_then(|r0| interpolated_crossing(&loss, 0.5 * r0.loss, false)),
-    );
+    out.push(rows.first().and_then(|r0| {
+        first_crossing(
+            rows.iter().map(|r| (r.t, r.loss)),
+            0.5 * r0.loss,
+            Direction::Falls,
+        )
+    }));
     out
 }
 
@@ -253,7 +228,6 @@ pub fn run(sys: &Musat19Spec, spec: &CompareSpec, ctx: &JobContext) -> Result<Jo
     let theta0 = project_with(&params0, sys.m);
 
     // ---- the full model, once per batch size.
-    let every = spec.checkpoint_every.max(1) as u64;
     let stages = [Stage {
         name: String::new(),
         trained: None,
@@ -275,11 +249,21 @@ pub fn run(sys: &Musat19Spec, spec: &CompareSpec, ctx: &JobContext) -> Result<Jo
             params: params0.clone(),
         };
         let mut rows = Vec::new();
-        let bar = progress_bar(progress, spec.steps, batch);
+        let bar = Progress::new(
+            progress,
+            &format!("train B = {batch}"),
+            spec.steps as u64 + 1,
+            "steps",
+            Some("loss"),
+        );
+        let mut checkpoints = Checkpoints::new(
+            Policy::Every(spec.checkpoint_every as u64),
+            spec.steps as u64,
+        );
         let started = Instant::now();
         // checkpoints: projection, residuals and wall time
         let result = train::<_, TrainError>(&mut learner, &stages, &guard, |p, l| {
-            if p.step % every == 0 || p.last {
+            if checkpoints.due(p.step, p.last) {
                 let theta = project_with(&l.params, sys.m);
                 rows.push(FullRow {
                     step: p.step as usize,
@@ -289,12 +273,12 @@ pub fn run(sys: &Musat19Spec, spec: &CompareSpec, ctx: &JobContext) -> Result<Jo
                     theta,
                     wall: started.elapsed().as_secs_f64(),
                 });
-                bar.set_message(format!("{:.4e}", p.loss));
+                bar.message(format!("{:.4e}", p.loss));
             }
             bar.inc(1);
             Ok(())
         });
-        bar.finish_and_clear();
+        drop(bar);
         let seconds = started.elapsed().as_secs_f64();
         let diverged = result.is_err();
         runs.push(FullRun {
@@ -323,7 +307,7 @@ pub fn run(sys: &Musat19Spec, spec: &CompareSpec, ctx: &JobContext) -> Result<Jo
         }
     } else if !spec.attention().is_paper() {
         for s in ["ode19", "ode3"] {
-            skipped.push(json!({"source": s, "reason": format!("the reduced flows describe the paper's attention (temperature 1, strict mask; theory/musat.md §4, §13); the full model runs with temperature {} and the {} mask", fmt_f64(spec.temperature), mask_name(spec.mask))}));
+            skipped.push(json!({"source": s, "reason": format!("the reduced flows describe the paper's attention (temperature 1, strict mask; docs/theory/musat.md §4, §13); the full model runs with temperature {} and the {} mask", fmt_f64(spec.temperature), mask_name(spec.mask))}));
         }
     } else if spec.data == DataKind::Orthonormal {
         let m19 = Musat19::with_m(
@@ -364,7 +348,7 @@ pub fn run(sys: &Musat19Spec, spec: &CompareSpec, ctx: &JobContext) -> Result<Jo
         }
     } else {
         for s in ["ode19", "ode3"] {
-            skipped.push(json!({"source": s, "reason": "the reduced flows describe orthonormal data (theory/musat.md §6); isotropic data are the Theorem-1 check of the full model"}));
+            skipped.push(json!({"source": s, "reason": "the reduced flows describe orthonormal data (docs/theory/musat.md §6); isotropic data are the Theorem-1 check of the full model"}));
         }
     }
 
@@ -508,13 +492,13 @@ pub fn run(sys: &Musat19Spec, spec: &CompareSpec, ctx: &JobContext) -> Result<Jo
                 "wall_seconds_to_T_alpha3": t_alpha.and_then(|t| wall_at(&r.rows, t)),
             })
         }).collect::<Vec<_>>(),
-        "reduced_flows": odes.iter().map(|o| json!({
-            "source": o.name,
-            "solve_seconds": o.seconds,
-            "wall_seconds_to_T_alpha3": o.seconds_to_alpha3,
-            "solver_stats": o.solution.stats,
-            "stop_reason": o.solution.stop,
-        })).collect::<Vec<_>>(),
+        "reduced_flows": odes.iter().map(|o| {
+            let mut entry = o.solution.summary();
+            entry["source"] = o.name.into();
+            entry["solve_seconds"] = o.seconds.into();
+            entry["wall_seconds_to_T_alpha3"] = o.seconds_to_alpha3.into();
+            entry
+        }).collect::<Vec<_>>(),
     });
     if let Some(e) = runs.iter().find_map(|r| r.error.as_ref()) {
         let source = e.clone();
@@ -790,19 +774,4 @@ fn coordinates_figure(runs: &[FullRun], odes: &[OdeRun], label: &str) -> Figure 
     let mut fig = Figure::grid(1, 1, vec![p]).titled(label.to_string());
     fig.width = 1500;
     fig
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crossings_interpolate_between_checkpoints() {
-        let pts = [(0.0, 0.0), (1.0, 0.2), (2.0, 0.6), (3.0, 1.0)];
-        assert_eq!(interpolated_crossing(&pts, 0.5, true), Some(1.75));
-        assert_eq!(interpolated_crossing(&pts, 0.0, true), Some(0.0));
-        assert_eq!(interpolated_crossing(&pts, 2.0, true), None);
-        let falling = [(0.0, 4.0), (2.0, 1.0)];
-        assert_eq!(interpolated_crossing(&falling, 2.0, false), Some(4.0 / 3.0));
-    }
 }

@@ -1,4 +1,4 @@
-//! Seeded samplers for the minimal ICL task of Musat et al. (theory/musat.md §3).
+//! Seeded samplers for the minimal ICL task of Musat et al. (docs/theory/musat.md §3).
 //!
 //! A sequence is N item–label pairs followed by a query item, T = 2N + 1 tokens, each token
 //! h⁰ = [content; position] ∈ R^{2D}, stored row-major (token-major) in a flat slice:
@@ -18,7 +18,7 @@
 //! come from two independent Haar orthogonal frames u_1..u_{N+1}, v_1..v_{N+1} in R^{D/2}: the
 //! Haar frames of the ±1 eigenspaces of S are f⁺_k = [u_k; u_k]/√2, f⁻_k = [v_k; −v_k]/√2 and
 //! p_k = (f⁺_k + f⁻_k)/√2 = [(u_k + v_k)/2; (u_k − v_k)/2], so that S p_k = (f⁺_k − f⁻_k)/√2 and
-//! {p_k, S p_k} is orthonormal (theory/musat.md §3 [reconstruction]). Either needs D ≥ 2N + 2.
+//! {p_k, S p_k} is orthonormal (docs/theory/musat.md §3 [reconstruction]). Either needs D ≥ 2N + 2.
 //! Every frame is the Q factor of a Householder QR of a Gaussian matrix **with the sign/phase fix**
 //! (column j of Q times R_jj/|R_jj|, Mezzadri, arXiv math-ph/0609050); without it the frames
 //! are not Haar ([`SignFix::Naive`], kept only so that tests can show the difference).
@@ -41,7 +41,7 @@ pub enum MMatrix {
     #[default]
     #[serde(rename = "J")]
     J,
-    /// S = [[0, I_{D/2}], [I_{D/2}, 0]]: S² = I, Sᵀ = S (theory/musat.md §3 option `swap`).
+    /// S = [[0, I_{D/2}], [I_{D/2}, 0]]: S² = I, Sᵀ = S (docs/theory/musat.md §3 option `swap`).
     #[serde(rename = "swap")]
     Swap,
 }
@@ -87,7 +87,7 @@ impl MMatrix {
     }
 }
 
-/// Which input distribution (theory/musat.md §3).
+/// Which input distribution (docs/theory/musat.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DataKind {
@@ -111,7 +111,7 @@ pub enum LabelPosition {
     None,
 }
 
-/// The positional vector of the query token (theory/musat.md §3, §13).
+/// The positional vector of the query token (docs/theory/musat.md §3, §13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum QueryPosition {
     /// p_{N+1}, independent of every p_i: the paper's layout.
@@ -798,7 +798,7 @@ fn swap_positions(re: &mut [f64], im: &mut [f64]) {
     }
 }
 
-/// The canonical orthonormal configuration of theory/musat.md §3 with D = 2N + 2: x_i = e_i,
+/// The canonical orthonormal configuration of docs/theory/musat.md §3 with D = 2N + 2: x_i = e_i,
 /// y_i = e_{N+i}, p_k = e_k, labels at M p_i (`rotated`), query q (1-based); the query's
 /// position is p_{N+1} = e_{N+1} (`fresh`) or p_q = e_q (`p_q`). Returns (tokens, target).
 ///

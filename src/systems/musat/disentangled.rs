@@ -1,4 +1,4 @@
-//! The disentangled two-layer attention-only transformer of Musat et al. (theory/musat.md §4,
+//! The disentangled two-layer attention-only transformer of Musat et al. (docs/theory/musat.md §4,
 //! §10) at full size (28 D² parameters), with a batched forward pass and a hand-written
 //! backward pass in f64.
 //!
@@ -9,7 +9,7 @@
 //! h²_T  = [h¹_T; u²]                           (4D → 8D)        ŷ = W³ h²_T
 //! L     = loss_scale · (1/B) Σ_b ‖ŷ_b − y_b‖²
 //! ```
-//! Two ablations of theory/musat.md §13 ([`Attention`]): an attention temperature τ (both
+//! Two ablations of docs/theory/musat.md §13 ([`Attention`]): an attention temperature τ (both
 //! layers use softmax(s / τ); τ = 1 is the paper's model, bit for bit) and an inclusive mask
 //! (every position also attends to itself: keys j ≤ k in layer 1, j ≤ T in layer 2; then
 //! u¹_1 = h⁰_1). The 19-dim and 3-parameter closed forms assume τ = 1 and the strict mask.
@@ -44,7 +44,7 @@ pub enum Mask {
     Inclusive,
 }
 
-/// The attention ablations of theory/musat.md §13: softmax temperature and mask, the same for
+/// The attention ablations of docs/theory/musat.md §13: softmax temperature and mask, the same for
 /// both layers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Attention {

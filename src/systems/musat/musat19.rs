@@ -1,4 +1,4 @@
-//! Musat et al., the 19-dimensional flow (theory/musat.md §5–6) [reconstruction]: the exact
+//! Musat et al., the 19-dimensional flow (docs/theory/musat.md §5–6) [reconstruction]: the exact
 //! population gradient of the disentangled transformer restricted to the invariant subspace,
 //! θ = (α₁..α₃, β₁..β₁₂, γ₁..γ₄), dθ/dt = −∂L/∂θ in pseudo-time (t = η·steps/D for the full
 //! model).
@@ -30,7 +30,7 @@
 //! readout:  ŷ = Σ_i w_i c_i,   w = γ₁ e_Q + γ₂ a_Q + γ₃ A² + γ₄ Σ_j A²_j a_j
 //! ```
 //! (C_Q is row Q of C; the β terms are the sixteen D × D blocks of W² in the order of
-//! theory/musat.md §5). The backward pass runs through the same quantities; the loss
+//! docs/theory/musat.md §5). The backward pass runs through the same quantities; the loss
 //! ‖ŷ − y_q‖² and ∂L/∂w_i = 2 c_i · (ŷ − y_q) use the content vectors themselves (no
 //! cancellation when the loss is small). The Gram matrices are stored sparse (the canonical
 //! configuration has O(T) nonzeros), and a layer-1 key whose three Gram entries are all 0 has
@@ -54,7 +54,7 @@
 //! gradient on the canonical configuration and central differences; the structure it assumes
 //! is checked on the generic pass's own reduction of the configuration.
 //!
-//! ## Query position `p_q` (ablation, theory/musat.md §13)
+//! ## Query position `p_q` (ablation, docs/theory/musat.md §13)
 //!
 //! [`Musat19::with_query_position`] gives the query token the queried item's position p_q
 //! instead of the fresh p_{N+1}. The 19-dim subspace stays invariant and the canonical
@@ -73,7 +73,7 @@
 //!   position frame to the other), and q is not moved: so each orthonormal sample has the loss
 //!   of the canonical configuration with p_q = e_q, and query `uniform` averages the N of them.
 //!
-//! - **The 3-parameter closed form is unchanged.** theory/musat.md §7 states its setting with
+//! - **The 3-parameter closed form is unchanged.** docs/theory/musat.md §7 states its setting with
 //!   the fresh position, but at a point where only α₃, β₂, γ₃ are nonzero the query's position
 //!   enters only the query's own layer-1 row a_Q, which only β₃, β₄, β₉..β₁₂ and γ₂ read (all
 //!   0 there): the loss and the three partials are those of §7 for either position, so musat3
@@ -410,7 +410,7 @@ impl Musat19 {
     }
 
     /// [`Musat19::new`] with the query token's position: `Fresh` (p_{N+1}, the paper's) or `PQ`
-    /// (the queried item's position p_q, the ablation of theory/musat.md §13; see the module
+    /// (the queried item's position p_q, the ablation of docs/theory/musat.md §13; see the module
     /// documentation for why the subspace stays invariant).
     pub fn with_query_position(
         n: usize,
@@ -430,7 +430,7 @@ impl Musat19 {
     }
 
     /// [`Musat19::with_query_position`] with the matrix M of the cue and of the basis: `J`
-    /// (the default) or `Swap` (S = [[0, I], [I, 0]], theory/musat.md §3). Both J and S
+    /// (the default) or `Swap` (S = [[0, I], [I, 0]], docs/theory/musat.md §3). Both J and S
     /// leave the canonical tokens unchanged (S e_k = J e_k = e_{D/2+k}); the Gram matrix
     /// PM_kj = r_kᵀ M r_j differs, and only J takes the specialised pass of `canonical.rs`.
     pub fn with_m(

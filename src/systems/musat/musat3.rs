@@ -1,4 +1,4 @@
-//! Musat et al., three-parameter reduced dynamics (theory/musat.md §7): the pseudo-parameters
+//! Musat et al., three-parameter reduced dynamics (docs/theory/musat.md §7): the pseudo-parameters
 //! θ = (α₃, β₂, γ₃) of the disentangled two-layer transformer on orthonormal inputs, strict
 //! causal mask, fresh query position. [reconstruction]
 //!
@@ -34,7 +34,7 @@ pub const BETA2: usize = 1;
 /// Index of γ₃ in θ.
 pub const GAMMA3: usize = 2;
 
-/// The three-parameter flow of Musat et al. (theory/musat.md §7).
+/// The three-parameter flow of Musat et al. (docs/theory/musat.md §7).
 #[derive(Debug, Clone)]
 pub struct Musat3 {
     n: usize,
@@ -178,7 +178,7 @@ impl GradientFlow for Musat3 {
 #[cfg(test)]
 mod tests;
 
-/// The exact α₃–β₂ relation of the query-`last` flow (theory/musat.md §7.3): along every
+/// The exact α₃–β₂ relation of the query-`last` flow (docs/theory/musat.md §7.3): along every
 /// trajectory dα/dβ = β(1 − a(α)) with a(α) = e^α/(e^α + 2N − 2), whatever γ is. Returns the
 /// curve α(β) through (β₀, α₀), sampled at `samples` points of β in [β₀, β_max] (Dopri5,
 /// rtol 1e-10, evaluated on its continuous output).

@@ -1,5 +1,5 @@
-//! `[system] kind = "musat19"` (the 19-dim flow, theory/musat.md §6) and the `[compare]` job
-//! (the full 28D² model trained alongside, theory/musat.md §10).
+//! `[system] kind = "musat19"` (the 19-dim flow, docs/theory/musat.md §6) and the `[compare]` job
+//! (the full 28D² model trained alongside, docs/theory/musat.md §10).
 
 use crate::scenario::validate::{FieldError, check, check_positive, init_and_freeze};
 use crate::systems::musat::data::{DataKind, DataSpec, LabelPosition, QueryPosition};

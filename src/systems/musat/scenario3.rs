@@ -1,4 +1,4 @@
-//! `[system] kind = "musat3"`: the three-parameter flow of Musat et al. (theory/musat.md §7).
+//! `[system] kind = "musat3"`: the three-parameter flow of Musat et al. (docs/theory/musat.md §7).
 
 use crate::scenario::validate::{FieldError, check, check_positive, init_and_freeze};
 use crate::systems::musat::musat3::Query;

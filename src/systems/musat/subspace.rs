@@ -1,4 +1,4 @@
-//! The 19-dimensional invariant subspace of Theorem 1 (theory/musat.md §5) [reconstruction]:
+//! The 19-dimensional invariant subspace of Theorem 1 (docs/theory/musat.md §5) [reconstruction]:
 //! its basis B_k, the projection of full weights onto the coordinates θ_k, the structured
 //! weights W(θ) = Σ θ_k B_k and the off-subspace residual.
 //!
@@ -11,7 +11,7 @@
 //! Index order (fixed everywhere): α₁..α₃, β₁..β₁₂, γ₁..γ₄.
 //!
 //! M is J = [[0, −I], [I, 0]] (the default) or the swap involution S = [[0, I], [I, 0]]
-//! ([`MMatrix`], theory/musat.md §3 "M" [reconstruction]). Both are signed permutations with
+//! ([`MMatrix`], docs/theory/musat.md §3 "M" [reconstruction]). Both are signed permutations with
 //! one nonzero per row, off the diagonal blocks, so both have ‖M‖²_F = D and tr M = 0. The
 //! functions without a `_with` suffix use M = J.
 
@@ -64,7 +64,7 @@ const fn el(matrix: Matrix, row_slot: usize, col_slot: usize, pattern: Pattern) 
 }
 
 /// The basis in θ order. Slots: W¹ [c, r]; W² [c, r, u¹c, u¹r]; W³ columns are the 8 slots of
-/// h² [c, r, u¹c, u¹r, u²c, u²r, u²u¹c, u²u¹r] (theory/musat.md §5).
+/// h² [c, r, u¹c, u¹r, u²c, u²r, u²u¹c, u²u¹r] (docs/theory/musat.md §5).
 pub const BASIS: [BasisElement; 19] = {
     use Matrix::*;
     use Pattern::*;

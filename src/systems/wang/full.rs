@@ -1,4 +1,4 @@
-//! The full two-layer attention-only transformer of theory/wang.md §9, trained alongside the
+//! The full two-layer attention-only transformer of docs/theory/wang.md §9, trained alongside the
 //! six-parameter flow on the same target, with a hand-written f64 backward pass.
 //!
 //! Architecture (width d, head dimension d_h, H₁ heads in layer 1, H₂ heads in layer 2):

@@ -1,4 +1,4 @@
-//! Wang et al. (kind "rich"): the instance, the phase events of theory/wang.md §8, the `[solve]`
+//! Wang et al. (kind "rich"): the instance, the phase events of docs/theory/wang.md §8, the `[solve]`
 //! job (trajectory with the loss split into its 4-gram and IH parts, located phase events, the
 //! four phases) and the sweep point (T_G, T_IH and their ratio).
 //!
@@ -16,9 +16,7 @@ use crate::report::figure::{Axis, Band, Figure, LegendAt, Panel, Series, VLine, 
 use crate::report::short;
 use crate::report::{Cell, Table};
 use crate::scenario::SolverSpec;
-use crate::systems::plugin::{
-    Column, Instance, Param, PointRows, Role, SolveReport, solution_stats,
-};
+use crate::systems::plugin::{Column, Instance, Param, PointRows, Role, SolveReport};
 use crate::systems::wang::reduced::{OBS_LOSS_G, OBS_LOSS_I, OBS_W, RichFlow, RichMonteCarlo};
 use crate::systems::wang::scenario::{Estimator, Layer1Mode, Paradigm, RichSpec};
 use plotters::style::RGBColor;
@@ -576,6 +574,6 @@ pub fn sweep_point(spec: &RichSpec, solver: &SolverSpec) -> Result<PointRows, Er
     ];
     Ok(PointRows {
         rows: vec![row],
-        stats: solution_stats(&sol),
+        stats: sol.summary(),
     })
 }

@@ -1,4 +1,4 @@
-//! Wang et al., the lazy-to-rich transition (theory/wang.md §3–§7, [reconstruction]): the
+//! Wang et al., the lazy-to-rich transition (docs/theory/wang.md §3–§7, [reconstruction]): the
 //! six-parameter two-layer model on the mixed target
 //! ```text
 //! y = c_G x_{L−2} + c_I Σ_{s=2}^{L−1} softmax_s(w* x_L x_{s−1}) x_s,   x_i i.i.d. N(0, 1)
@@ -34,7 +34,7 @@ pub use mc::RichMonteCarlo;
 use crate::flow::GradientFlow;
 use serde::{Deserialize, Serialize};
 
-/// What layer 1 is (theory/wang.md §3 "Training").
+/// What layer 1 is (docs/theory/wang.md §3 "Training").
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum Layer1 {

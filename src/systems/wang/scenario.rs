@@ -1,4 +1,4 @@
-//! `[system] kind = "rich"`: the six-parameter model of Wang et al. (theory/wang.md §3–§8), and
+//! `[system] kind = "rich"`: the six-parameter model of Wang et al. (docs/theory/wang.md §3–§8), and
 //! its `[train]` section (SGD on the six parameters and the full transformer, §8–§9).
 
 use crate::numerics::gaussian::Gaussian;

@@ -1,4 +1,4 @@
-//! Training alongside the flow (theory/wang.md §8–§10): online SGD on the six-parameter model
+//! Training alongside the flow (docs/theory/wang.md §8–§10): online SGD on the six-parameter model
 //! with freshly sampled sequences, and GD/Adam on the full transformer. Time axis: t = η·steps
 //! (the six parameters are the reduced variables, §10).
 //!
@@ -9,6 +9,7 @@ use crate::numerics::gaussian::Gaussian;
 use crate::systems::wang::full::{BatchEngine, FullModel};
 use crate::systems::wang::reduced::sample::{Prepared, SeqScratch, eval_sequence};
 use crate::systems::wang::reduced::{ReducedGrad, RichModel};
+use crate::train::checkpoints::Checkpoints;
 use crate::train::{FlatLearner, Guard, Stage, TrainError, train};
 use std::cell::RefCell;
 
@@ -19,31 +20,7 @@ pub struct StageMask {
     pub frozen: Vec<usize>,
 }
 
-/// Checkpoint steps: 0, then `count` − 1 steps log-spaced in 1..=total (distinct, ascending,
-/// the last one = total).
-pub fn checkpoint_steps(total: u64, count: usize) -> Vec<u64> {
-    let mut out = vec![0];
-    if total == 0 {
-        return out;
-    }
-    let k = count.saturating_sub(1).max(1);
-    for i in 0..k {
-        let s = if k == 1 {
-            1.0
-        } else {
-            i as f64 / (k - 1) as f64
-        };
-        let step = ((total as f64).ln() * s).exp().round() as u64;
-        let step = step.clamp(1, total);
-        if *out.last().expect("non-empty") < step {
-            out.push(step);
-        }
-    }
-    if *out.last().expect("non-empty") != total {
-        out.push(total);
-    }
-    out
-}
+pub use crate::train::checkpoints::log_spaced as checkpoint_steps;
 
 /// Settings of one online-SGD run.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,32 +78,14 @@ pub fn train_sgd<E: From<TrainError>>(
         hint: "train.eta".into(),
         bound: 1e100,
     };
-    let mut cps = Checkpoints::new(checkpoints);
+    let mut cps = Checkpoints::listed(checkpoints);
     train::<_, E>(&mut learner, &schedule, &guard, |p, l| {
-        if cps.due(p.step) {
+        if cps.due(p.step, p.last) {
             on_checkpoint(p.step, settings.eta * p.step as f64, &l.theta)?;
         }
         Ok(())
     })?;
     Ok(learner.theta)
-}
-
-/// The listed checkpoint steps, met in ascending order.
-struct Checkpoints<'a> {
-    steps: &'a [u64],
-    next: usize,
-}
-
-impl<'a> Checkpoints<'a> {
-    fn new(steps: &'a [u64]) -> Self {
-        Checkpoints { steps, next: 0 }
-    }
-
-    fn due(&mut self, step: u64) -> bool {
-        let due = self.steps.get(self.next) == Some(&step);
-        self.next += usize::from(due);
-        due
-    }
 }
 
 /// The driver's stages for `steps` steps of size `eta` in time: step s belongs to the first
@@ -208,9 +167,9 @@ pub fn train_full<E: From<TrainError>>(
         hint: "train.full.eta".into(),
         bound: 1e100,
     };
-    let mut cps = Checkpoints::new(checkpoints);
+    let mut cps = Checkpoints::listed(checkpoints);
     train::<_, E>(&mut learner, &schedule, &guard, |p, l| {
-        if cps.due(p.step) {
+        if cps.due(p.step, p.last) {
             let t = settings.eta * p.step as f64;
             on_checkpoint(p.step, t, &l.theta, &mut engine.borrow_mut())?;
         }
@@ -222,17 +181,6 @@ pub fn train_full<E: From<TrainError>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn checkpoints_are_distinct_ascending_and_end_at_total() {
-        for (total, count) in [(0u64, 5usize), (1, 5), (10, 100), (1000, 50), (7, 2)] {
-            let c = checkpoint_steps(total, count);
-            assert_eq!(c[0], 0);
-            assert_eq!(*c.last().unwrap(), total);
-            assert!(c.windows(2).all(|w| w[0] < w[1]), "{c:?}");
-            assert!(c.len() <= count.max(2) + 1, "{total} {count}: {c:?}");
-        }
-    }
 
     /// Step s belongs to the first stage with η·s < t_end, the last stage after them all.
     #[test]

@@ -29,6 +29,7 @@ use crate::systems::wang::scenario::{
 use crate::systems::wang::sgd::{
     FullSettings, Optimizer, SgdSettings, StageMask, checkpoint_steps, train_full, train_sgd,
 };
+use crate::train::crossing::{Direction, first_crossing};
 use serde_json::json;
 
 /// A checkpoint series of one trained model: times and the watched quantities.
@@ -60,21 +61,14 @@ impl Track {
     }
 }
 
-/// First time `f` reaches `level` (rising or falling), by linear interpolation between the
-/// neighbouring checkpoints; the first checkpoint's time if it is already there.
+/// The first time the checkpointed series `f` (at times `t`) reaches `level`.
 fn crossing(t: &[f64], f: &[f64], level: f64, rises: bool) -> Option<f64> {
-    let hit = |v: f64| if rises { v >= level } else { v <= level };
-    let i = f.iter().position(|&v| hit(v))?;
-    if i == 0 {
-        return Some(t[0]);
-    }
-    let (f0, f1) = (f[i - 1], f[i]);
-    let s = if f1 != f0 {
-        (level - f0) / (f1 - f0)
+    let direction = if rises {
+        Direction::Rises
     } else {
-        1.0
+        Direction::Falls
     };
-    Some(t[i - 1] + s.clamp(0.0, 1.0) * (t[i] - t[i - 1]))
+    first_crossing(t.iter().copied().zip(f.iter().copied()), level, direction)
 }
 
 fn events_of(spec: &RichSpec, tr: &Track) -> Vec<(&'static str, Option<f64>)> {
@@ -199,9 +193,7 @@ pub fn run(spec: &RichSpec, tspec: &RichTrainSpec, ctx: &JobContext) -> Result<J
     let sol = FlowProblem::builder(flow.as_ref())
         .init(&spec.init)
         .stages(stages(spec, t_max))
-        .method(solver.method)
-        .tolerances(solver.rtol, solver.atol)
-        .max_steps(solver.max_steps)
+        .solver(solver)
         .events(events)
         .build()?
         .solve()?;
@@ -237,7 +229,7 @@ pub fn run(spec: &RichSpec, tspec: &RichTrainSpec, ctx: &JobContext) -> Result<J
         "job": "train",
         "t_max": t_max,
         "time_axis": "t = eta * steps",
-        "flow": {"t_end": sol.t_end(), "solver_stats": sol.stats, "stop_reason": sol.stop},
+        "flow": sol.summary(),
     });
     if tspec.models.contains(&TrainModel::Sgd) {
         let (table, track, secs) = run_sgd(spec, &model, tspec, t_max)?;

@@ -1,5 +1,5 @@
 //! `[gih.gd]`: discrete gradient descent on the reduced model θ = (c, w, a) itself
-//! (theory/chen.md §13, level "GD on (c, w, a)"), through the same stages, learning rates and
+//! (docs/theory/chen.md §13, level "GD on (c, w, a)"), through the same stages, learning rates and
 //! step counts as the flow, so that t = Σ lr × steps puts it on the flow's time axis (§10).
 //!
 //! The data are either the flow's own training sample (full-batch GD: the flow is this GD's

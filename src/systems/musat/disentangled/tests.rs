@@ -15,7 +15,7 @@ fn spec(n: usize, d: usize, data: DataKind) -> DataSpec {
     }
 }
 
-/// The forward pass of theory/musat.md §4 written out naively for one sequence: every row of
+/// The forward pass of docs/theory/musat.md §4 written out naively for one sequence: every row of
 /// both layers, explicit matrices, no batching; scores divided by `tau`, and with `inclusive`
 /// every row k also attends to itself (keys 0..=k).
 fn naive_output(

@@ -131,7 +131,7 @@ fn structured_evaluation_equals_the_dense_model_on_any_data() {
 
 #[test]
 fn every_haar_sample_gives_the_canonical_loss_and_gradient() {
-    // The orbit argument of theory/musat.md §3: at any structured W(θ), each orthonormal sample
+    // The orbit argument of docs/theory/musat.md §3: at any structured W(θ), each orthonormal sample
     // (here D = 12 > 2N + 2 = 10, random Haar frames, query last) has the loss and projected
     // gradient of the canonical configuration with D = 2N + 2.
     let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -378,7 +378,7 @@ fn dopri5_and_dop853_agree_on_the_full_19_dim_flow() {
     }
 }
 
-// ---- query position p_q (the ablation of theory/musat.md §13)
+// ---- query position p_q (the ablation of docs/theory/musat.md §13)
 
 #[test]
 fn query_position_p_q_gradient_matches_central_differences() {
@@ -627,7 +627,7 @@ fn with_query_position_p_q_the_three_parameter_restriction_is_still_musat3() {
     }
 }
 
-// ---- M = swap (S = [[0, I], [I, 0]], theory/musat.md §3)
+// ---- M = swap (S = [[0, I], [I, 0]], docs/theory/musat.md §3)
 
 const POSITIONS: [QueryPosition; 2] = [QueryPosition::Fresh, QueryPosition::PQ];
 

@@ -5,7 +5,7 @@
 //! ℓ̂(θ) = loss_scale·[ ℓ_G(θ) + (1/K) Σ_k (2 D_k E_k + E_k²) ]
 //!
 //! The sample mean of (ŷ − y)² = D² + 2DE + E² has its 4-gram square D² replaced by its exact
-//! expectation ℓ_G (exact for finite M and any layer-1 slope, theory/wang.md §4): a control
+//! expectation ℓ_G (exact for finite M and any layer-1 slope, docs/theory/wang.md §4): a control
 //! variate with the same expectation that removes the O(1) sampling noise of the 4-gram part,
 //! so the O(1/N) effects (the IH part and the cross term the closed form drops) are visible with
 //! moderate K. Observables: `loss_G` (exact), `loss_I` = mean E², `w`, and `loss_cross` =

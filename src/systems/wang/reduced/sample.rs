@@ -1,5 +1,5 @@
 //! The six-parameter model on one sequence: the exact finite-L forward pass and its gradient
-//! (theory/wang.md §8), shared by the Monte-Carlo flow and the SGD trainer.
+//! (docs/theory/wang.md §8), shared by the Monte-Carlo flow and the SGD trainer.
 //!
 //! For a sequence x_1..x_L, with x̃_τ the layer-1 output at position τ, k_s = x_L x̃_s,
 //! a_s = softmax_s(w k_s) over s = 2..L−1 and k̄ = Σ a_s k_s:
