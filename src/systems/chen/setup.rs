@@ -50,3 +50,11 @@ pub fn init(s: &GihSpec) -> GihInit {
         w_minus: s.w_minus,
     }
 }
+
+/// A one-line description of the system.
+pub fn label(s: &GihSpec) -> String {
+    format!(
+        "TF(M={}, H={}, d={}, D={}), pa = {:?}, L = {}, α = {}",
+        s.window, s.heads, s.d, s.degree, s.pa, s.length, s.alpha
+    )
+}
