@@ -17,6 +17,7 @@
 
 use super::solution::DenseOutput;
 use super::{Rhs, StageRun};
+use crate::numerics::simd::{self, Kernel};
 use nalgebra::allocator::Allocator;
 use nalgebra::{DefaultAllocator, Dim, OVector, U1};
 use ode_solvers::controller::Controller;
@@ -316,6 +317,8 @@ const BLOCK: usize = 4;
 /// stage), in blocks of [`BLOCK`] coordinates whose partial sums stay in registers. The last
 /// block ends at the last coordinate and may overlap the one before it (an overlapped
 /// coordinate gets the same value twice), so there is no scalar tail for n ≥ [`BLOCK`].
+/// Compiled for AVX2 when the CPU has it ([`simd::dispatch`]: no FMA, the same arithmetic and
+/// bits, one register per block).
 #[inline(always)]
 fn blocked<D: Dim>(
     row: &Row,
@@ -325,27 +328,22 @@ fn blocked<D: Dim>(
 ) where
     DefaultAllocator: Allocator<D>,
 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::numerics::simd::avx2() {
-        // SAFETY: the CPU supports AVX2 (checked at run time just above).
-        return unsafe { blocked_avx2(row, k, out, finish) };
-    }
-    blocked_plain(row, k, out, finish)
+    simd::dispatch(Blocked, (row, k, out, finish))
 }
 
-/// [`blocked`] compiled for AVX2 (no FMA: the same arithmetic and bits, one register per
-/// block).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn blocked_avx2<D: Dim>(
-    row: &Row,
-    k: &[OVector<f64, D>],
-    out: &mut [f64],
-    finish: impl Fn(usize, f64) -> f64,
-) where
+/// [`blocked_plain`] as a [`Kernel`] for [`simd::dispatch`].
+struct Blocked;
+
+impl<'a, D: Dim, F: Fn(usize, f64) -> f64>
+    Kernel<(&'a Row, &'a [OVector<f64, D>], &'a mut [f64], F)> for Blocked
+where
     DefaultAllocator: Allocator<D>,
 {
-    blocked_plain(row, k, out, finish)
+    type Output = ();
+    #[inline(always)]
+    fn run(self, (row, k, out, finish): (&'a Row, &'a [OVector<f64, D>], &'a mut [f64], F)) {
+        blocked_plain(row, k, out, finish)
+    }
 }
 
 /// The body of [`blocked`], inlined into both builds.

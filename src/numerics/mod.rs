@@ -1,8 +1,17 @@
-//! The floor of the crate: kernels (exponentials, GEMM), the normal sampler, SIMD dispatch and
-//! the statistics of fits. Nothing here knows about flows, systems or jobs.
+//! The floor of the crate: kernels (exponentials, dot products, softmaxes, GEMM), the normal
+//! samplers, SIMD dispatch and the statistics of fits. Nothing here knows about flows, systems
+//! or jobs, and nothing here imports from the rest of the crate.
 
 pub(crate) mod expo;
-pub mod gaussian;
 pub(crate) mod gemm;
+pub mod kernels;
+pub mod normal;
 pub(crate) mod simd;
 pub mod stats;
+
+/// The former path of [`normal::Gaussian`] (the Box–Muller stream), kept while
+/// `systems/wang/scenario.rs` and `systems/wang/train.rs` still name it; new code imports
+/// `numerics::normal`.
+pub mod gaussian {
+    pub use super::normal::Gaussian;
+}

@@ -234,16 +234,9 @@ pub fn grad_c_from_grad_p(c: &[f64], p: &[f64], dp: &[f64], out: &mut [f64]) {
     }
 }
 
-/// softmax(w) written into `out` (same length).
-pub fn softmax(w: &[f64], out: &mut [f64]) {
-    let m = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut s = 0.0;
-    for (o, &x) in out.iter_mut().zip(w) {
-        *o = (x - m).exp();
-        s += *o;
-    }
-    out.iter_mut().for_each(|o| *o /= s);
-}
+/// softmax(w) written into `out` (same length): the divide-by-sum kernel of numerics, under
+/// the name the GIH modules use.
+pub use crate::numerics::kernels::softmax_div_into as softmax;
 
 // ---------------------------------------------------------------------------------------------
 // Sufficient statistics

@@ -11,6 +11,8 @@
 //! Randomness: sequence i (and kernel draw i) uses a ChaCha8 stream `i` of the seed, so data are
 //! the same on any number of threads.
 
+use crate::numerics::kernels::softmax_div;
+use crate::numerics::normal::polar;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -324,21 +326,10 @@ pub fn sample_categorical(p: &[f64], rng: &mut impl Rng) -> usize {
     last
 }
 
-/// A standard normal variate (Marsaglia's polar method).
-pub fn standard_normal(rng: &mut impl Rng) -> f64 {
-    loop {
-        let u = 2.0 * rng.random::<f64>() - 1.0;
-        let v = 2.0 * rng.random::<f64>() - 1.0;
-        let s = u * u + v * v;
-        if s > 0.0 && s < 1.0 {
-            return u * (-2.0 * s.ln() / s).sqrt();
-        }
-    }
-}
-
 /// ln G for G ~ Gamma(shape, 1): Marsaglia–Tsang (2000) for shape ≥ 1; for shape < 1 the boost
 /// G = G' U^{1/shape} with G' ~ Gamma(shape + 1), kept in log form so tiny variates (common for
-/// shape = 0.1) do not underflow.
+/// shape = 0.1) do not underflow. The normals are [`polar`] draws (the stream the shipped
+/// scenarios were made with).
 pub fn ln_gamma_variate(shape: f64, rng: &mut impl Rng) -> f64 {
     assert!(shape > 0.0 && shape.is_finite());
     if shape < 1.0 {
@@ -348,7 +339,7 @@ pub fn ln_gamma_variate(shape: f64, rng: &mut impl Rng) -> f64 {
     let d = shape - 1.0 / 3.0;
     let c = 1.0 / (9.0 * d).sqrt();
     loop {
-        let x = standard_normal(rng);
+        let x = polar(rng);
         let v = 1.0 + c * x;
         if v <= 0.0 {
             continue;
@@ -361,18 +352,13 @@ pub fn ln_gamma_variate(shape: f64, rng: &mut impl Rng) -> f64 {
     }
 }
 
-/// A Dirichlet(α·1) vector written into `out` (normalised in log space).
+/// A Dirichlet(α·1) vector written into `out`: G_i ~ Gamma(α) drawn as ln G_i, normalised in
+/// log space (G_i / Σ G = softmax(ln G)_i, [`softmax_div`]).
 pub fn dirichlet_symmetric(alpha: f64, out: &mut [f64], rng: &mut impl Rng) {
     for v in out.iter_mut() {
         *v = ln_gamma_variate(alpha, rng);
     }
-    let m = out.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut s = 0.0;
-    for v in out.iter_mut() {
-        *v = (*v - m).exp();
-        s += *v;
-    }
-    out.iter_mut().for_each(|v| *v /= s);
+    softmax_div(out);
 }
 
 /// Where kernels come from.

@@ -25,12 +25,16 @@
 //!
 //! Isotropic data (Theorem 1): x_i, y_i, p_i, p_{N+1} i.i.d. N(0, I_D/D).
 //!
-//! Every sampler draws from a seeded ChaCha8 stream; the same (seed, stream) gives the same
-//! sequences on any machine thread count.
+//! Every sampler draws from a seeded ChaCha8 stream, its normals by the ziggurat of
+//! `numerics::normal`; the same (seed, stream) gives the same sequences on any machine and
+//! thread count.
 
+use crate::numerics::kernels::dot4;
+use crate::numerics::normal::Ziggurat;
+use crate::numerics::simd::{self, Kernel};
 use crate::systems::musat::musat3::Query;
 use lanes::{LANES, LaneQr, Lanes};
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -185,94 +189,6 @@ impl DataSpec {
     }
 }
 
-/// Standard normals by the ziggurat method of Marsaglia & Tsang (256 layers, 53-bit uniforms,
-/// exact tail sampling): about one 64-bit draw per normal.
-#[derive(Debug, Clone, Default)]
-pub struct NormalSource;
-
-/// Ziggurat tables x_i, f(x_i) = e^{−x_i²/2}, i = 0..=256.
-#[derive(Debug)]
-struct Ziggurat {
-    x: [f64; 257],
-    f: [f64; 257],
-}
-
-/// Right edge of the base layer and the common layer area (Marsaglia & Tsang 2000, n = 256).
-const ZIG_R: f64 = 3.654_152_885_361_009;
-const ZIG_V: f64 = 0.00492867323399;
-
-fn ziggurat() -> &'static Ziggurat {
-    static TABLE: std::sync::OnceLock<Ziggurat> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let pdf = |x: f64| (-0.5 * x * x).exp();
-        let mut x = [0.0; 257];
-        x[0] = ZIG_V / pdf(ZIG_R);
-        x[1] = ZIG_R;
-        for i in 1..256 {
-            x[i + 1] = (-2.0 * (ZIG_V / x[i] + pdf(x[i])).ln()).sqrt();
-        }
-        x[256] = 0.0;
-        let mut f = [0.0; 257];
-        for i in 0..257 {
-            f[i] = pdf(x[i]);
-        }
-        Ziggurat { x, f }
-    })
-}
-
-impl NormalSource {
-    #[inline]
-    pub fn sample(&mut self, rng: &mut ChaCha8Rng) -> f64 {
-        normal(ziggurat(), rng)
-    }
-}
-
-/// One standard normal: the ziggurat's fast path inline (one draw, one comparison, taken
-/// ~98.8% of the time), the wedge and tail tests out of line.
-#[inline(always)]
-fn normal(z: &Ziggurat, rng: &mut ChaCha8Rng) -> f64 {
-    loop {
-        let bits = rng.next_u64();
-        let i = (bits & 0xff) as usize;
-        // a uniform in [−1, 1) from the top 53 bits (disjoint from the layer bits)
-        let u = 2.0 * ((bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) - 1.0;
-        let x = u * z.x[i];
-        if x.abs() < z.x[i + 1] {
-            return x;
-        }
-        if let Some(v) = normal_slow(z, rng, i, u, x) {
-            return v;
-        }
-    }
-}
-
-/// The rare part of [`normal`]: the tail beyond R for the base layer, the wedge test for the
-/// others (`None`: rejected, draw again).
-#[cold]
-#[inline(never)]
-fn normal_slow(z: &Ziggurat, rng: &mut ChaCha8Rng, i: usize, u: f64, x: f64) -> Option<f64> {
-    if i == 0 {
-        // the tail beyond R (Marsaglia 1964)
-        loop {
-            let a = open01(rng).ln() / ZIG_R;
-            let b = open01(rng).ln();
-            if -2.0 * b >= a * a {
-                return Some(if u < 0.0 { a - ZIG_R } else { ZIG_R - a });
-            }
-        }
-    }
-    if z.f[i + 1] + (z.f[i] - z.f[i + 1]) * rng.random::<f64>() < (-0.5 * x * x).exp() {
-        return Some(x);
-    }
-    None
-}
-
-/// A uniform in (0, 1).
-#[inline]
-fn open01(rng: &mut ChaCha8Rng) -> f64 {
-    ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
-}
-
 /// Householder QR of an n × m complex matrix (m ≤ n, column-major, real and imaginary parts
 /// separate), returning the first m columns of Q in place of the input. Real input gives real Q.
 ///
@@ -378,26 +294,6 @@ pub fn householder_q(
     }
 }
 
-/// Σ a_i b_i with four partial sums (vectorisable; a fixed order, so deterministic).
-#[inline(always)]
-fn dot4(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f64; 4];
-    let chunks = n / 4;
-    for c in 0..chunks {
-        let i = 4 * c;
-        for l in 0..4 {
-            acc[l] += a[i + l] * b[i + l];
-        }
-    }
-    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    for i in 4 * chunks..n {
-        s += a[i] * b[i];
-    }
-    s
-}
-
 /// [`householder_q`] for real input: the same reflectors without imaginary parts.
 pub fn householder_q_real(
     n: usize,
@@ -480,7 +376,7 @@ impl QrScratch {
 pub struct Sampler {
     spec: DataSpec,
     rng: ChaCha8Rng,
-    /// The ziggurat tables of [`NormalSource`].
+    /// The ziggurat tables (the normals of every frame).
     zig: &'static Ziggurat,
     fix: SignFix,
     qr: QrScratch,
@@ -510,7 +406,7 @@ impl Sampler {
         Sampler {
             spec,
             rng,
-            zig: ziggurat(),
+            zig: Ziggurat::get(),
             fix: SignFix::Haar,
             qr: QrScratch::default(),
             c_re: vec![0.0; d * 2 * n],
@@ -535,7 +431,7 @@ impl Sampler {
 
     #[inline(always)]
     fn gaussian(&mut self) -> f64 {
-        normal(self.zig, &mut self.rng)
+        self.zig.sample(&mut self.rng)
     }
 
     /// A real D × m orthonormal frame (column-major) into `self.c_re`.
@@ -687,21 +583,11 @@ impl Sampler {
         target.copy_from_slice(&self.c_re[(n + q - 1) * d..(n + q) * d]);
     }
 
-    /// Draw `queries.len()` sequences into consecutive slots of `tokens` and `targets`.
+    /// Draw `queries.len()` sequences into consecutive slots of `tokens` and `targets`,
+    /// compiled for AVX2 when the CPU has it ([`simd::dispatch`]: the same operations, hence
+    /// the same bits).
     pub fn fill(&mut self, tokens: &mut [f64], targets: &mut [f64], queries: &mut [usize]) {
-        #[cfg(target_arch = "x86_64")]
-        if crate::numerics::simd::avx2() {
-            // SAFETY: the CPU supports AVX2 (checked at run time just above).
-            return unsafe { self.fill_avx2(tokens, targets, queries) };
-        }
-        self.fill_body(tokens, targets, queries)
-    }
-
-    /// [`Sampler::fill`] compiled for AVX2 (the same operations, hence the same bits).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn fill_avx2(&mut self, tokens: &mut [f64], targets: &mut [f64], queries: &mut [usize]) {
-        self.fill_body(tokens, targets, queries)
+        simd::dispatch(Fill, (self, tokens, targets, queries))
     }
 
     /// Orthonormal data are drawn [`LANES`] sequences at a time: the Gaussian entries of each
@@ -785,6 +671,32 @@ impl Sampler {
                 &mut targets[b * d..(b + 1) * d],
             );
         }
+    }
+}
+
+/// [`Sampler::fill_body`] as a [`Kernel`] for [`simd::dispatch`].
+struct Fill;
+
+impl<'a>
+    Kernel<(
+        &'a mut Sampler,
+        &'a mut [f64],
+        &'a mut [f64],
+        &'a mut [usize],
+    )> for Fill
+{
+    type Output = ();
+    #[inline(always)]
+    fn run(
+        self,
+        (sampler, tokens, targets, queries): (
+            &'a mut Sampler,
+            &'a mut [f64],
+            &'a mut [f64],
+            &'a mut [usize],
+        ),
+    ) {
+        sampler.fill_body(tokens, targets, queries)
     }
 }
 

@@ -23,6 +23,9 @@
 //! allocated when the model is built; a step allocates nothing.
 
 use crate::numerics::gemm::{View, gemm};
+use crate::numerics::kernels::{combine_rows, dot4_rows, softmax_recip};
+use crate::numerics::normal::NormalSource;
+use crate::numerics::simd::{self, Kernel};
 use crate::systems::musat::data::{DataSpec, Sampler};
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -122,7 +125,7 @@ impl Params {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(u64::MAX);
         let mut p = Params::zeros(d);
-        let mut normal = crate::systems::musat::data::NormalSource;
+        let mut normal = NormalSource;
         for w in p.blocks_mut() {
             for v in w.iter_mut() {
                 *v = std * normal.sample(&mut rng);
@@ -255,117 +258,9 @@ impl Workspace {
     }
 }
 
-/// Σ a_i b_i with four partial sums (element i goes to sum i mod 4), combined as
-/// (s0 + s1) + (s2 + s3), then the remainder added in order. The four sums are the lanes of one
-/// vector register.
-#[inline(always)]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f64; 4];
-    let mut ac = a.chunks_exact(4);
-    let mut bc = b.chunks_exact(4);
-    for (x, y) in (&mut ac).zip(&mut bc) {
-        for l in 0..4 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    for (x, y) in ac.remainder().iter().zip(bc.remainder()) {
-        s += x * y;
-    }
-    s
-}
-
-/// out_j = [`dot`](p, row j) for the `out.len()` rows of length `len` at stride `ld` in `rows`.
-/// Four rows at a time share the loads of p and run four independent sums; each row's sum has
-/// the order of [`dot`], so the results are the same bits.
-#[inline(always)]
-fn dots(p: &[f64], rows: &[f64], ld: usize, len: usize, out: &mut [f64]) {
-    let p = &p[..len];
-    let full = len / 4 * 4;
-    let mut blocks = out.chunks_exact_mut(4);
-    let mut j0 = 0;
-    for o in &mut blocks {
-        let r: [&[f64]; 4] = std::array::from_fn(|r| &rows[(j0 + r) * ld..(j0 + r) * ld + len]);
-        let mut acc = [[0.0f64; 4]; 4];
-        for c in (0..full).step_by(4) {
-            let pc = &p[c..c + 4];
-            for (a, row) in acc.iter_mut().zip(&r) {
-                let x = &row[c..c + 4];
-                for l in 0..4 {
-                    a[l] += pc[l] * x[l];
-                }
-            }
-        }
-        for ((o, a), row) in o.iter_mut().zip(&acc).zip(&r) {
-            let mut s = (a[0] + a[1]) + (a[2] + a[3]);
-            for i in full..len {
-                s += p[i] * row[i];
-            }
-            *o = s;
-        }
-        j0 += 4;
-    }
-    for (r, o) in blocks.into_remainder().iter_mut().enumerate() {
-        let j = j0 + r;
-        *o = dot(p, &rows[j * ld..j * ld + len]);
-    }
-}
-
-/// out ← Σ_j coef_j · row_j for the rows of length `out.len()` at stride `ld` in `rows`,
-/// summed in j order from 0 (the bits of `out.fill(0)` followed by one axpy per row), with
-/// each block of eight outputs kept in registers across the rows.
-#[inline(always)]
-fn combine(coef: &[f64], rows: &[f64], ld: usize, out: &mut [f64]) {
-    let len = out.len();
-    let mut c0 = 0;
-    let mut blocks = out.chunks_exact_mut(8);
-    for o in &mut blocks {
-        let mut acc = [0.0f64; 8];
-        for (j, &a) in coef.iter().enumerate() {
-            let x = &rows[j * ld + c0..j * ld + c0 + 8];
-            for l in 0..8 {
-                acc[l] += a * x[l];
-            }
-        }
-        o.copy_from_slice(&acc);
-        c0 += 8;
-    }
-    for (i, o) in blocks.into_remainder().iter_mut().enumerate() {
-        let mut acc = 0.0;
-        for (j, &a) in coef.iter().enumerate() {
-            acc += a * rows[j * ld + c0 + i];
-        }
-        *o = acc;
-    }
-    debug_assert!(coef.is_empty() || (coef.len() - 1) * ld + len <= rows.len());
-}
-
-/// e^x, skipping the call for x = ±0 (the maximum of a shifted softmax row): e^0 = 1 exactly,
-/// so the bits are those of `x.exp()` for every x.
-#[inline(always)]
-pub(crate) fn exp_shifted(x: f64) -> f64 {
-    if x == 0.0 { 1.0 } else { x.exp() }
-}
-
-/// Softmax of `s` in place (shifted by the maximum).
-#[inline(always)]
-fn softmax(s: &mut [f64]) {
-    let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut z = 0.0;
-    for v in s.iter_mut() {
-        *v = exp_shifted(*v - m);
-        z += *v;
-    }
-    let inv = 1.0 / z;
-    for v in s.iter_mut() {
-        *v *= inv;
-    }
-}
-
-/// [`chunk_pass_body`], compiled for AVX2 when the CPU has it (the loops then use 256-bit
-/// vectors; no floating-point operation is reordered or fused, so results are the same bits).
+/// [`chunk_pass_body`], compiled for AVX2 when the CPU has it ([`simd::dispatch`]: the loops
+/// then use 256-bit vectors; no floating-point operation is reordered or fused, so results are
+/// the same bits).
 #[allow(clippy::too_many_arguments)]
 fn chunk_pass(
     dims: Dims,
@@ -379,30 +274,36 @@ fn chunk_pass(
     want_grad: bool,
     att: Attention,
 ) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::numerics::simd::avx2() {
-        // SAFETY: the CPU supports AVX2 (checked at run time just above).
-        return unsafe { chunk_pass_avx2(dims, params, x, y, m, coef, ws, grad, want_grad, att) };
-    }
-    chunk_pass_body(dims, params, x, y, m, coef, ws, grad, want_grad, att)
+    simd::dispatch(
+        ChunkPass,
+        (dims, params, x, y, m, coef, ws, grad, want_grad, att),
+    )
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-fn chunk_pass_avx2(
-    dims: Dims,
-    params: &Params,
-    x: &[f64],
-    y: &[f64],
-    m: usize,
-    coef: f64,
-    ws: &mut Workspace,
-    grad: &mut Params,
-    want_grad: bool,
-    att: Attention,
-) -> f64 {
-    chunk_pass_body(dims, params, x, y, m, coef, ws, grad, want_grad, att)
+/// The arguments of [`chunk_pass_body`].
+type ChunkArgs<'a> = (
+    Dims,
+    &'a Params,
+    &'a [f64],
+    &'a [f64],
+    usize,
+    f64,
+    &'a mut Workspace,
+    &'a mut Params,
+    bool,
+    Attention,
+);
+
+/// [`chunk_pass_body`] as a [`Kernel`] for [`simd::dispatch`].
+struct ChunkPass;
+
+impl<'a> Kernel<ChunkArgs<'a>> for ChunkPass {
+    type Output = f64;
+    #[inline(always)]
+    fn run(self, args: ChunkArgs<'a>) -> f64 {
+        let (dims, params, x, y, m, coef, ws, grad, want_grad, att) = args;
+        chunk_pass_body(dims, params, x, y, m, coef, ws, grad, want_grad, att)
+    }
 }
 
 /// Forward and backward pass over one chunk of m sequences. Writes the chunk's gradient (of
@@ -469,12 +370,12 @@ fn chunk_pass_body(
         for k in 1 - inc..t {
             let pk = &p1[(b * t + k) * e..(b * t + k + 1) * e];
             let s = &mut a1[(b * t + k) * t..(b * t + k) * t + k + inc];
-            dots(pk, xb, e, e, s);
+            dot4_rows(pk, xb, e, e, s);
             for v in s.iter_mut() {
                 *v *= inv_tau;
             }
-            softmax(s);
-            combine(s, xb, e, &mut h1b[k * f + e..(k + 1) * f]);
+            softmax_recip(s);
+            combine_rows(s, xb, e, &mut h1b[k * f + e..(k + 1) * f]);
         }
     }
 
@@ -494,14 +395,14 @@ fn chunk_pass_body(
         let h1b = &h1[b * t * f..(b + 1) * t * f];
         let gb = &gq[b * f..(b + 1) * f];
         let s = &mut a2[b * t..b * t + kq + inc];
-        dots(gb, h1b, f, f, s);
+        dot4_rows(gb, h1b, f, f, s);
         for v in s.iter_mut() {
             *v *= inv_tau;
         }
-        softmax(s);
+        softmax_recip(s);
         let h2b = &mut h2[b * g..(b + 1) * g];
         h2b[..f].copy_from_slice(&h1b[kq * f..(kq + 1) * f]);
-        combine(s, h1b, f, &mut h2b[f..]);
+        combine_rows(s, h1b, f, &mut h2b[f..]);
     }
 
     // ---- readout ŷ = W³ h², error and dL/dŷ.
@@ -554,7 +455,7 @@ fn chunk_pass_body(
         let du2 = &dh2[b * g + f..(b + 1) * g];
         let ab = &a2[b * t..b * t + kq + inc];
         let ds = &mut row[..kq + inc];
-        dots(du2, h1b, f, f, ds);
+        dot4_rows(du2, h1b, f, f, ds);
         let mut mean = 0.0;
         for (a, d) in ab.iter().zip(ds.iter()) {
             mean += a * d;
@@ -562,7 +463,7 @@ fn chunk_pass_body(
         for (d, a) in ds.iter_mut().zip(ab) {
             *d = a * (*d - mean) * inv_tau; // dL/ds²_j (s² the unscaled score)
         }
-        combine(ds, h1b, f, &mut v[b * f..(b + 1) * f]);
+        combine_rows(ds, h1b, f, &mut v[b * f..(b + 1) * f]);
         let du1b = &mut du1[b * t * e..(b + 1) * t * e];
         let (du2u, gbu) = (&du2[e..f], &gb[e..f]);
         for j in 0..kq + inc {
@@ -620,7 +521,7 @@ fn chunk_pass_body(
             let duk = &du1[(b * t + k) * e..(b * t + k + 1) * e];
             let ak = &a1[(b * t + k) * t..(b * t + k) * t + k + inc];
             let ds = &mut row[..k + inc];
-            dots(duk, xb, e, e, ds);
+            dot4_rows(duk, xb, e, e, ds);
             let mut mean = 0.0;
             for (a, d) in ak.iter().zip(ds.iter()) {
                 mean += a * d;
@@ -628,7 +529,7 @@ fn chunk_pass_body(
             for (d, a) in ds.iter_mut().zip(ak) {
                 *d = a * (*d - mean) * inv_tau;
             }
-            combine(ds, xb, e, &mut wm[(b * t + k) * e..(b * t + k + 1) * e]);
+            combine_rows(ds, xb, e, &mut wm[(b * t + k) * e..(b * t + k + 1) * e]);
         }
     }
     gemm(

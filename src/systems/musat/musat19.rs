@@ -89,6 +89,8 @@
 
 use crate::flow::GradientFlow;
 use crate::numerics::expo::{exp_nonpositive, exp_nonpositive_in_place};
+use crate::numerics::kernels::dot;
+use crate::numerics::simd::{self, Kernel};
 use crate::systems::musat::data::{LabelPosition, QueryPosition, canonical_configuration};
 use crate::systems::musat::musat3::Query;
 use crate::systems::musat::subspace::{MMatrix, NAMES19};
@@ -215,13 +217,27 @@ impl Scratch {
     }
 }
 
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+/// [`Musat19::configuration_pass_body`] as a [`Kernel`] for [`simd::dispatch`].
+struct ConfigurationPass;
+
+type PassArgs<'a> = (
+    &'a Musat19,
+    &'a Configuration,
+    &'a [f64],
+    &'a mut Scratch,
+    Option<&'a mut [f64]>,
+);
+
+impl<'a> Kernel<PassArgs<'a>> for ConfigurationPass {
+    type Output = f64;
+    #[inline(always)]
+    fn run(self, (sys, c, th, s, grad): PassArgs<'a>) -> f64 {
+        sys.configuration_pass_body(c, th, s, grad)
+    }
 }
 
-#[inline(always)]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 #[inline(always)]
@@ -595,6 +611,8 @@ impl Musat19 {
     /// Σ_k c_k a_k is a suffix sum plus the special corrections: O(T) per product instead of
     /// O(T²) on the canonical configurations. The special corrections are applied first and
     /// the prefix (suffix) sums are fused with the elementwise work that follows them.
+    /// Compiled for AVX2 when the CPU has it ([`simd::dispatch`]: no FMA, the same arithmetic as
+    /// the plain build).
     fn configuration_pass(
         &self,
         c: &Configuration,
@@ -602,25 +620,7 @@ impl Musat19 {
         s: &mut Scratch,
         grad: Option<&mut [f64]>,
     ) -> f64 {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked at run time just above).
-            return unsafe { self.configuration_pass_avx2(c, th, s, grad) };
-        }
-        self.configuration_pass_body(c, th, s, grad)
-    }
-
-    /// The same pass compiled for AVX2 (no FMA: the same arithmetic as the plain build).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn configuration_pass_avx2(
-        &self,
-        c: &Configuration,
-        th: &[f64],
-        s: &mut Scratch,
-        grad: Option<&mut [f64]>,
-    ) -> f64 {
-        self.configuration_pass_body(c, th, s, grad)
+        simd::dispatch(ConfigurationPass, (self, c, th, s, grad))
     }
 
     #[inline(always)]

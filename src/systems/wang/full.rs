@@ -24,7 +24,8 @@
 //! (W_Q = w_Q e₁ᵀ, W_K = w_K e₂ᵀ, W_V = e₁ᵀ, W_O = v e₃, slope 0); r = e₃. [`FullModel::readoff`]
 //! reads the reduced coordinates back from any parameter vector (§9 table).
 
-use crate::numerics::gaussian::Gaussian;
+use crate::numerics::kernels::{dot, softmax_div};
+use crate::numerics::normal::Gaussian;
 use crate::systems::wang::reduced::RichModel;
 use crate::systems::wang::reduced::sample::target_parts;
 use rayon::prelude::*;
@@ -201,23 +202,6 @@ fn outer_add(g: &mut [f64], rows: usize, cols: usize, u: &[f64], v: &[f64]) {
         for (gi, vi) in row.iter_mut().zip(v) {
             *gi += ur * vi;
         }
-    }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// In-place softmax of `logits`; returns nothing (empty slices are left alone).
-fn softmax(logits: &mut [f64]) {
-    let mx = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut z = 0.0;
-    for v in logits.iter_mut() {
-        *v = (*v - mx).exp();
-        z += *v;
-    }
-    for v in logits.iter_mut() {
-        *v /= z;
     }
 }
 
@@ -419,7 +403,7 @@ impl FullModel {
                     *a = dot(qi, &ws.k1[base + j * dh..base + (j + 1) * dh])
                         - slope * (i - j - 1) as f64;
                 }
-                softmax(row);
+                softmax_div(row);
                 for (j, a) in row.iter().enumerate() {
                     for (zk, vk) in z.iter_mut().zip(&ws.v1[base + j * dh..base + (j + 1) * dh]) {
                         *zk += a * vk;
@@ -468,7 +452,7 @@ impl FullModel {
                 *aj = dot(q, &ws.k2[base + j * dh..base + (j + 1) * dh])
                     - slope * (last - j - 1) as f64;
             }
-            softmax(a);
+            softmax_div(a);
             let z = &mut ws.z2[gi * dh..(gi + 1) * dh];
             z.fill(0.0);
             for (j, aj) in a.iter().enumerate() {

@@ -5,7 +5,7 @@
 //! Both trainers draw each step's batch serially from one seeded ChaCha stream, so a seed
 //! fixes the run on any thread count; the per-step work uses buffers allocated once.
 
-use crate::numerics::gaussian::Gaussian;
+use crate::numerics::normal::Gaussian;
 use crate::systems::wang::full::{BatchEngine, FullModel};
 use crate::systems::wang::reduced::sample::{Prepared, SeqScratch, eval_sequence};
 use crate::systems::wang::reduced::{ReducedGrad, RichModel};

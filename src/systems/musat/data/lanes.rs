@@ -20,8 +20,8 @@ pub(super) type Lanes = [f64; LANES];
 
 const ZERO: Lanes = [0.0; LANES];
 
-/// Per-lane `dot4` of the scalar code: four partial sums over blocks of four, combined as
-/// (s0 + s1) + (s2 + s3), then the remainder added in order.
+/// Per-lane [`dot4`](crate::numerics::kernels::dot4) of the scalar code: four partial sums
+/// over blocks of four, combined as (s0 + s1) + (s2 + s3), then the remainder added in order.
 #[inline(always)]
 fn dot4(a: &[Lanes], b: &[Lanes]) -> Lanes {
     let n = a.len().min(b.len());

@@ -1,4 +1,5 @@
 use super::*;
+use crate::numerics::normal::NormalSource;
 
 fn spec(n: usize, d: usize, data: DataKind, query: Query, cue: LabelPosition) -> DataSpec {
     DataSpec {

@@ -41,7 +41,8 @@
 //! same arithmetic and bits) and chosen at run time like the generic pass; no threads: the
 //! same bytes on every call.
 
-use crate::systems::musat::disentangled::exp_shifted;
+use crate::numerics::kernels::exp_shifted;
+use crate::numerics::simd::{self, Kernel};
 use std::cell::RefCell;
 
 thread_local! {
@@ -101,24 +102,40 @@ pub(super) fn evaluate(n: usize, th: &[f64], scale: f64, grad: Option<&mut [f64]
 /// The largest N evaluated on a stack array of pairs.
 pub(super) const FIXED_MAX: usize = 8;
 
-/// [`evaluate`] for N pairs in a stack array.
+/// [`evaluate`] for N pairs in a stack array, compiled for AVX2 when the CPU has it
+/// ([`simd::dispatch`]: no FMA, the same arithmetic as the plain build, fewer register
+/// copies).
 #[inline(always)]
 fn fixed<const N: usize>(th: &[f64], scale: f64, grad: Option<&mut [f64]>) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::numerics::simd::avx2() {
-        // SAFETY: the CPU supports AVX2 (checked at run time just above).
-        return unsafe { fixed_avx2::<N>(th, scale, grad) };
+    simd::dispatch(Fixed::<N>, (th, scale, grad))
+}
+
+/// [`pass`] on a fresh stack array of N pairs, as a [`Kernel`] for [`simd::dispatch`].
+struct Fixed<const N: usize>;
+
+impl<'a, const N: usize> Kernel<(&'a [f64], f64, Option<&'a mut [f64]>)> for Fixed<N> {
+    type Output = f64;
+    #[inline(always)]
+    fn run(self, (th, scale, grad): (&'a [f64], f64, Option<&'a mut [f64]>)) -> f64 {
+        pass(&mut [Pair::default(); N], th, scale, grad)
     }
-    pass(&mut [Pair::default(); N], th, scale, grad)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn fixed_avx2<const N: usize>(th: &[f64], scale: f64, grad: Option<&mut [f64]>) -> f64 {
-    pass(&mut [Pair::default(); N], th, scale, grad)
+/// [`pass`] as a [`Kernel`] for [`simd::dispatch`].
+struct Pass;
+
+impl<'a> Kernel<(&'a mut [Pair], &'a [f64], f64, Option<&'a mut [f64]>)> for Pass {
+    type Output = f64;
+    #[inline(always)]
+    fn run(
+        self,
+        (pairs, th, scale, grad): (&'a mut [Pair], &'a [f64], f64, Option<&'a mut [f64]>),
+    ) -> f64 {
+        pass(pairs, th, scale, grad)
+    }
 }
 
-/// [`evaluate`] for any N ≥ 1 in the per-thread scratch.
+/// [`evaluate`] for any N ≥ 1 in the per-thread scratch (the same dispatch as [`fixed`]).
 pub(super) fn scratch(n: usize, th: &[f64], scale: f64, grad: Option<&mut [f64]>) -> f64 {
     assert!(n >= 1 && th.len() == 19);
     PAIRS.with(|cell| {
@@ -126,22 +143,8 @@ pub(super) fn scratch(n: usize, th: &[f64], scale: f64, grad: Option<&mut [f64]>
         if pairs.len() < n {
             pairs.resize(n, Pair::default());
         }
-        let pairs = &mut pairs[..n];
-        #[cfg(target_arch = "x86_64")]
-        if crate::numerics::simd::avx2() {
-            // SAFETY: the CPU supports AVX2 (checked at run time just above).
-            return unsafe { pass_avx2(pairs, th, scale, grad) };
-        }
-        pass(pairs, th, scale, grad)
+        simd::dispatch(Pass, (&mut pairs[..n], th, scale, grad))
     })
-}
-
-/// The same pass compiled for AVX2 (no FMA: the same arithmetic as the plain build, fewer
-/// register copies).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn pass_avx2(pairs: &mut [Pair], th: &[f64], scale: f64, grad: Option<&mut [f64]>) -> f64 {
-    pass(pairs, th, scale, grad)
 }
 
 /// e^{−|α|} and e^{α−max(α,0)}: the two terms of a max-shifted softmax with keys of score 0

@@ -17,7 +17,7 @@
 use super::sample::{Prepared, SeqScratch, eval_sequence_with_target, target_parts};
 use super::{OBS_LOSS_G, OBS_LOSS_I, OBS_W, ReducedGrad, RichModel};
 use crate::flow::GradientFlow;
-use crate::numerics::gaussian::Gaussian;
+use crate::numerics::normal::Gaussian;
 use rayon::prelude::*;
 use std::cell::RefCell;
 

@@ -1,7 +1,7 @@
 use super::sample::{Prepared, SeqScratch, eval_sequence, target_parts};
 use super::*;
 use crate::flow::{FlowError, FlowProblem};
-use crate::numerics::gaussian::Gaussian;
+use crate::numerics::normal::Gaussian;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
