@@ -7,7 +7,7 @@ Run by hand (not in CI):
     python3 bench/python_reference.py --check output/musat3-sweep/sweep.csv
                                                   # and compares with ihdyn's sweep.csv
 
-Same problem as scenarios/musat3-sweep.toml: the three-parameter flow of theory/musat.md §7.1
+Same problem as scenarios/musat3-sweep.toml: the three-parameter flow of docs/theory/musat.md §7.1
 (query last, loss scale 1), 24 geometric N from 4 to 4096, thresholds 0.5 and 0.1, the loss-half
 time and the time of the peak of d alpha/dt. Same integrator family (RK45 = Dormand-Prince 5(4)
 with dense output), same tolerances (rtol 1e-10, atol 1e-12), events located by solve_ivp's root
@@ -29,7 +29,7 @@ def sigmoid(x):
 
 
 def loss_grad(theta, n):
-    """Loss and gradient of theory/musat.md §7.1 (q = N)."""
+    """Loss and gradient of docs/theory/musat.md §7.1 (q = N)."""
     alpha, beta, gamma = theta
     k = 2 * n - 1
     log_c = math.log(2 * n - 2)

@@ -38,7 +38,7 @@ fn solve_with_margin(sys: &Musat3, rtol: f64, atol: f64, th: f64, margin: f64) -
 
 #[test]
 fn gamma_follows_its_exact_solution_when_alpha_and_beta_are_frozen() {
-    // theory/musat.md §7.3: at α = β = 0, ∂L/∂γ = (γ − 1)/N, so γ(t) = 1 − e^{−t/N} and
+    // docs/theory/musat.md §7.3: at α = β = 0, ∂L/∂γ = (γ − 1)/N, so γ(t) = 1 − e^{−t/N} and
     // T_γ(θ) = −N ln(1 − θ); a loss scale s multiplies the rate by s.
     for &n in &[2usize, 8, 100, 1000] {
         for &scale in &[1.0, 0.5] {
@@ -76,7 +76,7 @@ fn gamma_follows_its_exact_solution_when_alpha_and_beta_are_frozen() {
 
 #[test]
 fn alpha_beta_rates_follow_the_invariant_along_the_trajectory() {
-    // theory/musat.md §7.3 (q = N): dα/dβ = β(1 − a). The slope is measured from the solver's
+    // docs/theory/musat.md §7.3 (q = N): dα/dβ = β(1 − a). The slope is measured from the solver's
     // dense output by central differences in t, independently of the gradient formula.
     for &n in &[3usize, 8, 40] {
         let sys = Musat3::new(n, Query::Last, 1.0);

@@ -1,4 +1,4 @@
-//! Wang et al. (kind "rich"): the time-scale statements of theory/wang.md §6–§7 measured on the
+//! Wang et al. (kind "rich"): the time-scale statements of docs/theory/wang.md §6–§7 measured on the
 //! closed-form flow with located events, and the closed form against the exact finite-L loss on
 //! a fixed sample (its O(1/L) error).
 
@@ -221,7 +221,7 @@ fn the_four_gram_tail_is_one_over_four_t() {
 
 #[test]
 fn closed_form_and_sampled_exact_loss_agree_within_the_stated_o_one_over_l() {
-    // theory/wang.md §4: ℓ = ℓ_G + ℓ_I + O(1/N). The leading O(1/N) term is the cross term the
+    // docs/theory/wang.md §4: ℓ = ℓ_G + ℓ_I + O(1/N). The leading O(1/N) term is the cross term the
     // closed form drops: E[a_s] = 1/N exactly (exchangeable keys), so
     //   2E[DE] = (2/N)(v − c_I)(w_G(1 − π_M) − c_G) + O(1/N²)
     // (D, E the 4-gram and IH heads' errors; key x_1 carries no value). The law-of-large-numbers
