@@ -8,10 +8,3 @@ pub mod kernels;
 pub mod normal;
 pub(crate) mod simd;
 pub mod stats;
-
-/// The former path of [`normal::Gaussian`] (the Box–Muller stream), kept while
-/// `systems/wang/scenario.rs` and `systems/wang/train.rs` still name it; new code imports
-/// `numerics::normal`.
-pub mod gaussian {
-    pub use super::normal::Gaussian;
-}

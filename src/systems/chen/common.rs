@@ -234,10 +234,6 @@ pub fn grad_c_from_grad_p(c: &[f64], p: &[f64], dp: &[f64], out: &mut [f64]) {
     }
 }
 
-/// softmax(w) written into `out` (same length): the divide-by-sum kernel of numerics, under
-/// the name the GIH modules use.
-pub use crate::numerics::kernels::softmax_div_into as softmax;
-
 // ---------------------------------------------------------------------------------------------
 // Sufficient statistics
 

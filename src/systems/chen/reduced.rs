@@ -15,9 +15,10 @@
 //! Σ_T p_T U_T) conserves ‖c‖ (§7). Stages freeze blocks of θ (§8); see [`Block`].
 
 use crate::flow::GradientFlow;
+use crate::numerics::kernels::softmax_div_into as softmax;
 use crate::systems::chen::common::{
     HeadNorm, L2_EPS, Layer2, Layer2Params, Layer2Sums, Layout, LossKind, PAD, Subsets, TfShape,
-    grad_c_from_grad_p, simplex_weights, softmax,
+    grad_c_from_grad_p, simplex_weights,
 };
 use crate::systems::chen::markov::Sequences;
 use serde::{Deserialize, Serialize};

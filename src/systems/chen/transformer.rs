@@ -16,9 +16,10 @@
 //! p_S = c_S²/‖c‖², the RPE logits w and a are read off the same coordinates.
 
 use crate::flow::GradientFlow;
+use crate::numerics::kernels::softmax_div_into as softmax;
 use crate::systems::chen::common::{
     Buckets, Layer2, Layer2Params, Layer2Sums, Layout, LossKind, PAD, Subsets, TfShape, ZERO,
-    grad_c_from_grad_p, simplex_weights, softmax,
+    grad_c_from_grad_p, simplex_weights,
 };
 use crate::systems::chen::markov::Sequences;
 use serde::Serialize;

@@ -1,7 +1,7 @@
 //! `[system] kind = "rich"`: the six-parameter model of Wang et al. (docs/theory/wang.md §3–§8), and
 //! its `[train]` section (SGD on the six parameters and the full transformer, §8–§9).
 
-use crate::numerics::gaussian::Gaussian;
+use crate::numerics::normal::Gaussian;
 use crate::scenario::validate::{FieldError, check, check_fraction, check_positive};
 use crate::systems::wang::reduced::{KeyQuery, Layer1, RichFlow, RichModel};
 use serde::{Deserialize, Serialize};

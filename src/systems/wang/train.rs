@@ -12,7 +12,7 @@
 
 use crate::Error;
 use crate::flow::{FlowProblem, GradientFlow};
-use crate::numerics::gaussian::Gaussian;
+use crate::numerics::normal::Gaussian;
 use crate::report::figure::{Axis, Figure, LegendAt, Panel, Series, VLine, color};
 use crate::report::short;
 use crate::report::{Cell, Table, fmt_f64};
