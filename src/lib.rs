@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod error;
 pub mod flow;
+pub mod interrupt;
 pub mod jobs;
 pub mod numerics;
 pub mod report;
