@@ -1,7 +1,6 @@
 //! The binary end to end: outputs and headers, bad input, determinism, the demo.
 
-mod common;
-use common::*;
+use crate::support::*;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

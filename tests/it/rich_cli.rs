@@ -1,8 +1,7 @@
 //! Kind "rich" through the real binary: outputs and headers, the sweep columns, training
 //! alongside, determinism on 1 and 2 threads, and bad input.
 
-mod common;
-use common::*;
+use crate::support::*;
 use std::path::Path;
 
 fn run_ok(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {

@@ -2,8 +2,7 @@
 //! (files, headers, events, bad input, divergence, determinism), musat19 in the generic sweep,
 //! and the Theorem-1 residual against the batch size.
 
-mod common;
-use common::*;
+use crate::support::*;
 use ihdyn::systems::musat::data::{DataKind, DataSpec, LabelPosition, QueryPosition};
 use ihdyn::systems::musat::disentangled::{Params, Refresh, Trainer};
 use ihdyn::systems::musat::musat3::Query;

@@ -1,5 +1,4 @@
 //! Helpers for running the real binary in a fresh folder (ripgrep-style end-to-end tests).
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,8 +1,7 @@
 //! Sweeps that are interrupted and resumed, sharded and merged: the CSV must come out byte for
 //! byte as from one uninterrupted run; bad control input is refused with exit code 2.
 
-mod common;
-use common::*;
+use crate::support::*;
 use std::path::Path;
 
 /// A two-field sweep (12 points: 6 N x 2 loss scales, 2 thresholds per point).

@@ -1,8 +1,7 @@
 //! Phase portraits: the arrows are the system's velocity, and the invariant curve of theory is
 //! the trajectory from the origin.
 
-mod common;
-use common::*;
+use crate::support::*;
 use ihdyn::flow::{FlowProblem, GradientFlow};
 use ihdyn::systems::musat::musat3::{ALPHA3, BETA2, GAMMA3, Musat3, Query, alpha_beta_invariant};
 

@@ -1,8 +1,7 @@
 //! The `gih` system (Chen et al.) through the real binary: outputs and headers, determinism on
 //! 1 and 2 threads, a sweep over L, and bad input.
 
-mod common;
-use common::*;
+use crate::support::*;
 use std::path::Path;
 
 /// A small staged run with the full model alongside (well under a second).
