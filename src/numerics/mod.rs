@@ -6,3 +6,5 @@ pub mod gaussian;
 pub(crate) mod gemm;
 pub(crate) mod simd;
 pub mod stats;
+#[cfg(test)]
+pub(crate) mod testing;
