@@ -1,6 +1,6 @@
 //! The module rules of DESIGN.md, checked on the source: imports only go down (front end ->
 //! jobs -> systems -> error -> (train, flow) -> (scenario, report) -> numerics) and there are no
-//! import circles between files.
+//! import circles, between top-level modules or between files.
 //!
 //! The analysis is that of `shared/tools/import_dag.py`: every `crate::a::b` path, every
 //! `use crate::{...}` group and every `super::` path outside test code names the longest
