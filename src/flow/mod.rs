@@ -6,7 +6,7 @@
 //! ([`FlowProblem::builder`]), with its initial point, schedule of stages (which coordinates move
 //! in which time window), events and stop rule, and then [`FlowProblem::solve`]d.
 //!
-//! Design notes (see `DESIGN.md`):
+//! Design notes:
 //! - the solver adapter (`Rhs`) evaluates the right-hand side without allocating and checks each
 //!   accepted step for divergence and event brackets; the integration loop itself is the
 //!   solver's;
@@ -24,12 +24,12 @@ mod solution;
 pub use events::{EventRecord, EventSpec, Quantity, Trigger};
 pub use solution::{Solution, SolverStats, StopReason};
 
+use crate::report::short;
 use nalgebra::allocator::Allocator;
 use nalgebra::{Const, DefaultAllocator, Dim, Dyn, OVector, U1};
 use ode_solvers::continuous_output_model::ContinuousOutputModel;
 use ode_solvers::dop_shared::{IntegrationError, OutputType, Stats};
 use ode_solvers::{Dopri5, System};
-use crate::report::short;
 use std::cell::{Cell, RefCell};
 
 use events::EventTracker;

@@ -163,7 +163,11 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
     let go = |failure: &Option<Error>| failure.is_none() && !crate::interrupt::requested();
     let sharded = opts.sweep.shard.is_some();
     if let (Some(spec), false) = (&scenario.solve, sharded) {
-        record(solve::run(scenario, spec, &opts.out), &mut failure, &mut stopped);
+        record(
+            solve::run(scenario, spec, &opts.out),
+            &mut failure,
+            &mut stopped,
+        );
     }
     let own = |when: When, failure: &Option<Error>| {
         (go(failure) && !sharded)
@@ -176,7 +180,11 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
     if !sharded {
         for spec in &scenario.phase {
             if go(&failure) {
-                record(phase::run(scenario, spec, &opts.out), &mut failure, &mut stopped);
+                record(
+                    phase::run(scenario, spec, &opts.out),
+                    &mut failure,
+                    &mut stopped,
+                );
             }
         }
     }

@@ -88,7 +88,13 @@ impl Serialize for Scenario {
 /// The fields a `--resume` may find changed: they cannot change a finished sweep point's result
 /// (the step budget, the description, the jobs that are recomputed on every run, output
 /// options), besides the system's own sections listed by `System::resume_ignores`.
-pub const RESUME_MAY_CHANGE: [&str; 5] = ["description", "solver.max_steps", "solve", "phase", "figures"];
+pub const RESUME_MAY_CHANGE: [&str; 5] = [
+    "description",
+    "solver.max_steps",
+    "solve",
+    "phase",
+    "figures",
+];
 
 /// The manifest echo of a scenario without the fields a resume may change.
 pub fn resume_identity(echo: &serde_json::Value, system_ignores: &[&str]) -> serde_json::Value {

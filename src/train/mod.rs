@@ -7,7 +7,7 @@
 //! and asks the learner to descend; after the last step it evaluates once more, so the
 //! observer also sees the final weights. What a step computes (batches, gradients, the
 //! optimizer) is the learner's; what is recorded (rows, events, progress bars) is the
-//! observer's (STYLE.md §3–4). A non-finite loss or gradient, or a parameter beyond the bound,
+//! observer's. A non-finite loss or gradient, or a parameter beyond the bound,
 //! stops the run with a [`TrainError`] naming the step, the time, the stage and the largest
 //! parameter.
 
