@@ -8,6 +8,7 @@ use crate::jobs::sweep::{Control, Shard};
 use crate::jobs::{RunOptions, merge_shards, prepare, run_scenario};
 use crate::report::OutputDir;
 use crate::scenario::ScenarioError;
+use crate::scenario::overrides::{Override, parse_override};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -58,6 +59,10 @@ pub enum Command {
         /// Scenario files
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Set a scenario field, e.g. --set system.n=16 --set system.query=uniform (repeatable;
+        /// checked like the file; applies to every FILE)
+        #[arg(long = "set", value_name = "PATH=VALUE", value_parser = parse_override)]
+        set: Vec<Override>,
         #[command(flatten)]
         out: OutArgs,
         #[command(flatten)]
@@ -68,6 +73,9 @@ pub enum Command {
         /// Scenario files
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Set a scenario field, as for `run`
+        #[arg(long = "set", value_name = "PATH=VALUE", value_parser = parse_override)]
+        set: Vec<Override>,
     },
     /// Run an N-sweep from flags alone (the same outputs as a scenario with a [sweep] section)
     Sweep(SweepArgs),
@@ -199,6 +207,9 @@ pub struct SweepArgs {
     /// Name of the run (the folder under --output-root)
     #[arg(long, default_value = "sweep")]
     pub name: String,
+    /// Set a scenario field of the sweep these flags describe, e.g. --set solver.atol=1e-14
+    #[arg(long = "set", value_name = "PATH=VALUE", value_parser = parse_override)]
+    pub set: Vec<Override>,
     #[command(flatten)]
     pub out: OutArgs,
     #[command(flatten)]
@@ -264,13 +275,15 @@ impl SweepArgs {
         if let Some(m) = self.fit_min_n {
             text.push_str(&format!("fit_min_n = {m:?}\n"));
         }
-        scenario::parse_str(&text, "command line", &self.name).map_err(|e| match e {
-            ScenarioError::Field { mut error, .. } => {
-                error.field = flag_for_field(&error.field);
-                Error::Usage(error.to_string())
-            }
-            other => Error::Scenario(other),
-        })
+        scenario::parse_str_with(&text, "command line", &self.name, &self.set).map_err(
+            |e| match e {
+                ScenarioError::Field { mut error, .. } => {
+                    error.field = flag_for_field(&error.field);
+                    Error::Usage(error.to_string())
+                }
+                other => Error::Scenario(other),
+            },
+        )
     }
 }
 
@@ -448,19 +461,20 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     match command {
         Command::Run {
             files,
+            set,
             out,
             control,
         } => {
             let scenarios = files
                 .iter()
-                .map(|f| scenario::load(f))
+                .map(|f| scenario::load_with(f, &set))
                 .collect::<Result<Vec<_>, _>>()?;
             run_all(scenarios, &out, &control, cli.quiet, budget)
         }
-        Command::Validate { files } => {
+        Command::Validate { files, set } => {
             let mut last_error = None;
             for f in &files {
-                match scenario::load(f)
+                match scenario::load_with(f, &set)
                     .map_err(Error::from)
                     .and_then(|s| budget::check(&s, budget, threads).map(|()| s))
                 {

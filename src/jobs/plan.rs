@@ -6,6 +6,7 @@
 //! (ranges, cross-field rules) into plain data the jobs consume. Every error names the field by
 //! its path (`sweep.n`, `system.loss_scale`) and the accepted range.
 
+use crate::scenario::overrides::{self, Override};
 use crate::scenario::sweep::SweepSpec;
 use crate::scenario::sweep::{self, RawSweep};
 use crate::scenario::validate::check;
@@ -127,13 +128,38 @@ struct RawScenario {
 
 /// Read and validate a scenario file. The scenario name defaults to the file stem.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    load_with(path, &[])
+}
+
+/// [`load`] with `--set` overrides applied before validation.
+pub fn load_with(path: &Path, overrides: &[Override]) -> Result<Scenario, ScenarioError> {
     let (text, stem) = read_file(path)?;
-    parse_str(&text, &path.display().to_string(), &stem)
+    parse_str_with(&text, &path.display().to_string(), &stem, overrides)
 }
 
 /// Parse and validate scenario text. `origin` names the source in messages; `default_name` is
 /// used when the document has no `name`.
 pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenario, ScenarioError> {
+    parse_str_with(text, origin, default_name, &[])
+}
+
+/// [`parse_str`] with `--set` overrides applied to the document before validation; messages
+/// then name the source as `FILE with --set PATH=VALUE ...`.
+pub fn parse_str_with(
+    text: &str,
+    origin: &str,
+    default_name: &str,
+    overrides: &[Override],
+) -> Result<Scenario, ScenarioError> {
+    let origin = &if overrides.is_empty() {
+        origin.to_string()
+    } else {
+        let sets: Vec<String> = overrides
+            .iter()
+            .map(|o| format!("--set {}", o.text))
+            .collect();
+        format!("{origin} with {}", sets.join(" "))
+    };
     let field_err = |error: FieldError| ScenarioError::Field {
         origin: origin.to_string(),
         error,
@@ -142,6 +168,21 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
         origin: origin.to_string(),
         message: syntax_message(&e.to_string()),
     })?;
+    for o in overrides {
+        overrides::apply(&mut doc, o).map_err(field_err)?;
+    }
+    // With overrides, the text kept for the manifest (and re-read by `merge`) is the document
+    // they produced, so that it reproduces this scenario.
+    let effective;
+    let text = if overrides.is_empty() {
+        text
+    } else {
+        effective = format!(
+            "# {origin}\n{}",
+            toml::to_string(&doc).expect("a parsed document serializes")
+        );
+        effective.as_str()
+    };
     let raw_sweep = match doc.remove("sweep") {
         None => None,
         Some(toml::Value::Table(t)) => Some(

@@ -6,6 +6,7 @@
 //! deserialized (serde reports unknown fields and wrong types with their path), then
 //! [`validate`]d (ranges, cross-field rules) into plain data the experiments consume.
 
+pub mod overrides;
 mod phase;
 pub mod sweep;
 pub mod validate;
