@@ -8,6 +8,7 @@ pub mod musat19;
 pub mod musat3;
 pub mod scenario19;
 pub mod scenario3;
+pub mod standard;
 pub mod subspace;
 pub mod system;
 
