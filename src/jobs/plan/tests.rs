@@ -176,7 +176,7 @@ fn every_bad_field_is_named_with_its_range() {
     );
     assert_eq!(
         err(&format!("{base}n = 4\n")),
-        "t.toml: scenario: nothing to run: add a [solve], [sweep], [[phase]], [compare], [train] or [gih] section"
+        "t.toml: scenario: nothing to run: add a [solve], [sweep], [[phase]], [standard], [compare], [train] or [gih] section"
     );
     assert_eq!(
         err(&format!("{base}[solve]\n")),
