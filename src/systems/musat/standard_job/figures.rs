@@ -4,7 +4,7 @@
 
 use super::{Event, MEASURES, Row, Snapshot};
 use crate::report::figure::{Axis, Figure, Heatmap, LegendAt, Panel, Series, VLine, color};
-use crate::report::short;
+use crate::report::{fmt_f64, short};
 use crate::systems::musat::scenario_standard::StandardSpec;
 
 fn t_axis() -> Axis {
@@ -14,9 +14,9 @@ fn t_axis() -> Axis {
 /// The measure's symbol and its colour (the same in every panel).
 fn symbol(name: &str) -> (&'static str, usize) {
     match name {
-        "alpha3" => ("α̃₃", 0),
-        "beta2" => ("β̃₂", 1),
-        "gamma3" => ("γ̃₃", 2),
+        "alpha3" => ("α₃", 0),
+        "beta2" => ("β₂", 1),
+        "gamma3" => ("γ₃", 2),
         _ => ("loss", 7),
     }
 }
@@ -31,8 +31,8 @@ pub(super) fn progress_figure(
 ) -> Figure {
     let mut measures = Panel::new(
         format!(
-            "progress measures (§11) / their final values; events at {}",
-            short(spec.fraction)
+            "progress measures α₃, β₂, γ₃ of §11 / their final values; events at {}",
+            fmt_f64(spec.fraction)
         ),
         t_axis(),
         Axis::linear("measure / final value"),
@@ -55,7 +55,7 @@ pub(super) fn progress_figure(
     }
     measures.series.push(
         Series::dashed(
-            format!("fraction {}", short(spec.fraction)),
+            format!("fraction {}", fmt_f64(spec.fraction)),
             vec![(0.0, spec.fraction), (t_end, spec.fraction)],
             color(6),
         )
@@ -172,7 +172,7 @@ pub(super) fn weights_figure(s: &Snapshot, all: &[Snapshot], title: &str) -> Fig
         ),
     ];
     let mut fig = Figure::grid(1, 3, panels).titled(format!(
-        "weights at the {} (step {}, t = {}; colour scales shared by start, middle, end) — {title}",
+        "weights at the {} (step {}, t = {}; colour scales shared) — {title}",
         match s.name {
             "start" => "start",
             "mid" => "middle",
