@@ -284,6 +284,9 @@ impl System for Musat19System {
             .chain(standard_json(&self.standard))
             .collect()
     }
+    fn resume_ignores(&self) -> &'static [&'static str] {
+        &["compare"]
+    }
     fn runs_on_base(&self) -> bool {
         self.compare.is_some() || self.standard.is_some()
     }
