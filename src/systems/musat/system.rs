@@ -146,6 +146,10 @@ impl System for Musat3System {
     fn sections_json(&self) -> Vec<(&'static str, serde_json::Value)> {
         standard_json(&self.standard).into_iter().collect()
     }
+    /// `[standard]` is recomputed on every run; it never changes a sweep point.
+    fn resume_ignores(&self) -> &'static [&'static str] {
+        &["standard"]
+    }
     fn runs_on_base(&self) -> bool {
         self.standard.is_some()
     }
@@ -285,7 +289,7 @@ impl System for Musat19System {
             .collect()
     }
     fn resume_ignores(&self) -> &'static [&'static str] {
-        &["compare"]
+        &["compare", "standard"]
     }
     fn runs_on_base(&self) -> bool {
         self.compare.is_some() || self.standard.is_some()

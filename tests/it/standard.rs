@@ -3,14 +3,8 @@
 //! (progress table, figures, weight heatmaps), its events in the manifest, bad input, and the
 //! shipped scenarios.
 
-mod common;
-use common::*;
+use crate::support::*;
 use serde_json::Value;
-use std::path::Path;
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// N = 3 (query uniform), D = d_head = 12, N_E = 8, N_p = 7, B = 32, 300 GD steps: small enough
 /// for a debug build.
@@ -122,6 +116,16 @@ fn standard_writes_progress_events_and_weight_figures_on_both_musat_systems() {
         // the scenario's section is echoed in the manifest
         assert_eq!(m["scenario"]["standard"]["d"], 12, "{}", m["scenario"]);
     }
+}
+
+/// The same scenario writes the same `progress.csv` and manifest events on 1 and 2 threads.
+#[test]
+fn standard_progress_is_byte_identical_on_one_and_two_threads() {
+    let dir = tmp();
+    let f = write(dir.path(), "small.toml", &small("musat3", "mse"));
+    let outs = assert_same_on_1_and_2_threads(dir.path(), &f, &["standard/progress.csv"]);
+    let [a, b] = outs.map(|o| standard_entry(&json(&o.join("manifest.json")))["events"].clone());
+    assert_eq!(a, b);
 }
 
 #[test]
