@@ -207,8 +207,8 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
     ) {
         return Err(field_err(FieldError::new(
             path.clone(),
-            "required for [solve], [[phase]], [compare] and [train] (the sweep sets it for its \
-             own points only)",
+            "required for [solve], [[phase]], [standard], [compare] and [train] (the sweep sets it \
+             for its own points only)",
         )));
     }
     let mut points = Vec::with_capacity(combos.len());

@@ -111,8 +111,8 @@ fn fields_sweeps_form_a_product_of_validated_points() {
     let e = err("[system]\nkind = \"musat3\"\n[solve]\n[sweep]\nn = [4]\n");
     assert_eq!(
         e,
-        "t.toml: system.n: required for [solve], [[phase]], [compare] and [train] (the sweep sets \
-         it for its own points only)"
+        "t.toml: system.n: required for [solve], [[phase]], [standard], [compare] and [train] (the \
+         sweep sets it for its own points only)"
     );
 }
 

@@ -12,6 +12,7 @@ use crate::systems::musat::musat19::Musat19;
 use crate::systems::musat::scenario_standard::{RawStandard, StandardSpec};
 use crate::systems::musat::scenario3::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
 use crate::systems::musat::scenario19::{CompareSpec, Musat19Spec, RawCompare, RawMusat19};
+use crate::systems::musat::standard::{Loss, Optimizer};
 use crate::systems::musat::standard_job;
 use crate::systems::musat::subspace::{self, MMatrix, NAMES19};
 use crate::systems::plugin::{Instance, JobContext, JobOutput, Param, System, When};
@@ -91,11 +92,19 @@ fn standard_json(spec: &Option<StandardSpec>) -> Option<(&'static str, serde_jso
 
 fn describe_standard(n: usize, s: &StandardSpec) -> String {
     let dims = s.dims(n);
+    let loss = match s.loss {
+        Loss::Mse => "MSE",
+        Loss::Ce => "cross-entropy",
+    };
+    let optimizer = match s.optimizer {
+        Optimizer::Gd => "GD",
+        Optimizer::Adam => "Adam",
+    };
     format!(
-        "standard (transformer D = {}, d_head = {}, N_E = {}, N_p = {}, {:?} loss, {:?}, B = {}, {} steps)",
-        dims.d, dims.d_head, dims.vocab, dims.positions, s.loss, s.optimizer, s.batch, s.steps
+        "standard (transformer D = {}, d_head = {}, N_E = {}, N_p = {}, {loss}, {optimizer}, \
+         B = {}, {} steps)",
+        dims.d, dims.d_head, dims.vocab, dims.positions, s.batch, s.steps
     )
-    .to_lowercase()
 }
 
 /// `kind = "musat3"` (docs/theory/musat.md §7), with `[standard]` (§11).
