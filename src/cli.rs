@@ -2,9 +2,10 @@
 //! validates every input before anything is written, then calls one experiment per scenario.
 
 use crate::Error;
+use crate::jobs::budget::{self, Budget};
 use crate::jobs::plan::{self as scenario, Scenario};
 use crate::jobs::sweep::{Control, Shard};
-use crate::jobs::{RunOptions, merge_shards, run_scenario};
+use crate::jobs::{RunOptions, merge_shards, prepare, run_scenario};
 use crate::report::OutputDir;
 use crate::scenario::ScenarioError;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -38,6 +39,16 @@ pub struct Cli {
     /// Print only errors: no tables, no progress bars
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Memory budget in GiB: a scenario whose largest job is estimated to need more is
+    /// refused before it runs
+    #[arg(long, global = true, value_name = "GIB", default_value_t = 16.0,
+          value_parser = positive_gib)]
+    pub max_memory: f64,
+    /// Output budget in GiB: a scenario whose files are estimated to take more is refused
+    /// before it runs
+    #[arg(long, global = true, value_name = "GIB", default_value_t = 4.0,
+          value_parser = positive_gib)]
+    pub max_output: f64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,6 +86,10 @@ pub enum Command {
         /// Folder for the merged outputs
         #[arg(long, value_name = "DIR", required = true)]
         out: PathBuf,
+        /// Write into a folder that holds another scenario's outputs, replacing them (only the
+        /// files its manifest lists are removed)
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -98,11 +113,15 @@ pub struct SweepControlArgs {
 #[derive(Args, Debug, Clone)]
 pub struct OutArgs {
     /// Output folder (for a single scenario) [default: <output-root>/<scenario name>]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "output_root")]
     pub out: Option<PathBuf>,
     /// Parent folder of the per-scenario output folders
     #[arg(long, value_name = "DIR", default_value = "output")]
     pub output_root: PathBuf,
+    /// Write into a folder that holds another scenario's outputs, replacing them (only the
+    /// files its manifest lists are removed)
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl Default for OutArgs {
@@ -110,6 +129,7 @@ impl Default for OutArgs {
         OutArgs {
             out: None,
             output_root: PathBuf::from("output"),
+            force: false,
         }
     }
 }
@@ -158,18 +178,20 @@ pub struct SweepArgs {
         value_name = "X,...",
         allow_negative_numbers = true
     )]
+    #[arg(value_parser = finite_number)]
     pub thresholds: Vec<f64>,
     /// Which pair is queried
     #[arg(long, value_enum, default_value_t = QueryArg::Last)]
     pub query: QueryArg,
     /// Loss scale: 1, or 0.5 for the halved loss (doubles every time); > 0
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true,
+          value_parser = finite_number)]
     pub loss_scale: f64,
     /// Fit the power law over rows with N >= this [default: all rows]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = finite_number)]
     pub fit_min_n: Option<f64>,
     /// Relative tolerance of the integrator, in (0, 1) [default: 1e-10]
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_number)]
     pub rtol: Option<f64>,
     /// Integrator
     #[arg(long, value_enum, default_value_t = MethodArg::Dopri5)]
@@ -311,7 +333,12 @@ fn run_all(
     out: &OutArgs,
     control: &SweepControlArgs,
     quiet: bool,
+    budget: Budget,
 ) -> Result<(), Error> {
+    let threads = rayon::current_num_threads();
+    for s in &scenarios {
+        budget::check(s, budget, threads)?;
+    }
     if control.shard.is_some() || control.max_points.is_some() || control.resume {
         let without_sweep: Vec<&str> = scenarios
             .iter()
@@ -327,19 +354,32 @@ fn run_all(
     }
     let dirs = output_dirs(&scenarios, out, control.shard)?;
     let command_line: Vec<String> = std::env::args().collect();
-    for (s, dir) in scenarios.iter().zip(dirs) {
-        let opts = RunOptions {
-            out: dir.clone(),
-            progress: !quiet,
-            sweep: Control {
-                resume: control.resume,
-                shard: control.shard,
-                max_points: control.max_points.map(|m| m as usize),
+    let runs: Vec<(&Scenario, RunOptions)> = scenarios
+        .iter()
+        .zip(dirs)
+        .map(|(s, dir)| {
+            let opts = RunOptions {
+                out: dir,
                 progress: !quiet,
-            },
-            command_line: command_line.clone(),
-        };
-        let lines = run_scenario(s, &opts)?;
+                sweep: Control {
+                    resume: control.resume,
+                    shard: control.shard,
+                    max_points: control.max_points.map(|m| m as usize),
+                    progress: !quiet,
+                },
+                command_line: command_line.clone(),
+                force: out.force,
+            };
+            (s, opts)
+        })
+        .collect();
+    // Every folder is checked before the first scenario runs: a refusal writes nothing.
+    for (s, opts) in &runs {
+        prepare(s, opts)?;
+    }
+    for (s, opts) in &runs {
+        let dir = &opts.out;
+        let lines = run_scenario(s, opts)?;
         if !quiet {
             println!("== {} ({})", s.name, s.origin);
             for l in lines {
@@ -387,12 +427,21 @@ fn describe(s: &Scenario) -> String {
 
 /// Run the command line. Every scenario is loaded and validated before anything is written.
 pub fn run(cli: Cli) -> Result<(), Error> {
-    if let Some(t) = cli.threads {
+    let threads = match cli.threads {
+        Some(t) => Some(t),
+        None => threads_from_env()?,
+    };
+    if let Some(t) = threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(t as usize)
             .build_global()
             .map_err(|e| Error::Usage(format!("--threads: {e}")))?;
     }
+    let budget = Budget {
+        memory: cli.max_memory * GIB,
+        output: cli.max_output * GIB,
+    };
+    let threads = rayon::current_num_threads();
     let command = cli.command.unwrap_or(Command::Demo {
         out: OutArgs::default(),
     });
@@ -406,12 +455,15 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 .iter()
                 .map(|f| scenario::load(f))
                 .collect::<Result<Vec<_>, _>>()?;
-            run_all(scenarios, &out, &control, cli.quiet)
+            run_all(scenarios, &out, &control, cli.quiet, budget)
         }
         Command::Validate { files } => {
             let mut last_error = None;
             for f in &files {
-                match scenario::load(f) {
+                match scenario::load(f)
+                    .map_err(Error::from)
+                    .and_then(|s| budget::check(&s, budget, threads).map(|()| s))
+                {
                     Ok(s) => {
                         if !cli.quiet {
                             println!("ok: {} — {}", f.display(), describe(&s));
@@ -425,24 +477,31 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 }
             }
             match last_error {
-                Some(e) => Err(e.into()),
+                Some(e) => Err(e),
                 None => Ok(()),
             }
         }
         Command::Sweep(args) => {
             let s = args.to_scenario()?;
-            run_all(vec![s], &args.out, &args.control, cli.quiet)
+            run_all(vec![s], &args.out, &args.control, cli.quiet, budget)
         }
         Command::Demo { out } => {
             let s = scenario::parse_str(DEMO_SCENARIO, "built-in demo", "demo")?;
-            run_all(vec![s], &out, &SweepControlArgs::default(), cli.quiet)
+            run_all(
+                vec![s],
+                &out,
+                &SweepControlArgs::default(),
+                cli.quiet,
+                budget,
+            )
         }
-        Command::Merge { dirs, out } => {
+        Command::Merge { dirs, out, force } => {
             let opts = RunOptions {
                 out: OutputDir::new(&out),
                 progress: false,
                 sweep: Control::default(),
                 command_line: std::env::args().collect(),
+                force,
             };
             let lines = merge_shards(&dirs, &opts)?;
             if !cli.quiet {
@@ -454,6 +513,45 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+    }
+}
+
+/// `RAYON_NUM_THREADS`, checked like `--threads` (rayon itself would silently fall back to all
+/// cores on a value it cannot read). Unset or empty: `None`.
+fn threads_from_env() -> Result<Option<u16>, Error> {
+    let Some(raw) = std::env::var_os("RAYON_NUM_THREADS") else {
+        return Ok(None);
+    };
+    let text = raw.to_string_lossy();
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    match text.trim().parse::<u16>() {
+        Ok(t) if t >= 1 => Ok(Some(t)),
+        _ => Err(Error::Usage(format!(
+            "environment variable RAYON_NUM_THREADS: must be a whole number in 1..=65535 (like \
+             --threads), got `{text}`; unset it to use all cores"
+        ))),
+    }
+}
+
+/// A finite number (`--loss-scale`, `--rtol`, `--fit-min-n`, `--thresholds`); the range is
+/// checked with the scenario's own rules, which name the flag.
+fn finite_number(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("must be a finite number, got {v}")),
+        Err(_) => Err(format!("must be a number, got `{s}`")),
+    }
+}
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// A budget in GiB: finite and > 0.
+fn positive_gib(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("must be a number of GiB > 0, got `{s}`")),
     }
 }
 

@@ -140,7 +140,7 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
     };
     let mut doc: toml::Table = toml::from_str(text).map_err(|e| ScenarioError::Syntax {
         origin: origin.to_string(),
-        message: e.to_string().trim().replace('\n', " "),
+        message: syntax_message(&e.to_string()),
     })?;
     let raw_sweep = match doc.remove("sweep") {
         None => None,
@@ -353,3 +353,23 @@ fn validate_doc(
 
 #[cfg(test)]
 mod tests;
+
+/// A TOML error on one line, the echo of the offending source line cut to [`ECHO_CHARS`]
+/// characters (a 200 KB line would otherwise be printed whole).
+fn syntax_message(raw: &str) -> String {
+    raw.trim()
+        .lines()
+        .map(|line| {
+            if line.chars().count() > ECHO_CHARS {
+                let cut: String = line.chars().take(ECHO_CHARS).collect();
+                format!("{cut}…")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// How much of an offending line a syntax error echoes.
+const ECHO_CHARS: usize = 120;

@@ -6,6 +6,7 @@ mod support;
 
 mod architecture;
 mod cli;
+mod faults;
 mod gih;
 mod musat3_flow;
 mod musat_full;

@@ -15,7 +15,7 @@ use crate::systems::musat::scenario19::{CompareSpec, Musat19Spec, RawCompare, Ra
 use crate::systems::musat::standard::{Loss, Optimizer};
 use crate::systems::musat::standard_job;
 use crate::systems::musat::subspace::{self, MMatrix, NAMES19};
-use crate::systems::plugin::{Instance, JobContext, JobOutput, Param, System, When};
+use crate::systems::plugin::{Footprint, Instance, JobContext, JobOutput, Param, System, When};
 
 /// `kind = "musat3"`.
 pub const MUSAT3: Kind = Kind {
@@ -279,6 +279,32 @@ impl System for Musat19System {
             family: format!("musat19, query {query}{scale}{cue}{qpos}{mtext}"),
             params: n_param(n),
         }
+    }
+    fn footprints(&self, threads: usize) -> Vec<Footprint> {
+        let Some(c) = &self.compare else {
+            return Vec::new();
+        };
+        let data = c.data_spec(&self.spec);
+        let b = c.batch.iter().copied().max().unwrap_or(1) as f64;
+        let t = data.tokens() as f64;
+        let d = c.d as f64;
+        // the batch (tokens and targets), the per-thread chunk activations, and the weights
+        // with their gradient and optimizer copies (the reduced flows solved beside are
+        // counted like [solve])
+        let batch = b * (data.sequence_len() as f64 + d) * 8.0;
+        let work = threads as f64
+            * crate::systems::musat::disentangled::CHUNK as f64
+            * t
+            * (10.0 * d + t)
+            * 8.0;
+        let weights = 28.0 * d * d * 8.0 * 4.0;
+        let rows = (c.steps / c.checkpoint_every.max(1) + 2) as f64 * c.batch.len() as f64;
+        vec![Footprint {
+            what: "[compare]".into(),
+            fields: "compare.batch, compare.d, compare.steps / compare.checkpoint_every",
+            memory: batch + work + weights,
+            output: rows * 40.0 * 24.0 + rows * 3.0 * 200.0,
+        }]
     }
     fn attach(&mut self, section: &str, table: toml::Table) -> Result<(), FieldError> {
         if section == "standard" {
