@@ -113,8 +113,22 @@ fn standard_writes_progress_events_and_weight_figures_on_both_musat_systems() {
                 assert!((step - t * 12.0 / 0.3).abs() < 1e-9 * step.max(1.0), "{e}");
             }
         }
-        // the scenario's section is echoed in the manifest
+        // the scenario's section is echoed in the manifest, and the files of the subfolder are
+        // listed (relative to the run's folder) like every other output
         assert_eq!(m["scenario"]["standard"]["d"], 12, "{}", m["scenario"]);
+        let files: Vec<&str> = m["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        for f in [
+            "standard/progress.csv",
+            "standard/progress.png",
+            "standard/weights-end.svg",
+        ] {
+            assert!(files.contains(&f), "{kind}: {f} not in {files:?}");
+        }
     }
 }
 
@@ -193,6 +207,27 @@ fn standard_bad_input_exits_2_naming_the_field_and_writes_nothing() {
         ],
         Some(&small("musat3", "mse")),
     );
+}
+
+/// A `[standard]` beyond the memory budget is refused at validation, naming the section and the
+/// flag, and nothing is written.
+#[test]
+fn a_standard_run_beyond_the_memory_budget_is_refused() {
+    let dir = tmp();
+    let f = write(
+        dir.path(),
+        "big.toml",
+        "name = \"big\"\n[system]\nkind = \"musat3\"\nn = 4\n[standard]\nlr = 0.1\nsteps = 2\n\
+         d = 4096\nbatch = 1048576\n",
+    );
+    let r = ihdyn(dir.path(), &["run", &f], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("[standard]") && r.stderr.contains("--max-memory"),
+        "{}",
+        r.stderr
+    );
+    assert!(!dir.path().join("output").exists());
 }
 
 #[test]

@@ -159,6 +159,12 @@ impl System for Musat3System {
     fn resume_ignores(&self) -> &'static [&'static str] {
         &["standard"]
     }
+    fn footprints(&self, _threads: usize) -> Vec<Footprint> {
+        self.standard
+            .iter()
+            .map(|s| standard_job::footprint(self.spec.n, s))
+            .collect()
+    }
     fn runs_on_base(&self) -> bool {
         self.standard.is_some()
     }
@@ -281,8 +287,12 @@ impl System for Musat19System {
         }
     }
     fn footprints(&self, threads: usize) -> Vec<Footprint> {
+        let standard = self
+            .standard
+            .iter()
+            .map(|s| standard_job::footprint(self.spec.n, s));
         let Some(c) = &self.compare else {
-            return Vec::new();
+            return standard.collect();
         };
         let data = c.data_spec(&self.spec);
         let b = c.batch.iter().copied().max().unwrap_or(1) as f64;
@@ -305,6 +315,9 @@ impl System for Musat19System {
             memory: batch + work + weights,
             output: rows * 40.0 * 24.0 + rows * 3.0 * 200.0,
         }]
+        .into_iter()
+        .chain(standard)
+        .collect()
     }
     fn attach(&mut self, section: &str, table: toml::Table) -> Result<(), FieldError> {
         if section == "standard" {

@@ -16,14 +16,14 @@
 
 use crate::Error;
 use crate::report::progress::Progress;
-use crate::report::{Cell, OutputDir, Table, fmt_f64, short};
+use crate::report::{Cell, Table, fmt_f64, short};
 use crate::systems::musat::musat3::Query;
 use crate::systems::musat::scenario_standard::{StandardCheckpoints, StandardSpec};
 use crate::systems::musat::standard::measures::{Measures, WeightBlocks};
 use crate::systems::musat::standard::{
-    Config, Loss, Optimizer, Params, Positions, StandardLearner, Trainer,
+    CHUNK, Config, Loss, Optimizer, Params, Positions, StandardLearner, Trainer,
 };
-use crate::systems::plugin::{JobContext, JobOutput};
+use crate::systems::plugin::{Footprint, JobContext, JobOutput};
 use crate::train::checkpoints::Checkpoints;
 use crate::train::crossing::{Direction, first_crossing};
 use crate::train::{Guard, Stage, TrainError, train};
@@ -204,6 +204,36 @@ fn dims_label(spec: &StandardSpec) -> String {
     )
 }
 
+/// What a `[standard]` run holds in memory and writes, for N item–label pairs (the dominant
+/// buffers: per chunk of [`CHUNK`] sequences its pass workspace and its gradient; the weights
+/// with their gradient and Adam's moments; the rows and the figures).
+pub fn footprint(n: usize, spec: &StandardSpec) -> Footprint {
+    let dims = spec.dims(n);
+    let (t, d, h) = (dims.t() as f64, dims.d as f64, dims.d_head as f64);
+    let (v, p) = (dims.vocab as f64, dims.positions as f64);
+    let m = CHUNK as f64;
+    let chunks = spec.batch.div_ceil(CHUNK) as f64;
+    let workspace = m * t * (10.0 * d + 2.0 * t) + m * (8.0 * d + 2.0 * v);
+    let merged_grad = 2.0 * v * d + p * d + 4.0 * d * d;
+    let params = 2.0 * v * d + p * d + 8.0 * h * d;
+    let memory = 8.0 * (chunks * (workspace + merged_grad) + 2.0 * merged_grad + 4.0 * params)
+        + 4.0 * spec.batch as f64 * (t + 1.0);
+    let rows = match spec.checkpoints {
+        StandardCheckpoints::Every(k) => (spec.steps / k.max(1) + 2) as f64,
+        StandardCheckpoints::LogSpaced(c) => c as f64 + 1.0,
+    };
+    // the table, the progress figure (PNG and an SVG polyline per curve), three heatmap
+    // figures (a PNG, and an SVG rectangle per cell)
+    let cells = (v + t) * (v + t) + 2.0 * v * v;
+    let output = rows * (6.0 * 24.0 + 4.0 * 40.0) + 4.0 * 400e3 + 3.0 * cells * 120.0;
+    Footprint {
+        what: "[standard]".into(),
+        fields: "standard.batch, standard.d, standard.vocab, standard.steps / checkpoints",
+        memory,
+        output,
+    }
+}
+
 pub fn run(task: &Task, spec: &StandardSpec, ctx: &JobContext) -> Result<JobOutput, Error> {
     let dims = spec.dims(task.n);
     let cfg = Config {
@@ -281,7 +311,7 @@ pub fn run(task: &Task, spec: &StandardSpec, ctx: &JobContext) -> Result<JobOutp
     let done = rows.last().map_or(0, |r| r.step);
 
     // ---- outputs.
-    let out = OutputDir::new(ctx.out.path().join(FOLDER));
+    let out = ctx.out.subdir(FOLDER);
     let title = label(task, spec);
     let dims_text = dims_label(spec);
     let reference = zero_output_loss(spec.loss, task.loss_scale, spec.vocab);
