@@ -248,8 +248,8 @@ pub fn parse_str_with(
     ) {
         return Err(field_err(FieldError::new(
             path.clone(),
-            "required for [solve], [[phase]], [compare] and [train] (the sweep sets it for its \
-             own points only)",
+            "required for [solve], [[phase]], [standard], [compare] and [train] (the sweep sets it \
+             for its own points only)",
         )));
     }
     let mut points = Vec::with_capacity(combos.len());
@@ -316,13 +316,14 @@ fn validate_doc(
         .map(|s| validate_solve(s, system.solve_rules()))
         .transpose()?;
     for (section, value) in sections {
-        let owner = systems::owner_of(section).expect("collected from the registry");
-        if owner.name != system.kind() {
+        let owners = systems::owners_of(section);
+        if !owners.iter().any(|k| k.name == system.kind()) {
+            let kinds: Vec<String> = owners.iter().map(|k| format!("\"{}\"", k.name)).collect();
             return Err(FieldError::new(
                 section,
                 format!(
-                    "the [{section}] section needs [system] kind = \"{}\", got kind = \"{}\"",
-                    owner.name,
+                    "the [{section}] section needs [system] kind = {}, got kind = \"{}\"",
+                    kinds.join(" or "),
                     system.kind()
                 ),
             ));
@@ -364,13 +365,13 @@ fn validate_doc(
             let mut jobs: Vec<String> = ["[solve]", "[sweep]", "[[phase]]"]
                 .into_iter()
                 .map(String::from)
-                .chain(
-                    systems::REGISTRY
-                        .iter()
-                        .flat_map(|k| k.sections)
-                        .map(|s| format!("[{s}]")),
-                )
                 .collect();
+            for s in systems::REGISTRY.iter().flat_map(|k| k.sections) {
+                let s = format!("[{s}]");
+                if !jobs.contains(&s) {
+                    jobs.push(s);
+                }
+            }
             let last = jobs.pop().expect("the generic jobs");
             format!(
                 "nothing to run: add a {} or {last} section",

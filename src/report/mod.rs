@@ -61,6 +61,9 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError 
 pub struct OutputDir {
     root: PathBuf,
     written: Arc<Mutex<BTreeSet<String>>>,
+    /// The path of `root` inside the run's folder, with a trailing `/` (empty for the run's
+    /// folder itself): names are recorded relative to the run's folder.
+    prefix: String,
 }
 
 /// The lock file that keeps two runs from writing one folder at once.
@@ -87,6 +90,19 @@ impl OutputDir {
         OutputDir {
             root: root.into(),
             written: Arc::default(),
+            prefix: String::new(),
+        }
+    }
+
+    /// The subfolder `name` (one path component), created on first write; what it writes is
+    /// recorded with the run's folder as `name/<file>`, so the manifest lists it and the next
+    /// run removes it if not rewritten.
+    pub fn subdir(&self, name: &str) -> Self {
+        debug_assert!(!name.is_empty() && !name.contains(['/', '\\']));
+        OutputDir {
+            root: self.root.join(name),
+            written: Arc::clone(&self.written),
+            prefix: format!("{}{name}/", self.prefix),
         }
     }
 
@@ -95,7 +111,7 @@ impl OutputDir {
         self.written
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string());
+            .insert(format!("{}{name}", self.prefix));
     }
 
     /// The names written so far, sorted.

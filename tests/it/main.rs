@@ -14,4 +14,5 @@ mod phase;
 mod rich_cli;
 mod rich_flow;
 mod scenario_props;
+mod standard;
 mod sweep_control;
