@@ -285,11 +285,81 @@ pub fn parse_str_with(
 }
 
 /// Validate a document without `[sweep]`. `require_job`: it must have something to run.
+/// The top-level keys every scenario may hold (the systems' own sections come from the
+/// registry).
+const TOP_LEVEL: [&str; 7] = [
+    "name",
+    "description",
+    "system",
+    "solver",
+    "solve",
+    "sweep",
+    "phase",
+];
+
+/// Hints for the two commonest slips: `[phase]` written with single brackets, and a misspelt
+/// section (the nearest valid name is suggested).
+fn check_sections(doc: &toml::Table) -> Result<(), FieldError> {
+    if let Some(toml::Value::Table(_)) = doc.get("phase") {
+        return Err(FieldError::new(
+            "phase",
+            "write [[phase]] with double brackets (each [[phase]] table is one portrait; there \
+             may be several), not [phase]",
+        ));
+    }
+    let mut known: Vec<&str> = TOP_LEVEL.to_vec();
+    for kind in systems::REGISTRY {
+        for s in kind.sections {
+            if !known.contains(s) {
+                known.push(s);
+            }
+        }
+    }
+    for key in doc.keys() {
+        if known.contains(&key.as_str()) {
+            continue;
+        }
+        let nearest = known
+            .iter()
+            .map(|k| (edit_distance(key, k), *k))
+            .min()
+            .filter(|(d, k)| *d <= 2.max(k.len() / 3));
+        let list = known.join("`, `");
+        return Err(FieldError::new(
+            key.as_str(),
+            match nearest {
+                Some((_, k)) => {
+                    format!("unknown section or field; did you mean `{k}`? (accepted: `{list}`)")
+                }
+                None => format!("unknown section or field (accepted: `{list}`)"),
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// Levenshtein distance (short strings only).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 fn validate_doc(
     mut doc: toml::Table,
     default_name: &str,
     require_job: bool,
 ) -> Result<Scenario, FieldError> {
+    check_sections(&doc)?;
     // The sections that belong to a system's own jobs are handed to that system.
     let mut sections = Vec::new();
     for kind in systems::REGISTRY {

@@ -93,7 +93,7 @@ fn bad_input_exits_2_names_the_field_and_writes_nothing() {
         (
             "unknown top-level table",
             format!("{base}n = 8\n[solve]\n[plots]\n"),
-            "unknown field `plots`",
+            "plots: unknown section or field (accepted: `name`",
         ),
     ];
     assert_refused(

@@ -192,3 +192,27 @@ fn every_bad_field_is_named_with_its_range() {
     );
     assert!(err("[system\n").starts_with("t.toml: invalid TOML"));
 }
+
+#[test]
+fn single_bracket_phase_and_misspelt_sections_get_a_hint() {
+    let base = "name = \"a\"\n[system]\nkind = \"musat3\"\nn = 4\n";
+    for (extra, want) in [
+        (
+            "[phase]\nx = \"beta2\"\ny = \"alpha3\"\n",
+            "phase: write [[phase]] with double brackets",
+        ),
+        (
+            "[swep]\nn = [4, 8]\n",
+            "swep: unknown section or field; did you mean `sweep`?",
+        ),
+        ("[solv]\n", "did you mean `solve`?"),
+        ("[comprae]\n", "did you mean `compare`?"),
+        (
+            "[xyzzy]\n",
+            "xyzzy: unknown section or field (accepted: `name`",
+        ),
+    ] {
+        let e = parse_str(&format!("{base}{extra}"), "t", "t").unwrap_err();
+        assert!(e.to_string().contains(want), "{extra}: {e}");
+    }
+}
