@@ -1,0 +1,1 @@
+//! Radau5 tests.
