@@ -923,3 +923,47 @@ where
 
 #[cfg(test)]
 mod tests;
+
+/// Calls `f` with a right-hand side of `system` (no events, no stop rule) whose solver state
+/// uses `signs` (0 linear, ±1 log coordinate) and the stage mask `mask`: for tests of the
+/// pieces an integrator is built from (the Jacobian, one stage of Radau5).
+#[cfg(test)]
+fn with_rhs<R>(
+    system: &dyn GradientFlow,
+    signs: Vec<f64>,
+    mask: Vec<f64>,
+    f: impl FnOnce(&mut Rhs) -> R,
+) -> R {
+    let dim = signs.len();
+    let map = CoordMap { signs };
+    let grad_calls = Cell::new(0u64);
+    let outside = RefCell::new(None);
+    let theta0 = vec![0.0; dim];
+    let mut state = StepState {
+        tracker: EventTracker::new(system, &[], &theta0),
+        t_prev: 0.0,
+        stop_at: None,
+        tail: 0,
+        tail_cut: false,
+        failure: None,
+        last_good: (0.0, theta0.clone()),
+        theta: theta0,
+        keep_dense: true,
+    };
+    let mut rhs = Rhs {
+        system,
+        linear: map.is_identity(),
+        map: &map,
+        eval: RefCell::new(vec![0.0; dim]),
+        any_frozen: mask.contains(&0.0),
+        mask,
+        grad_calls: &grad_calls,
+        outside: &outside,
+        state: &mut state,
+        bound: 1e100,
+        margin: None,
+        tail_steps: u32::MAX,
+        events_only: false,
+    };
+    f(&mut rhs)
+}

@@ -155,17 +155,22 @@ impl DenseOutput for Radau5Dense {
             return None;
         }
         let step = self.x0.partition_point(|&x| x <= t).saturating_sub(1);
+        Some(self.polynomial(step, t))
+    }
+}
+
+impl Radau5Dense {
+    /// Step `step`'s collocation polynomial at t (extrapolated outside the step).
+    fn polynomial(&self, step: usize, t: f64) -> Vec<f64> {
         let k = &*CONSTANTS;
         let s = (t - self.x1[step]) / self.h[step];
         let n = self.dim;
         let r = &self.coef[4 * n * step..4 * n * (step + 1)];
-        Some(
-            (0..n)
-                .map(|i| {
-                    r[i] + s * (r[n + i] + (s - k.c2m1) * (r[2 * n + i] + (s - k.c1m1) * r[3 * n + i]))
-                })
-                .collect(),
-        )
+        (0..n)
+            .map(|i| {
+                r[i] + s * (r[n + i] + (s - k.c2m1) * (r[2 * n + i] + (s - k.c1m1) * r[3 * n + i]))
+            })
+            .collect()
     }
 }
 
@@ -252,6 +257,35 @@ pub(super) fn run_stage(
     max_steps: u32,
     h_start: Option<f64>,
 ) -> StageRun {
+    let (result, t_reached, y_last, dense) =
+        integrate(rhs, (t0, t1, duration), y0, (rtol, atol), max_steps, h_start);
+    StageRun {
+        result,
+        t_reached,
+        y_last,
+        dense: Box::new(dense),
+        stiff: None,
+    }
+}
+
+/// What one stage's integration with Radau5 gives: the counts (or the error), the time and
+/// state of the last accepted step, the continuous output.
+type Integrated = (
+    Result<StageStats, IntegrationError>,
+    f64,
+    Option<Vec<f64>>,
+    Radau5Dense,
+);
+
+/// [`run_stage`] with its continuous output unboxed.
+fn integrate(
+    rhs: &mut Rhs,
+    (t0, t1, duration): (f64, f64, f64),
+    y0: &[f64],
+    (rtol, atol): (f64, f64),
+    max_steps: u32,
+    h_start: Option<f64>,
+) -> Integrated {
     let n = y0.len();
     let k = &*CONSTANTS;
     // Hairer's transformation of the tolerances.
@@ -483,13 +517,7 @@ pub(super) fn run_stage(
         need_jac = contraction.theta > thet;
     };
     let y_last = (stats.accepted > 0).then(|| y.as_slice().to_vec());
-    StageRun {
-        result,
-        t_reached: x,
-        y_last,
-        dense: Box::new(dense),
-        stiff: None,
-    }
+    (result, x, y_last, dense)
 }
 
 /// Jacobian reuse thresholds (Hairer's `thet`): keep J while Newton contracts at least this
