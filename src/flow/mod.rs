@@ -782,7 +782,9 @@ fn integrate_stage(
             return radau5::run_stage(&mut rhs, span, y0, tolerances, max_steps, None);
         }
         Method::Dopri5 => return dopri5_stage(rhs, span, y0, tolerances, max_steps),
-        Method::Dop853 | Method::Auto => dop853_stage(&mut rhs, span, y0, tolerances, max_steps, detect),
+        Method::Dop853 | Method::Auto => {
+            dop853_stage(&mut rhs, span, y0, tolerances, max_steps, detect)
+        }
     };
     let Some(handover) = explicit.stiff else {
         return explicit;

@@ -12,7 +12,7 @@
 //! z_i = h Σ_j a_ij f(x + c_j h, y + z_j), by simplified Newton iterations with the Jacobian J
 //! of the step's start (`super::jacobian`), in Hairer's transformed form: with W = (T⁻¹ ⊗ I) Z
 //! the iteration matrix splits into a real n × n system (γ/h − J) and a complex one
-//! ((α + iβ)/h − J), each LU-decomposed once per step size (nalgebra's dense LU; the systems
+//! ((α + iβ)/h − J), each LU-decomposed once per step size (dense LU with partial pivoting in preallocated buffers, `lu.rs`; the systems
 //! here have 3 to ~100 coordinates). The rest is Hairer's code, with his defaults:
 //! - tolerances transformed as rtol' = 0.1 rtol^{2/3}, atol' = rtol' · atol/rtol (the error
 //!   estimate is of lower order than the method; this makes the achieved accuracy track the
@@ -35,8 +35,8 @@
 
 use super::solution::{DenseOutput, StageStats};
 use super::{Rhs, StageRun};
-use nalgebra::linalg::LU;
-use nalgebra::{Complex, DMatrix, DVector, Dyn};
+use lu::Lu;
+use nalgebra::{Complex, DMatrix, DVector};
 use ode_solvers::dop_shared::{IntegrationError, System};
 use std::sync::LazyLock;
 
@@ -72,7 +72,11 @@ pub(super) static CONSTANTS: LazyLock<Constants> = LazyLock::new(|| {
         c1m1: c1 - 1.0,
         c2m1: c2 - 1.0,
         c1mc2: c1 - c2,
-        dd: [-(13.0 + 7.0 * sq6) / 3.0, (-13.0 + 7.0 * sq6) / 3.0, -1.0 / 3.0],
+        dd: [
+            -(13.0 + 7.0 * sq6) / 3.0,
+            (-13.0 + 7.0 * sq6) / 3.0,
+            -1.0 / 3.0,
+        ],
         gamma: 1.0 / u1,
         alpha: alph / cno,
         beta: beta / cno,
@@ -183,10 +187,10 @@ enum NewtonFailure {
     Failed,
 }
 
-/// The two iteration matrices of one step size, decomposed.
+/// The two iteration matrices of one step size, decomposed in buffers allocated once per stage.
 struct Decomposed {
-    real: LU<f64, Dyn, Dyn>,
-    complex: LU<Complex<f64>, Dyn, Dyn>,
+    real: Lu<f64>,
+    complex: Lu<Complex<f64>>,
     /// γ/h, α/h, β/h.
     fac1: f64,
     alphn: f64,
@@ -194,29 +198,32 @@ struct Decomposed {
 }
 
 impl Decomposed {
-    /// (γ/h − J) and ((α + iβ)/h − J), or `None` if either is singular.
-    fn new(jac: &DMatrix<f64>, h: f64) -> Option<Self> {
+    fn new(n: usize) -> Self {
+        Decomposed {
+            real: Lu::new(n, 0.0),
+            complex: Lu::new(n, Complex::new(0.0, 0.0)),
+            fac1: 0.0,
+            alphn: 0.0,
+            betan: 0.0,
+        }
+    }
+
+    /// Decompose (γ/h − J) and ((α + iβ)/h − J); false if either is singular.
+    fn decompose(&mut self, jac: &DMatrix<f64>, h: f64) -> bool {
         let k = &*CONSTANTS;
         let n = jac.nrows();
-        let (fac1, alphn, betan) = (k.gamma / h, k.alpha / h, k.beta / h);
-        let real = DMatrix::from_fn(n, n, |i, j| {
-            if i == j { fac1 - jac[(i, j)] } else { -jac[(i, j)] }
-        });
-        let complex = DMatrix::from_fn(n, n, |i, j| {
-            if i == j {
-                Complex::new(alphn - jac[(i, j)], betan)
+        (self.fac1, self.alphn, self.betan) = (k.gamma / h, k.alpha / h, k.beta / h);
+        // both column-major, like `jac`
+        for (idx, &v) in jac.as_slice().iter().enumerate() {
+            let diagonal = idx % n == idx / n;
+            self.real.a[idx] = if diagonal { self.fac1 - v } else { -v };
+            self.complex.a[idx] = if diagonal {
+                Complex::new(self.alphn - v, self.betan)
             } else {
-                Complex::new(-jac[(i, j)], 0.0)
-            }
-        });
-        let (real, complex) = (real.lu(), complex.lu());
-        (real.is_invertible() && complex.is_invertible()).then_some(Decomposed {
-            real,
-            complex,
-            fac1,
-            alphn,
-            betan,
-        })
+                Complex::new(-v, 0.0)
+            };
+        }
+        self.real.factor() && self.complex.factor()
     }
 }
 
@@ -257,8 +264,14 @@ pub(super) fn run_stage(
     max_steps: u32,
     h_start: Option<f64>,
 ) -> StageRun {
-    let (result, t_reached, y_last, dense) =
-        integrate(rhs, (t0, t1, duration), y0, (rtol, atol), max_steps, h_start);
+    let (result, t_reached, y_last, dense) = integrate(
+        rhs,
+        (t0, t1, duration),
+        y0,
+        (rtol, atol),
+        max_steps,
+        h_start,
+    );
     StageRun {
         result,
         t_reached,
@@ -348,7 +361,9 @@ fn integrate(
     // the current h (label 20 when `None`); `fresh_jac`: J was formed at the current state.
     let mut need_jac = true;
     let mut fresh_jac = false;
-    let mut lu: Option<Decomposed> = None;
+    // `decomposed`: `dec` holds the decompositions of the current h and J (else label 20)
+    let mut dec = Decomposed::new(n);
+    let mut decomposed = false;
 
     let result = 'integrate: loop {
         if need_jac {
@@ -359,28 +374,24 @@ fn integrate(
             stats.jacobians += 1;
             need_jac = false;
             fresh_jac = true;
-            lu = None;
+            decomposed = false;
         }
-        let dec = match lu.take() {
-            Some(d) => d,
-            None => {
-                stats.decompositions += 1;
-                match Decomposed::new(&jac, h) {
-                    Some(d) => d,
-                    None => {
-                        singular += 1;
-                        if singular >= MAX_SINGULAR {
-                            break 'integrate Err(IntegrationError::StepSizeUnderflow { x });
-                        }
-                        h *= 0.5;
-                        reject = true;
-                        last = false;
-                        need_jac = !fresh_jac;
-                        continue;
-                    }
+        if !decomposed {
+            stats.decompositions += 1;
+            if !dec.decompose(&jac, h) {
+                singular += 1;
+                if singular >= MAX_SINGULAR {
+                    break 'integrate Err(IntegrationError::StepSizeUnderflow { x });
                 }
+                h *= 0.5;
+                reject = true;
+                last = false;
+                need_jac = !fresh_jac;
+                continue;
             }
-        };
+        }
+        // kept only where the next attempt has the same h and J (Hairer's label 30)
+        decomposed = false;
         if attempts >= max_steps {
             break 'integrate Err(IntegrationError::MaxNumStepReached {
                 x,
@@ -414,7 +425,14 @@ fn integrate(
                 continue;
             }
         };
-        let err = error_estimate(rhs, &mut wk, &dec, (x, h, &y, &dy), first || reject, &mut stats);
+        let err = error_estimate(
+            rhs,
+            &mut wk,
+            &dec,
+            (x, h, &y, &dy),
+            first || reject,
+            &mut stats,
+        );
         if !err.is_finite() {
             // the refined estimate's state left the domain
             h *= 0.5;
@@ -509,7 +527,7 @@ fn integrate(
             let qt = h_new / h;
             if contraction.theta <= thet && (QUOT1..=QUOT2).contains(&qt) {
                 // the same step: the same Jacobian and decompositions (Hairer's label 30)
-                lu = Some(dec);
+                decomposed = true;
                 continue;
             }
             h = h_new;
@@ -597,14 +615,19 @@ fn newton(
             f2[i] = r2 + s2 * dec.alphn - s3 * dec.betan;
             f3[i] = r3 + s3 * dec.alphn + s2 * dec.betan;
         }
-        if f1.iter().chain(f2.iter()).chain(f3.iter()).any(|v| !v.is_finite()) {
+        if f1
+            .iter()
+            .chain(f2.iter())
+            .chain(f3.iter())
+            .any(|v| !v.is_finite())
+        {
             return Err(NewtonFailure::Failed);
         }
-        dec.real.solve_mut(f1);
+        dec.real.solve(f1.as_mut_slice());
         for i in 0..n {
             cplx[i] = Complex::new(f2[i], f3[i]);
         }
-        dec.complex.solve_mut(cplx);
+        dec.complex.solve(cplx.as_mut_slice());
         for i in 0..n {
             f2[i] = cplx[i].re;
             f3[i] = cplx[i].im;
@@ -621,7 +644,11 @@ fn newton(
         }
         if newt > 1 && newt < NIT {
             let thq = dyno / dynold;
-            ct.theta = if newt == 2 { thq } else { (thq * thqold).sqrt() };
+            ct.theta = if newt == 2 {
+                thq
+            } else {
+                (thq * thqold).sqrt()
+            };
             thqold = thq;
             if ct.theta < 0.99 {
                 ct.faccon = ct.theta / (1.0 - ct.theta);
@@ -681,9 +708,13 @@ fn error_estimate(
         ez[i] = hee[0] * z[0][i] + hee[1] * z[1][i] + hee[2] * z[2][i];
         err[i] = ez[i] + dy[i];
     }
-    dec.real.solve_mut(err);
+    dec.real.solve(err.as_mut_slice());
     let norm = |e: &DVector<f64>| {
-        let s: f64 = e.iter().zip(scal.iter()).map(|(v, s)| (v / s).powi(2)).sum();
+        let s: f64 = e
+            .iter()
+            .zip(scal.iter())
+            .map(|(v, s)| (v / s).powi(2))
+            .sum();
         (s / n as f64).sqrt().max(1e-10)
     };
     let e = norm(err);
@@ -701,7 +732,7 @@ fn error_estimate(
     if err.iter().any(|v| !v.is_finite()) {
         return f64::NAN;
     }
-    dec.real.solve_mut(err);
+    dec.real.solve(err.as_mut_slice());
     norm(err)
 }
 
@@ -729,7 +760,12 @@ fn initial_step(
     let mut f1 = DVector::zeros(y.len());
     rhs.system(x + h0, &y1, &mut f1);
     stats.evals += 1;
-    let d2 = rms(&mut f1.iter().zip(f0.iter()).zip(scal).map(|((a, b), s)| (a - b) / s)) / h0;
+    let d2 = rms(&mut f1
+        .iter()
+        .zip(f0.iter())
+        .zip(scal)
+        .map(|((a, b), s)| (a - b) / s))
+        / h0;
     let der = d1.max(d2);
     let h1 = if !(der > 1e-15) {
         (h0 * 1e-3).max(1e-6)
@@ -739,5 +775,6 @@ fn initial_step(
     (100.0 * h0).min(h1)
 }
 
+mod lu;
 #[cfg(test)]
 mod tests;

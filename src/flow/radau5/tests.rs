@@ -135,7 +135,12 @@ impl Rosenbrock {
     }
     fn exact_hessian(th: &[f64]) -> [f64; 4] {
         let (x, y) = (th[0], th[1]);
-        [2.0 - 40.0 * (y - x * x) + 80.0 * x * x, -40.0 * x, -40.0 * x, 20.0]
+        [
+            2.0 - 40.0 * (y - x * x) + 80.0 * x * x,
+            -40.0 * x,
+            -40.0 * x,
+            20.0,
+        ]
     }
 }
 
@@ -311,14 +316,23 @@ fn radau5_collocation_polynomials_meet_at_the_step_ends() {
     // step it is the returned state.
     let sys = Field::new(van_der_pol, 2);
     with_rhs(&sys, vec![0.0; 2], vec![1.0; 2], |rhs| {
-        let (result, t_end, y_last, dense) =
-            super::integrate(rhs, (0.0, 0.5, 0.5), &[2.0, 0.0], (1e-6, 1e-6), 10_000, None);
+        let (result, t_end, y_last, dense) = super::integrate(
+            rhs,
+            (0.0, 0.5, 0.5),
+            &[2.0, 0.0],
+            (1e-6, 1e-6),
+            10_000,
+            None,
+        );
         let stats = result.unwrap();
         assert!(stats.accepted > 20, "{stats:?}");
         assert_eq!(dense.x0.len(), stats.accepted as usize);
         assert_eq!(t_end, 0.5);
         let start = dense.polynomial(0, 0.0);
-        assert!((start[0] - 2.0).abs() < 1e-12 && start[1].abs() < 1e-12, "{start:?}");
+        assert!(
+            (start[0] - 2.0).abs() < 1e-12 && start[1].abs() < 1e-12,
+            "{start:?}"
+        );
         for k in 1..dense.x0.len() {
             assert_eq!(dense.x0[k], dense.x1[k - 1]);
             let (left, right) = (
@@ -327,7 +341,10 @@ fn radau5_collocation_polynomials_meet_at_the_step_ends() {
             );
             for i in 0..2 {
                 let scale = 1e-12 * (1.0 + left[i].abs());
-                assert!((left[i] - right[i]).abs() < scale, "step {k} i={i}: {left:?} {right:?}");
+                assert!(
+                    (left[i] - right[i]).abs() < scale,
+                    "step {k} i={i}: {left:?} {right:?}"
+                );
             }
         }
         let last = dense.polynomial(dense.x0.len() - 1, t_end);
@@ -413,9 +430,7 @@ fn event_times(sys: &dyn GradientFlow, coords: [usize; 3], t_max: f64) -> [Vec<(
             .method(method)
             .tolerances(1e-10, 1e-12)
             .events(coords.iter().flat_map(|&k| {
-                [0.1, 0.5].map(|th| {
-                    EventSpec::rises(format!("{k}@{th}"), Quantity::Coord(k), th)
-                })
+                [0.1, 0.5].map(|th| EventSpec::rises(format!("{k}@{th}"), Quantity::Coord(k), th))
             }))
             .event(EventSpec::peak("peak", Quantity::Rate(coords[0])))
             .stop_after_events(0.5)
@@ -435,7 +450,10 @@ fn assert_same_events([a, b]: &[Vec<(String, f64)>; 2], what: &str) {
     assert_eq!(a.len(), 7, "{what}");
     for ((na, ta), (nb, tb)) in a.iter().zip(b) {
         assert_eq!(na, nb);
-        assert!(rel(*tb, *ta) < 1e-6, "{what} {na}: radau5 {tb} vs dop853 {ta}");
+        assert!(
+            rel(*tb, *ta) < 1e-6,
+            "{what} {na}: radau5 {tb} vs dop853 {ta}"
+        );
     }
 }
 
@@ -443,11 +461,7 @@ fn assert_same_events([a, b]: &[Vec<(String, f64)>; 2], what: &str) {
 fn radau5_events_agree_with_dop853_on_musat3() {
     for query in [Query::Last, Query::Uniform] {
         let sys = Musat3::new(16, query, 1.0);
-        let times = event_times(
-            &sys,
-            [musat3::ALPHA3, musat3::BETA2, musat3::GAMMA3],
-            1e5,
-        );
+        let times = event_times(&sys, [musat3::ALPHA3, musat3::BETA2, musat3::GAMMA3], 1e5);
         assert_same_events(&times, &format!("musat3 {query:?}"));
     }
 }
@@ -457,4 +471,59 @@ fn radau5_events_agree_with_dop853_on_musat19() {
     let sys = Musat19::new(16, Query::Last, LabelPosition::Rotated, 1.0);
     let times = event_times(&sys, [ALPHA3, BETA2, GAMMA3], 1e5);
     assert_same_events(&times, "musat19 last");
+}
+
+#[test]
+fn auto_switches_to_radau5_where_dop853_turns_stiff_and_only_there() {
+    // Stiff: DOP853's stiffness test fires within its first hundred steps (once the fast mode
+    // has decayed and the step sits at the stability limit), and Radau5 finishes the run.
+    let th0 = [1.0, 1.0];
+    let sys = Linear::new([1.0, 1e6], 0.3, false);
+    let sol = FlowProblem::builder(&sys)
+        .init(&th0)
+        .t_max(10.0)
+        .method(Method::Auto)
+        .tolerances(1e-6, 1e-9)
+        .build()
+        .unwrap()
+        .solve()
+        .unwrap();
+    let switch = sol.stats.switch.expect("auto switches on a stiff flow");
+    assert!(switch.t < 1e-3 && switch.explicit_steps < 200, "{switch:?}");
+    assert!(sol.stats.steps < 400, "{:?}", sol.stats);
+    for k in 0..=100 {
+        // both sides of the switch, from the spliced continuous output
+        let t = (1e-5 * k as f64 + 0.1 * k as f64).min(10.0);
+        let (got, exact) = (
+            sol.state_at(t)
+                .unwrap_or_else(|| panic!("t={t} {switch:?} {:?}", sol.stats)),
+            sys.exact(&th0, t),
+        );
+        for i in 0..2 {
+            let err = (got[i] - exact[i]).abs();
+            assert!(err < 1e-5 * exact[i].abs() + 1e-8, "t={t} i={i}: {err}");
+        }
+    }
+    // Not stiff: `auto` is DOP853, bit for bit, and says nothing of a switch.
+    let sys = Field::new(|y, f| f[0] = y[0] * (1.0 - y[0]), 1);
+    let run = |method| {
+        FlowProblem::builder(&sys)
+            .init(&[1e-3])
+            .t_max(20.0)
+            .method(method)
+            .event(EventSpec::peak("peak", Quantity::Rate(0)))
+            .build()
+            .unwrap()
+            .solve()
+            .unwrap()
+    };
+    let (auto, dop) = (run(Method::Auto), run(Method::Dop853));
+    assert_eq!(auto.stats, dop.stats);
+    assert!(auto.stats.switch.is_none());
+    assert_eq!(auto.events(), dop.events());
+    assert_eq!(auto.state_at(7.3), dop.state_at(7.3));
+    assert_eq!(
+        serde_json::to_string(&auto.summary()).unwrap(),
+        serde_json::to_string(&dop.summary()).unwrap()
+    );
 }
