@@ -66,7 +66,7 @@ impl Rhs<'_, '_> {
             self.map.to_eval(y.as_slice(), &mut work.theta);
         }
         if self.system.hessian(&work.theta, &mut work.hessian) {
-            self.from_hessian(jac, work);
+            self.jacobian_from_hessian(jac, work);
             return true;
         }
         for j in 0..n {
@@ -106,7 +106,7 @@ impl Rhs<'_, '_> {
     }
 
     /// J from the analytic Hessian in `work.hessian` at `work.theta` (module doc).
-    fn from_hessian(&self, jac: &mut DMatrix<f64>, work: &mut Work) {
+    fn jacobian_from_hessian(&self, jac: &mut DMatrix<f64>, work: &mut Work) {
         let n = work.theta.len();
         let signs = &self.map.signs;
         if !self.linear {

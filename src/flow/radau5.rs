@@ -57,6 +57,7 @@ pub(super) struct Constants {
     pub(super) ti: [[f64; 3]; 3],
 }
 
+#[allow(clippy::excessive_precision)] // Hairer's digits, as printed in radau5.f
 pub(super) static CONSTANTS: LazyLock<Constants> = LazyLock::new(|| {
     let sq6 = 6f64.sqrt();
     let c1 = (4.0 - sq6) / 10.0;
@@ -767,7 +768,7 @@ fn initial_step(
         .map(|((a, b), s)| (a - b) / s))
         / h0;
     let der = d1.max(d2);
-    let h1 = if !(der > 1e-15) {
+    let h1 = if der.is_nan() || der <= 1e-15 {
         (h0 * 1e-3).max(1e-6)
     } else {
         (0.01 / der).powf(0.2)

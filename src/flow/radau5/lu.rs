@@ -103,6 +103,7 @@ impl<T: Scalar> Lu<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! Radau5 against exact solutions and reference values of stiff problems, its Jacobian against
 //! closed forms, and its events against DOP853's on the Musat flows.
 
+#![allow(clippy::needless_range_loop)]
+
 use crate::flow::{
     EventSpec, FlowError, FlowProblem, GradientFlow, Method, Quantity, StopReason, with_rhs,
 };
