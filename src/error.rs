@@ -32,6 +32,9 @@ pub enum Error {
     /// Training a model alongside a flow failed (divergence; exit code 1).
     #[error(transparent)]
     Train(#[from] TrainError),
+    /// The run was interrupted (Ctrl-C, SIGTERM) and wrote what it had computed (exit code 130).
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// A job stopped early but wrote what it had; `manifest` is its manifest entry, and the run
     /// is marked `partial` (exit code 1).
     #[error("{source}")]
@@ -46,6 +49,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Scenario(_) | Error::Usage(_) => 2,
+            Error::Interrupted(_) => 130,
             _ => 1,
         }
     }

@@ -6,7 +6,9 @@
 //! - `Falls(level)`: g = level − q, the first time q ≤ level;
 //! - `Peak`: g = −dq/dt along the flow; each downward zero of dq/dt is a local maximum, and the
 //!   reported event is the local maximum with the largest q. For the stop rule, a peak counts as
-//!   found once q has fallen below half of its running maximum after a local maximum;
+//!   found once every other event of the run has been found and, at a step after that, q lies
+//!   below half of its running maximum past a local maximum (so an early bump of q, before
+//!   the dynamics it marks, cannot end the run before the real peak);
 //! - `ArgmaxChanges { width }`: over the block q_0..q_{width−1} (consecutive coordinates or
 //!   observables starting at the event's quantity), with j₀ the first largest entry at t = 0,
 //!   g = max_{j ≠ j₀} q_j − q_{j₀}; the event is the first time g > 0 (another entry strictly
@@ -319,6 +321,12 @@ impl<'a> EventTracker<'a> {
     /// Check one accepted step [ta, tb] ending at θ. Returns whether every event is found.
     pub(crate) fn check_step(&mut self, ta: f64, tb: f64, theta: &[f64]) -> bool {
         let segment = self.segment;
+        // whether every event but the peaks was found at an earlier step
+        let others_found = self
+            .tracks
+            .iter()
+            .zip(&self.specs)
+            .all(|(tr, s)| tr.found || matches!(s.trigger, Trigger::Peak));
         for i in 0..self.specs.len() {
             if self.tracks[i].found && !matches!(self.specs[i].trigger, Trigger::Peak) {
                 continue;
@@ -347,7 +355,11 @@ impl<'a> EventTracker<'a> {
                     tr.candidates.push((bracket, q));
                 }
                 tr.running_max = tr.running_max.max(q);
-                if !tr.found && !tr.candidates.is_empty() && q <= 0.5 * tr.running_max {
+                if others_found
+                    && !tr.found
+                    && !tr.candidates.is_empty()
+                    && q <= 0.5 * tr.running_max
+                {
                     tr.found = true;
                 }
             } else if crossed {

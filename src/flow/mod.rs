@@ -8,7 +8,7 @@
 //! ([`FlowProblem::builder`]), with its initial point, schedule of stages (which coordinates move
 //! in which time window), events and stop rule, and then [`FlowProblem::solve`]d.
 //!
-//! Design notes (see `DESIGN.md`):
+//! Design notes:
 //! - the solver adapter (`Rhs`) evaluates the right-hand side without allocating and checks each
 //!   accepted step for divergence and event brackets; the integration loop itself is the
 //!   solver's;
@@ -28,6 +28,7 @@ mod solution;
 pub use events::{EventRecord, EventSpec, Quantity, Trigger};
 pub use solution::{MethodSwitch, Solution, SolverStats, StopReason, SwitchReason};
 
+use crate::report::short;
 use nalgebra::allocator::Allocator;
 use nalgebra::{Const, DefaultAllocator, Dim, Dyn, OVector, U1};
 use ode_solvers::continuous_output_model::ContinuousOutputModel;
@@ -111,7 +112,7 @@ fn format_state(names: &[String], theta: &[f64]) -> String {
     names
         .iter()
         .zip(theta)
-        .map(|(n, v)| format!("{n} = {v}"))
+        .map(|(n, v)| format!("{n} = {}", short(*v)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -423,6 +424,8 @@ struct StepState<'a> {
     tail: u32,
     tail_cut: bool,
     failure: Option<FlowError>,
+    /// The run was interrupted after the latest accepted step.
+    interrupted: bool,
     last_good: (f64, Vec<f64>),
     /// θ of the latest accepted step (converted from the solver's state).
     theta: Vec<f64>,
@@ -535,6 +538,11 @@ where
         }
         st.last_good.0 = t;
         st.last_good.1.copy_from_slice(theta);
+        if crate::interrupt::requested() {
+            st.interrupted = true;
+            st.keep_dense = true;
+            return true;
+        }
         let brackets = st.tracker.brackets;
         let found_all = st.tracker.check_step(st.t_prev, t, &st.theta);
         // the first step keeps its output too (an event that holds at t = 0 is read there)
@@ -578,6 +586,7 @@ impl FlowProblem<'_> {
             tail: 0,
             tail_cut: false,
             failure: None,
+            interrupted: false,
             last_good: (0.0, self.init.clone()),
             theta: self.init.clone(),
             keep_dense: true,
@@ -707,6 +716,11 @@ impl FlowProblem<'_> {
             segments.push(Segment::dense(k, t0, t_reached, dense));
             if let Some(y) = y_last {
                 theta = y;
+            }
+            if state.interrupted {
+                stop = StopReason::Interrupted;
+                t0 = t_reached;
+                break;
             }
             if state.tail_cut {
                 stop = StopReason::TailSteps;

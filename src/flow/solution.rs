@@ -16,6 +16,8 @@ pub enum StopReason {
     EventsFound,
     /// Every requested event was found; the tail after them was cut at its step cap.
     TailSteps,
+    /// The run was interrupted (Ctrl-C, SIGTERM): the solution ends at the last accepted step.
+    Interrupted,
 }
 
 impl StopReason {
@@ -24,6 +26,7 @@ impl StopReason {
             StopReason::Horizon => "reached the horizon",
             StopReason::EventsFound => "all events found (plus the margin)",
             StopReason::TailSteps => "all events found (tail cut at its step cap)",
+            StopReason::Interrupted => "interrupted",
         }
     }
 }

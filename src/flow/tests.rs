@@ -1,6 +1,7 @@
 //! Flow-layer tests against exact solutions (diffsol style: the answer ships with the problem).
 
 use super::*;
+use crate::numerics::testing::rel_err;
 
 /// L = ½ Σ λ_i (θ_i − c_i)²: θ_i(t) = c_i + (θ_i(0) − c_i) e^{−λ_i t}.
 struct Quadratic {
@@ -73,10 +74,6 @@ impl GradientFlow for BlowUp {
     fn grad(&self, th: &[f64], out: &mut [f64]) {
         out[0] = -th[0] * th[0];
     }
-}
-
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1e-300)
 }
 
 const METHODS: [Method; 2] = [Method::Dopri5, Method::Dop853];
@@ -268,9 +265,9 @@ fn threshold_and_loss_events_match_closed_forms() {
             .solve()
             .unwrap();
         let t_half = sol.event_time("half").unwrap();
-        assert!(rel(t_half, 2f64.ln() / 0.7) < 1e-9, "{t_half}");
+        assert!(rel_err(t_half, 2f64.ln() / 0.7) < 1e-9, "{t_half}");
         let t_q = sol.event_time("loss_quarter").unwrap();
-        assert!(rel(t_q, 4f64.ln() / 1.4) < 1e-9, "{t_q}");
+        assert!(rel_err(t_q, 4f64.ln() / 1.4) < 1e-9, "{t_q}");
         assert_eq!(sol.event_time("never"), None);
         assert_eq!(sol.event_time("at_start"), Some(0.0));
     }
@@ -295,13 +292,13 @@ fn rate_peak_of_the_logistic_curve() {
             .unwrap();
         let t_peak = sol.event_time("peak").unwrap();
         assert!(
-            rel(t_peak, r.ln()) < 1e-8,
+            rel_err(t_peak, r.ln()) < 1e-8,
             "θ0={th0}: {t_peak} vs {}",
             r.ln()
         );
         // θ = 0.9 at t = ln(9 r).
         let t9 = sol.event_time("x_0.9").unwrap();
-        assert!(rel(t9, (9.0 * r).ln()) < 1e-9);
+        assert!(rel_err(t9, (9.0 * r).ln()) < 1e-9);
         assert_eq!(sol.stop, StopReason::EventsFound);
         assert!(sol.t_end() < 40.0);
     }
@@ -348,7 +345,7 @@ fn frozen_coordinates_and_stages() {
     assert!((end[1] - (1.0 - (-4.0f64).exp())).abs() < 1e-9);
     // x1 starts moving at t = 1 and reaches ½ after ln 2 / 2 more.
     let t = sol.event_time("x1_half").unwrap();
-    assert!(rel(t, 1.0 + 2f64.ln() / 2.0) < 1e-9);
+    assert!(rel_err(t, 1.0 + 2f64.ln() / 2.0) < 1e-9);
     assert_eq!(sol.stage_at(0.5), Some("A"));
     assert_eq!(sol.stage_at(2.5), Some("B"));
 }
@@ -439,7 +436,7 @@ fn a_long_tail_is_cut_at_its_step_cap() {
         .solve()
         .unwrap();
     assert_eq!(sol.stop, StopReason::TailSteps);
-    assert!(rel(sol.event_time("half").unwrap(), 2f64.ln() / 50.0) < 1e-9);
+    assert!(rel_err(sol.event_time("half").unwrap(), 2f64.ln() / 50.0) < 1e-9);
     assert!(sol.stats.steps < 200);
 }
 
@@ -461,7 +458,7 @@ fn argmax_change_is_located_at_the_exact_crossing() {
     let phi = (1.0 + 5f64.sqrt()) / 2.0;
     for name in ["lead", "lead01"] {
         let t = sol.event_time(name).unwrap();
-        assert!(rel(t, phi.ln()) < 1e-10, "{name}: {t} vs {}", phi.ln());
+        assert!(rel_err(t, phi.ln()) < 1e-10, "{name}: {t} vs {}", phi.ln());
     }
     // θ₂ = 0.2(1 − e^{−t/2}) stays below θ₁ = 1 − e^{−2t} for t > 0 (tie at 0 is no change)
     assert_eq!(sol.event_time("never"), None);
@@ -507,15 +504,15 @@ fn log_coordinates_remove_the_stiffness_of_decay() {
         let got = log.state_at(t).unwrap();
         let exact = sys.exact(&th0, t);
         assert!(
-            rel(got[0], exact[0]) < 1e-8 || (got[0] - exact[0]).abs() < 1e-300,
+            rel_err(got[0], exact[0]) < 1e-8 || (got[0] - exact[0]).abs() < 1e-300,
             "t = {t}"
         );
-        assert!(rel(got[1], exact[1]) < 1e-8, "t = {t}");
+        assert!(rel_err(got[1], exact[1]) < 1e-8, "t = {t}");
         assert!(got[0] < 0.0, "the sign is kept");
     }
     // θ₀ = −2 e^{−20000} underflows to (−)0 at the end; the rate stayed finite
     assert_eq!(log.state_at(100.0).unwrap()[0], 0.0);
-    assert!(rel(log.event_time("x1_half").unwrap(), 2f64.ln()) < 1e-9);
+    assert!(rel_err(log.event_time("x1_half").unwrap(), 2f64.ln()) < 1e-9);
     // the logistic curve θ' = θ(1 − θ) in ln θ: same solution 1/(1 + r e^{−t})
     let lg = Logistic {
         names: vec!["x".into()],
@@ -531,7 +528,7 @@ fn log_coordinates_remove_the_stiffness_of_decay() {
     for k in 0..=12 {
         let t = k as f64;
         let exact = 1.0 / (1.0 + 99.0 * (-t).exp());
-        assert!(rel(sol.state_at(t).unwrap()[0], exact) < 1e-8);
+        assert!(rel_err(sol.state_at(t).unwrap()[0], exact) < 1e-8);
     }
     let e = FlowProblem::builder(&sys)
         .init(&[0.0, 1.0])

@@ -82,13 +82,22 @@ fn check_resume(scenario: &Scenario, opts: &RunOptions) -> Result<(), Error> {
         ))
     })?;
     let ours = serde_json::to_value(scenario).expect("scenario serializes");
-    if theirs["scenario"] != ours {
+    let ignores = scenario.system.resume_ignores();
+    if plan::resume_identity(&theirs["scenario"], ignores) != plan::resume_identity(&ours, ignores)
+    {
         return Err(Error::Usage(format!(
-            "--resume: `{}` holds a run of another scenario ({} from {}); refusing to overwrite \
-             it — choose another --out, or drop --resume",
+            "--resume: `{}` holds a run of another scenario ({} from {}), or of this one with a \
+             field changed that the finished points depend on (only {} and the sections {} may \
+             change); refusing to overwrite it — choose another --out, or drop --resume",
             opts.out.path().display(),
             theirs["scenario"]["name"],
-            theirs["scenario_source"]
+            theirs["scenario_source"],
+            plan::RESUME_MAY_CHANGE.join(", "),
+            if ignores.is_empty() {
+                "(none)".to_string()
+            } else {
+                ignores.join(", ")
+            }
         )));
     }
     let shard = opts.sweep.shard.map(|s| s.text());
@@ -107,8 +116,14 @@ fn check_resume(scenario: &Scenario, opts: &RunOptions) -> Result<(), Error> {
 /// `running`) and last (`complete`, `partial` or `failed` with the error). A sharded run runs
 /// only its share of the sweep.
 pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String>, Error> {
+    // Everything a resume reads is checked before the first write: a refused resume touches
+    // nothing.
+    let mut resumed = sweep::Resumed::default();
     if opts.sweep.resume {
         check_resume(scenario, opts)?;
+        if let Some(spec) = &scenario.sweep {
+            resumed = sweep::resume_points(spec, &opts.out, &opts.sweep)?;
+        }
     }
     let started = start_clock();
     opts.out.write_json(
@@ -118,12 +133,22 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
     let mut jobs = Vec::new();
     let mut console = Vec::new();
     let mut failure = None;
+    // A job that stopped early but wrote what it had (a diverged or interrupted training)
+    // keeps its job entry: the run is `partial` (or `interrupted`) and reports the error.
+    let mut stopped = None;
     let mut partial = false;
-    let mut record = |r: Result<JobOutput, Error>, failure: &mut Option<Error>| match r {
+    let mut record = |r: Result<JobOutput, Error>,
+                      failure: &mut Option<Error>,
+                      stopped: &mut Option<Error>| match r {
         Ok(j) => {
             jobs.push(j.manifest);
             console.extend(j.console);
             partial |= j.partial;
+        }
+        Err(Error::Partial { manifest, source }) => {
+            jobs.push(*manifest);
+            partial = true;
+            *stopped = Some(*source);
         }
         Err(e) => *failure = Some(e),
     };
@@ -134,57 +159,72 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
         progress: opts.progress,
         has_sweep: scenario.sweep.is_some(),
     };
-    // A system's own job whose training diverged keeps its job entry and rows: the run is
-    // `partial`, the error is reported, and the exit code is 1.
-    let mut stopped = None;
-    let own = |when: When, failure: &mut Option<Error>, stopped: &mut Option<Error>| {
-        if failure.is_some() || opts.sweep.shard.is_some() {
-            return None;
-        }
-        system.run_own(when, &ctx).map(|r| match r {
-            Err(Error::Partial { manifest, source }) => {
-                *stopped = Some(*source);
-                Ok(JobOutput {
-                    manifest: *manifest,
-                    files: vec![],
-                    console: vec![],
-                    partial: true,
-                })
-            }
-            r => r,
-        })
-    };
-    if let (Some(spec), None) = (&scenario.solve, opts.sweep.shard) {
-        record(solve::run(scenario, spec, &opts.out), &mut failure);
-    }
-    if let Some(r) = own(When::AfterSolve, &mut failure, &mut stopped) {
-        record(r, &mut failure);
-    }
-    if opts.sweep.shard.is_none() {
-        for spec in &scenario.phase {
-            if failure.is_none() {
-                record(phase::run(scenario, spec, &opts.out), &mut failure);
-            }
-        }
-    }
-    if let Some(r) = own(When::AfterPhase, &mut failure, &mut stopped) {
-        record(r, &mut failure);
-    }
-    if let (None, Some(spec)) = (&failure, &scenario.sweep) {
+    // the next job runs unless one failed or the run was interrupted
+    let go = |failure: &Option<Error>| failure.is_none() && !crate::interrupt::requested();
+    let sharded = opts.sweep.shard.is_some();
+    if let (Some(spec), false) = (&scenario.solve, sharded) {
         record(
-            sweep::run(scenario, spec, &opts.out, &opts.sweep),
+            solve::run(scenario, spec, &opts.out),
             &mut failure,
+            &mut stopped,
         );
     }
-    if let Some(r) = own(When::AfterSweep, &mut failure, &mut stopped) {
-        record(r, &mut failure);
-    }
-    let status = match (&failure, partial) {
-        (Some(_), _) => "failed",
-        (None, true) => "partial",
-        (None, false) => "complete",
+    let own = |when: When, failure: &Option<Error>| {
+        (go(failure) && !sharded)
+            .then(|| system.run_own(when, &ctx))
+            .flatten()
     };
-    let failure = failure.or(stopped);
+    if let Some(r) = own(When::AfterSolve, &failure) {
+        record(r, &mut failure, &mut stopped);
+    }
+    if !sharded {
+        for spec in &scenario.phase {
+            if go(&failure) {
+                record(
+                    phase::run(scenario, spec, &opts.out),
+                    &mut failure,
+                    &mut stopped,
+                );
+            }
+        }
+    }
+    if let Some(r) = own(When::AfterPhase, &failure) {
+        record(r, &mut failure, &mut stopped);
+    }
+    if let (true, Some(spec)) = (go(&failure), &scenario.sweep) {
+        let r = sweep::run(
+            scenario,
+            spec,
+            &opts.out,
+            &opts.sweep,
+            std::mem::take(&mut resumed),
+        );
+        record(r, &mut failure, &mut stopped);
+    }
+    if let Some(r) = own(When::AfterSweep, &failure) {
+        record(r, &mut failure, &mut stopped);
+    }
+    let interrupted = crate::interrupt::requested();
+    let status = match (&failure, interrupted, partial) {
+        (Some(_), _, _) => "failed",
+        (None, true, _) => "interrupted",
+        (None, false, true) => "partial",
+        (None, false, false) => "complete",
+    };
+    let failure = match (failure, interrupted) {
+        (Some(e), _) => Some(e),
+        (None, true) => Some(Error::Interrupted(format!(
+            "stopped at the next step boundary and wrote what was computed into `{}` (its \
+             manifest says `interrupted`){}",
+            opts.out.path().display(),
+            if scenario.sweep.is_some() {
+                "; finish the sweep with --resume"
+            } else {
+                ""
+            }
+        ))),
+        (None, false) => stopped,
+    };
     let error = failure.as_ref().map(|e| e.to_string());
     opts.out.write_json(
         "manifest.json",

@@ -85,6 +85,34 @@ impl Serialize for Scenario {
     }
 }
 
+/// The fields a `--resume` may find changed: they cannot change a finished sweep point's result
+/// (the step budget, the description, the jobs that are recomputed on every run, output
+/// options), besides the system's own sections listed by `System::resume_ignores`.
+pub const RESUME_MAY_CHANGE: [&str; 5] = [
+    "description",
+    "solver.max_steps",
+    "solve",
+    "phase",
+    "figures",
+];
+
+/// The manifest echo of a scenario without the fields a resume may change.
+pub fn resume_identity(echo: &serde_json::Value, system_ignores: &[&str]) -> serde_json::Value {
+    let mut v = echo.clone();
+    for path in RESUME_MAY_CHANGE.iter().chain(system_ignores) {
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let last = parts.pop().expect("non-empty path");
+        let mut node = &mut v;
+        for p in parts {
+            node = &mut node[p];
+        }
+        if let Some(m) = node.as_object_mut() {
+            m.remove(last);
+        }
+    }
+    v
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScenario {

@@ -8,3 +8,5 @@ pub mod kernels;
 pub mod normal;
 pub(crate) mod simd;
 pub mod stats;
+#[cfg(test)]
+pub(crate) mod testing;

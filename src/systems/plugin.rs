@@ -181,6 +181,15 @@ pub trait System: Send + Sync + std::fmt::Debug {
     fn sweep_columns(&self) -> Vec<Column> {
         emergence_columns(&self.instance())
     }
+    /// The rows one sweep point writes, one entry per row: the text its key column holds when
+    /// it is known before the point runs (the threshold), `None` otherwise. The points log is
+    /// verified against it on `--resume` and `merge`. Default: one row per threshold.
+    fn sweep_row_keys(&self, thresholds: &[f64]) -> Vec<Option<String>> {
+        thresholds
+            .iter()
+            .map(|&t| Some(crate::report::fmt_f64(t)))
+            .collect()
+    }
     /// Evaluate this system as one sweep point; default [`emergence_point`].
     fn sweep_point(&self, solver: &SolverSpec, thresholds: &[f64]) -> Result<PointRows, Error> {
         emergence_point(self, solver, thresholds)
@@ -211,6 +220,11 @@ pub trait System: Send + Sync + std::fmt::Debug {
     /// Cross-checks against the generic parts of the scenario.
     fn check(&self, _parts: &ScenarioParts) -> Result<(), FieldError> {
         Ok(())
+    }
+    /// The attached sections that do not change a sweep point's result (a `--resume` may find
+    /// them changed).
+    fn resume_ignores(&self) -> &'static [&'static str] {
+        &[]
     }
     /// Whether an attached section runs a job on the scenario as written (so a swept field
     /// the document lacks cannot be filled in for it).

@@ -7,7 +7,7 @@
 //! and asks the learner to descend; after the last step it evaluates once more, so the
 //! observer also sees the final weights. What a step computes (batches, gradients, the
 //! optimizer) is the learner's; what is recorded (rows, events, progress bars) is the
-//! observer's (STYLE.md §3–4). A non-finite loss or gradient, or a parameter beyond the bound,
+//! observer's. A non-finite loss or gradient, or a parameter beyond the bound,
 //! stops the run with a [`TrainError`] naming the step, the time, the stage and the largest
 //! parameter.
 
@@ -23,6 +23,10 @@ pub enum TrainError {
     /// An observer failed (e.g. could not record a checkpoint).
     #[error("{0}")]
     Observer(String),
+    /// The run was interrupted (Ctrl-C, SIGTERM) before step `step`; the observer saw that
+    /// state as the last one.
+    #[error("{what} interrupted at step {step} (t = {})", crate::report::fmt_f64(*t))]
+    Interrupted { what: String, step: u64, t: f64 },
 }
 
 /// Where and how a run diverged.
@@ -112,7 +116,8 @@ pub struct TrainSummary {
 }
 
 /// Run every stage of `stages` on `learner`, calling `observe` before every step and once at
-/// the end (Σ steps + 1 evaluations).
+/// the end (Σ steps + 1 evaluations). An interrupt ([`crate::interrupt`]) before a step shows
+/// that state to the observer as the last one and stops with [`TrainError::Interrupted`].
 pub fn train<L: Learner, E: From<TrainError>>(
     learner: &mut L,
     stages: &[Stage],
@@ -155,15 +160,24 @@ pub fn train<L: Learner, E: From<TrainError>>(
         for s in 0..st.steps {
             let loss = learner.evaluate(step);
             check_loss(learner, loss, step, t, k)?;
+            let interrupted = crate::interrupt::requested();
             let point = Point {
                 step,
                 t,
                 stage: k,
                 stage_step: s,
                 loss,
-                last: false,
+                last: interrupted,
             };
             observe(&point, learner)?;
+            if interrupted {
+                return Err(TrainError::Interrupted {
+                    what: guard.what.clone(),
+                    step,
+                    t,
+                }
+                .into());
+            }
             learner.descend(step, st.lr, st.trained.as_deref());
             step += 1;
             t = t_start + st.dt * (s + 1) as f64;

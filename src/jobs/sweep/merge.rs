@@ -48,11 +48,23 @@ pub fn merge(
         .clone()
         .ok_or_else(|| usage("merge: the scenario has no [sweep]".into()))?;
     let layout = Layout::new(&spec);
-    let header = layout.header();
     let mut done = Done::new();
     for d in dirs {
-        let part = read_points_log(&OutputDir::new(d), &header)?;
-        for (i, rows) in part {
+        let path = OutputDir::new(d).file(POINTS_LOG);
+        for (i, state) in read_points_log(&path, &layout, &spec)? {
+            let rows = match state {
+                PointState::Done(rows) => rows,
+                PointState::Incomplete(why) => {
+                    return Err(usage(format!(
+                        "merge: `{}`: point {i} is incomplete ({why}); finish that shard with \
+                         --resume first",
+                        path.display()
+                    )));
+                }
+                PointState::Conflict(why) => {
+                    return Err(usage(format!("merge: `{}`: {why}", path.display())));
+                }
+            };
             if let Some(prev) = done.get(&i) {
                 if *prev != rows {
                     return Err(usage(format!("merge: point {i} differs between shards")));

@@ -35,7 +35,7 @@ mod log;
 mod merge;
 mod results;
 
-pub use log::read_points_log;
+pub use log::{Logged, PointState, read_points_log, verify_point};
 pub use merge::merge;
 pub use results::{FitEntry, Results, fit_all, write_results};
 #[allow(unused_imports)]
@@ -166,29 +166,64 @@ pub(super) type Done = BTreeMap<usize, Vec<Vec<String>>>;
 /// and statistics, or its error.
 pub(super) type Outcome = Option<Result<(Vec<Vec<String>>, Value), Error>>;
 
-/// Run (or resume) the sweep's points of this shard; write the results when all are done.
+/// The points a `--resume` keeps, read and verified before anything is written: every point of
+/// the log that is complete and well-formed ([`PointState::Done`]). Incomplete points are
+/// evaluated again; a log that contradicts itself, holds points of another shard or is not a
+/// log of this sweep is refused (exit 2) and nothing is touched.
+pub fn resume_points(spec: &Sweep, out: &OutputDir, control: &Control) -> Result<Resumed, Error> {
+    let layout = Layout::new(spec);
+    let path = out.file(POINTS_LOG);
+    let logged = read_points_log(&path, &layout, spec)?;
+    let mut resumed = Resumed::default();
+    for (i, state) in logged {
+        if control.shard.is_some_and(|s| !s.contains(i)) {
+            return Err(Error::Usage(format!(
+                "--resume: `{}` holds point {i}, which is not in this run's points",
+                path.display()
+            )));
+        }
+        match state {
+            PointState::Done(rows) => {
+                resumed.done.insert(i, rows);
+            }
+            PointState::Incomplete(why) => resumed.redo.push((i, why)),
+            PointState::Conflict(why) => {
+                return Err(Error::Usage(format!(
+                    "--resume: `{}`: {why}; the log contradicts itself, so the point cannot be \
+                     trusted: remove its rows (or the folder) and resume",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(resumed)
+}
+
+/// What `--resume` found in the points log.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    /// The complete points, with their rows.
+    pub done: Done,
+    /// Points whose rows were incomplete or malformed (evaluated again), and why.
+    pub redo: Vec<(usize, String)>,
+}
+
+/// Run (or resume, from the verified `resumed` points) the sweep's points of this shard; write
+/// the results when all are done.
 pub fn run(
     scenario: &Scenario,
     spec: &Sweep,
     out: &OutputDir,
     control: &Control,
+    resumed: Resumed,
 ) -> Result<JobOutput, Error> {
     let layout = Layout::new(spec);
     let header = layout.header();
     let selected: Vec<usize> = (0..spec.n_points)
         .filter(|&i| control.shard.is_none_or(|s| s.contains(i)))
         .collect();
-    let mut done = if control.resume {
-        read_points_log(out, &header)?
-    } else {
-        Done::new()
-    };
-    if let Some(stray) = done.keys().find(|i| !selected.contains(i)) {
-        return Err(Error::Usage(format!(
-            "--resume: {} holds point {stray}, which is not in this run's points",
-            out.file(POINTS_LOG).display()
-        )));
-    }
+    let redo = resumed.redo;
+    let mut done = resumed.done;
     let resumed = done.len();
     // The log is (re)started with the rows already known, then appended to per point.
     out.write_bytes(POINTS_LOG, &log_bytes(&header, &done))?;
@@ -217,9 +252,10 @@ pub fn run(
     let results: Vec<(usize, Outcome)> = todo
         .par_iter()
         .map(|&i| {
-            if control
-                .max_points
-                .is_some_and(|m| started_count.fetch_add(1, Ordering::SeqCst) >= m)
+            if crate::interrupt::requested()
+                || control
+                    .max_points
+                    .is_some_and(|m| started_count.fetch_add(1, Ordering::SeqCst) >= m)
             {
                 return (i, None);
             }
@@ -229,6 +265,11 @@ pub fn run(
                 .system
                 .sweep_point(&point.scenario.solver, &spec.thresholds)
                 .and_then(|p| {
+                    // a point that ran while an interrupt came in may have stopped early: it is
+                    // not logged, and is evaluated again on --resume
+                    if crate::interrupt::requested() {
+                        return Ok(None);
+                    }
                     let prefix = layout.prefix(&point.values);
                     let rows: Vec<Vec<String>> = p
                         .rows
@@ -255,10 +296,18 @@ pub fn run(
                             source: e,
                         })
                     })?;
-                    Ok((rows, p.stats))
+                    Ok(Some((rows, p.stats)))
                 });
             bar.inc(1);
-            (i, Some(r))
+            match r {
+                Ok(None) => (i, None),
+                Ok(Some(done)) => (i, Some(Ok(done))),
+                Err(e) if crate::interrupt::requested() => {
+                    let _ = e;
+                    (i, None)
+                }
+                Err(e) => (i, Some(Err(e))),
+            }
         })
         .collect();
     drop(bar);
@@ -295,9 +344,20 @@ pub fn run(
         "sweep_seconds": seconds,
         "per_point": per_point,
     });
+    if !redo.is_empty() {
+        entry["points_redone"] = redo
+            .iter()
+            .map(|(i, why)| json!({"point": i, "reason": why}))
+            .collect();
+    }
     if remaining > 0 {
+        let why = if crate::interrupt::requested() {
+            "interrupted"
+        } else {
+            "--max-points"
+        };
         let console = vec![format!(
-            "sweep: stopped with {remaining} of {} points to go (--max-points); rerun with --resume to finish",
+            "sweep: stopped with {remaining} of {} points to go ({why}); rerun with --resume to finish",
             selected.len()
         )];
         return Ok(JobOutput {

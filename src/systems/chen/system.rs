@@ -63,6 +63,9 @@ impl System for GihSystem {
     fn sweep_columns(&self) -> Vec<Column> {
         job::point_columns()
     }
+    fn sweep_row_keys(&self, _thresholds: &[f64]) -> Vec<Option<String>> {
+        vec![None]
+    }
     fn sweep_point(&self, solver: &SolverSpec, _thresholds: &[f64]) -> Result<PointRows, Error> {
         let j = self
             .job

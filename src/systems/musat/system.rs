@@ -217,6 +217,9 @@ impl System for Musat19System {
             .map(|c| ("compare", serde_json::to_value(c).expect("specs serialize")))
             .collect()
     }
+    fn resume_ignores(&self) -> &'static [&'static str] {
+        &["compare"]
+    }
     fn runs_on_base(&self) -> bool {
         self.compare.is_some()
     }

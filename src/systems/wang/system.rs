@@ -101,6 +101,9 @@ impl System for RichSystem {
     fn sweep_columns(&self) -> Vec<Column> {
         job::sweep_columns()
     }
+    fn sweep_row_keys(&self, _thresholds: &[f64]) -> Vec<Option<String>> {
+        vec![None]
+    }
     fn sweep_point(&self, solver: &SolverSpec, _thresholds: &[f64]) -> Result<PointRows, Error> {
         job::sweep_point(&self.spec, solver)
     }
@@ -128,6 +131,9 @@ impl System for RichSystem {
     }
     fn check(&self, parts: &ScenarioParts) -> Result<(), FieldError> {
         check_against_solver(&self.spec, parts.solver)
+    }
+    fn resume_ignores(&self) -> &'static [&'static str] {
+        &["train"]
     }
     fn runs_on_base(&self) -> bool {
         self.train.is_some()

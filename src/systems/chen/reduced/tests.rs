@@ -1,5 +1,6 @@
 use super::*;
 use crate::flow::{FlowProblem, Stage};
+use crate::numerics::testing::{assert_gradient_matches, central_differences};
 use crate::systems::chen::common::RpeWindow;
 use crate::systems::chen::markov::{ChainShape, DataSpec, KernelPrior, Start, generate, item_rng};
 use rand::Rng;
@@ -169,20 +170,8 @@ fn gradient_matches_central_differences() {
             let th = random_theta(&flow, &mut rng);
             let mut g = vec![0.0; th.len()];
             flow.grad(&th, &mut g);
-            let h = 1e-5;
-            for i in 0..th.len() {
-                let mut p = th.clone();
-                let mut q = th.clone();
-                p[i] += h;
-                q[i] -= h;
-                let fd = (flow.loss(&p) - flow.loss(&q)) / (2.0 * h);
-                assert!(
-                    (g[i] - fd).abs() < 1e-7 * (1.0 + fd.abs()),
-                    "variant {v}, {}: analytic {} vs fd {fd}",
-                    flow.names()[i],
-                    g[i]
-                );
-            }
+            let fd = central_differences(|t| flow.loss(t), &th, 1e-5);
+            assert_gradient_matches(&g, &fd, 1e-7, flow.names(), &format!("variant {v}"));
         }
     }
 }

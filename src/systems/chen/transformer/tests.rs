@@ -1,4 +1,5 @@
 use super::*;
+use crate::numerics::testing::{assert_gradient_matches, central_differences};
 use crate::systems::chen::common::{HeadNorm, RpeWindow};
 use crate::systems::chen::markov::{ChainShape, DataSpec, KernelPrior, Start, generate, item_rng};
 use crate::systems::chen::reduced::{GihFlow, GihModel};
@@ -74,20 +75,8 @@ fn full_model_gradient_matches_central_differences() {
         let mut g = vec![0.0; th.len()];
         let l0 = m.loss_and_grad(&th, Some(&mut g));
         assert!((l0 - m.loss(&th)).abs() < 1e-15);
-        let h = 1e-6;
-        for i in 0..th.len() {
-            let mut p = th.clone();
-            let mut q = th.clone();
-            p[i] += h;
-            q[i] -= h;
-            let fd = (m.loss(&p) - m.loss(&q)) / (2.0 * h);
-            assert!(
-                (g[i] - fd).abs() < 2e-6 * (1.0 + fd.abs()),
-                "case {v}, {}: analytic {} vs fd {fd}",
-                m.names()[i],
-                g[i]
-            );
-        }
+        let fd = central_differences(|t| m.loss(t), &th, 1e-6);
+        assert_gradient_matches(&g, &fd, 2e-6, m.names(), &format!("case {v}"));
     }
 }
 

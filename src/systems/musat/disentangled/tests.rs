@@ -1,4 +1,5 @@
 use super::*;
+use crate::numerics::testing::central_difference;
 use crate::systems::musat::data::{DataKind, LabelPosition, QueryPosition};
 use crate::systems::musat::musat3::Query;
 use crate::systems::musat::subspace::MMatrix;
@@ -155,11 +156,15 @@ fn gradient_matches_central_differences_in_every_block() {
         for block in 0..3 {
             let len = p.blocks()[block].len();
             for i in 0..len {
-                let mut plus = p.clone();
-                plus.blocks_mut()[block][i] += h;
-                let mut minus = p.clone();
-                minus.blocks_mut()[block][i] -= h;
-                let fd = (model.loss(&plus, &batch) - model.loss(&minus, &batch)) / (2.0 * h);
+                let fd = central_difference(
+                    |x| {
+                        let mut at = p.clone();
+                        at.blocks_mut()[block][i] = x;
+                        model.loss(&at, &batch)
+                    },
+                    p.blocks()[block][i],
+                    h,
+                );
                 let an = g.blocks()[block][i];
                 assert!(
                     (an - fd).abs() < 1e-7 + 1e-6 * fd.abs(),

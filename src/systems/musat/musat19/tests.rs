@@ -1,5 +1,6 @@
 use super::*;
 use crate::flow::{EventSpec, FlowProblem, Quantity};
+use crate::numerics::testing::{assert_gradient_matches, central_differences};
 use crate::systems::musat::data::{DataKind, DataSpec, QueryPosition, Sampler};
 use crate::systems::musat::disentangled::{Batch, Dims, Model, Params};
 use crate::systems::musat::musat3::Musat3;
@@ -39,19 +40,8 @@ fn assert_close(a: f64, b: f64, tol: f64, what: &str) {
 pub(super) fn assert_central_differences(sys: &Musat19, th: &[f64], what: &str) {
     let mut g = vec![0.0; 19];
     sys.grad(th, &mut g);
-    for k in 0..19 {
-        let h = 1e-6;
-        let (mut p, mut m) = (th.to_vec(), th.to_vec());
-        p[k] += h;
-        m[k] -= h;
-        let fd = (sys.loss(&p) - sys.loss(&m)) / (2.0 * h);
-        assert!(
-            (g[k] - fd).abs() < 1e-7 * (1.0 + fd.abs()),
-            "{what} {}: {} vs fd {fd}",
-            NAMES19[k],
-            g[k]
-        );
-    }
+    let fd = central_differences(|t| sys.loss(t), th, 1e-6);
+    assert_gradient_matches(&g, &fd, 1e-7, &NAMES19, what);
 }
 
 #[test]

@@ -1,20 +1,8 @@
 use super::*;
 use crate::flow::GradientFlow;
+use crate::numerics::testing::{assert_gradient_matches, central_differences};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-/// Central-difference gradient, step h.
-fn fd_grad(sys: &dyn GradientFlow, theta: &[f64], h: f64) -> Vec<f64> {
-    let mut out = vec![0.0; theta.len()];
-    for i in 0..theta.len() {
-        let mut p = theta.to_vec();
-        let mut m = theta.to_vec();
-        p[i] += h;
-        m[i] -= h;
-        out[i] = (sys.loss(&p) - sys.loss(&m)) / (2.0 * h);
-    }
-    out
-}
 
 /// §7.1 written out directly (q = N), as an independent reference for the suffix-sum code.
 fn closed_form_last(n: usize, th: &[f64]) -> (f64, [f64; 3]) {
@@ -76,16 +64,9 @@ fn gradient_matches_central_differences() {
                     let th = random_point(&mut rng);
                     let mut g = vec![0.0; 3];
                     sys.grad(&th, &mut g);
-                    let fd = fd_grad(&sys, &th, 1e-5);
-                    for i in 0..3 {
-                        let tol = 1e-7 * (1.0 + fd[i].abs());
-                        assert!(
-                            (g[i] - fd[i]).abs() < tol,
-                            "N={n} {query:?} scale={scale} θ={th:?} i={i}: got {} fd {}",
-                            g[i],
-                            fd[i]
-                        );
-                    }
+                    let fd = central_differences(|t| sys.loss(t), &th, 1e-5);
+                    let what = format!("N={n} {query:?} scale={scale} θ={th:?}");
+                    assert_gradient_matches(&g, &fd, 1e-7, sys.names(), &what);
                 }
             }
         }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::numerics::testing::central_differences;
 use crate::systems::wang::reduced::{KeyQuery, Layer1};
 
 fn target(l: usize) -> RichModel {
@@ -76,12 +77,7 @@ fn backward_matches_central_differences() {
         assert!((loss - f(&th)).abs() < 1e-14);
         let h = 1e-6;
         let scale = grad.iter().fold(1e-3f64, |s, g| s.max(g.abs()));
-        for i in 0..th.len() {
-            let mut p = th.clone();
-            let mut m = th.clone();
-            p[i] += h;
-            m[i] -= h;
-            let fd = (f(&p) - f(&m)) / (2.0 * h);
+        for (i, fd) in central_differences(f, &th, h).into_iter().enumerate() {
             assert!(
                 (grad[i] - fd).abs() < 1e-7 * scale,
                 "{shape:?}: parameter {i}: backward {} vs central difference {fd}",

@@ -2,6 +2,7 @@ use super::sample::{Prepared, SeqScratch, eval_sequence, target_parts};
 use super::*;
 use crate::flow::{FlowError, FlowProblem};
 use crate::numerics::normal::Gaussian;
+use crate::numerics::testing::{central_difference, central_differences};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -57,18 +58,6 @@ fn random_point(m: &RichModel, rng: &mut ChaCha8Rng) -> Vec<f64> {
     th
 }
 
-fn fd_grad(f: &dyn Fn(&[f64]) -> f64, theta: &[f64], h: f64) -> Vec<f64> {
-    (0..theta.len())
-        .map(|i| {
-            let mut p = theta.to_vec();
-            let mut m = theta.to_vec();
-            p[i] += h;
-            m[i] -= h;
-            (f(&p) - f(&m)) / (2.0 * h)
-        })
-        .collect()
-}
-
 fn assert_close(got: &[f64], want: &[f64], rtol: f64, what: &str) {
     let scale = want.iter().fold(1e-12f64, |s, v| s.max(v.abs()));
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -116,8 +105,8 @@ fn geometric_statistics_closed_form_equals_direct_sum_and_derivatives() {
         }
         // dS₂/dp and dπ₀/dp = π₀·mean by central differences.
         let h = 1e-6;
-        let d_s2 = (direct(p + h, n).2 - direct(p - h, n).2) / (2.0 * h);
-        let d_first = (direct(p + h, n).0 - direct(p - h, n).0) / (2.0 * h);
+        let d_s2 = central_difference(|p| direct(p, n).2, p, h);
+        let d_first = central_difference(|p| direct(p, n).0, p, h);
         assert!(
             (g.d_s2 - d_s2).abs() < 1e-7,
             "p = {p}, n = {n}: {} vs {d_s2}",
@@ -141,7 +130,7 @@ fn closed_form_gradient_matches_central_differences_in_every_variant() {
                 assert!(flow.domain_error(&th).is_none());
                 let mut g = vec![0.0; th.len()];
                 flow.grad(&th, &mut g);
-                let fd = fd_grad(&|t| flow.loss(t), &th, 1e-6);
+                let fd = central_differences(|t| flow.loss(t), &th, 1e-6);
                 assert_close(&g, &fd, 2e-7, &format!("L = {l}, {m:?}, at {th:?}"));
             }
         }
@@ -231,7 +220,7 @@ fn four_gram_loss_is_the_exact_expectation_for_finite_m() {
                     let b2: f64 = beta.iter().map(|b| b * b).sum();
                     t[0] * t[0] * b2 - 2.0 * m.c_g * t[0] * beta[l - 2] + m.c_g * m.c_g
                 };
-                let fd = fd_grad(&f, &[wg, p, p1.unwrap_or(0.0)], 1e-6);
+                let fd = central_differences(f, &[wg, p, p1.unwrap_or(0.0)], 1e-6);
                 let g = [got.d_wg, got.d_p, if p1.is_some() { got.d_p1 } else { 0.0 }];
                 assert_close(&g, &fd, 1e-7, &format!("L = {l}, p1 = {p1:?}"));
             }
@@ -370,7 +359,7 @@ fn per_sequence_forward_and_gradient_match_the_naive_model() {
                     let (a, b, y) = naive_forward(&m, t, &x);
                     (a + b - y).powi(2)
                 };
-                let fd = fd_grad(&f, &th, 1e-6);
+                let fd = central_differences(f, &th, 1e-6);
                 assert_close(&got, &fd, 1e-6, &format!("L = {l}, {m:?}"));
             }
         }
@@ -386,7 +375,7 @@ fn monte_carlo_flow_gradient_matches_central_differences() {
             let th = random_point(&m, &mut rng);
             let mut g = vec![0.0; th.len()];
             mc.grad(&th, &mut g);
-            let fd = fd_grad(&|t| mc.loss(t), &th, 1e-6);
+            let fd = central_differences(|t| mc.loss(t), &th, 1e-6);
             assert_close(&g, &fd, 1e-7, &format!("{m:?}"));
         }
     }

@@ -1,12 +1,9 @@
 //! The three-parameter flow solved: exact phase-1 solution, the α–β invariant, tolerance
 //! independence of the events, and the large-N limit of the emergence constants.
 
+use crate::support::{rel_err, simpson};
 use ihdyn::flow::{EventSpec, FlowProblem, GradientFlow, Quantity, Solution};
 use ihdyn::systems::musat::musat3::{ALPHA3, BETA2, GAMMA3, Musat3, Query};
-
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs()
-}
 
 fn standard_events(sys: &Musat3, th: f64) -> Vec<EventSpec> {
     let l0 = sys.loss(&[0.0; 3]);
@@ -68,7 +65,7 @@ fn gamma_follows_its_exact_solution_when_alpha_and_beta_are_frozen() {
             for th in thresholds {
                 let exact = -nf * (1.0 - th).ln() / scale;
                 let got = sol.event_time(&format!("g{th}")).unwrap();
-                assert!(rel(got, exact) < 1e-8, "N={n} θ={th}: {got} vs {exact}");
+                assert!(rel_err(got, exact) < 1e-8, "N={n} θ={th}: {got} vs {exact}");
             }
         }
     }
@@ -119,7 +116,7 @@ fn event_times_agree_with_a_tight_tolerance_reference() {
                     let t_ref = e.t.unwrap_or_else(|| panic!("{} not reached", e.name));
                     let t = default.event_time(&e.name).unwrap();
                     assert!(
-                        rel(t, t_ref) < 1e-8,
+                        rel_err(t, t_ref) < 1e-8,
                         "N={n} {query:?} θ={th} {}: {t} vs reference {t_ref}",
                         e.name
                     );
@@ -134,27 +131,18 @@ fn large_n_emergence_times_approach_the_scaled_limit() {
     // §7.3: in τ = t/(2N²) the system is dβ/dτ = e^α, dα/dτ = β e^α with α = β²/2, so
     // τ(β) = ∫₀^β e^{−s²/2} ds. Hence T_β(½)/N² → 2∫₀^{½} e^{−s²/2} ds and, since α = ½ at
     // β = 1, T_α(½)/N² → 2∫₀^1 e^{−s²/2} ds; the blow-up is at 2·sqrt(π/2)·N².
-    let integral = |b: f64| {
-        let m = 10_000;
-        let h = b / m as f64;
-        let f = |s: f64| (-s * s / 2.0).exp();
-        let mut acc = f(0.0) + f(b);
-        for i in 1..m {
-            acc += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
-        }
-        acc * h / 3.0
-    };
+    let integral = |b: f64| simpson(|s| (-s * s / 2.0).exp(), 0.0, b, 10_000);
     let n = 4096;
     let sys = Musat3::new(n, Query::Last, 1.0);
     let sol = solve(&sys, 1e-10, 1e-12, 0.5);
     let n2 = (n * n) as f64;
     let tb = sol.event_time("beta2").unwrap() / n2;
     let ta = sol.event_time("alpha3").unwrap() / n2;
-    assert!(rel(tb, 2.0 * integral(0.5)) < 2e-3, "{tb}");
-    assert!(rel(ta, 2.0 * integral(1.0)) < 2e-3, "{ta}");
+    assert!(rel_err(tb, 2.0 * integral(0.5)) < 2e-3, "{tb}");
+    assert!(rel_err(ta, 2.0 * integral(1.0)) < 2e-3, "{ta}");
     // The loss collapses near the blow-up of the reduced system (within a few percent, the
     // approximation a ≈ e^α/(2N) fails once α ~ ln N).
     let tl = sol.event_time("loss_half").unwrap() / n2;
     let blow_up = 2.0 * (std::f64::consts::PI / 2.0).sqrt();
-    assert!(rel(tl, blow_up) < 0.05, "{tl} vs {blow_up}");
+    assert!(rel_err(tl, blow_up) < 0.05, "{tl} vs {blow_up}");
 }

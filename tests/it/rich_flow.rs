@@ -2,6 +2,7 @@
 //! closed-form flow with located events, and the closed form against the exact finite-L loss on
 //! a fixed sample (its O(1/L) error).
 
+use crate::support::simpson;
 use ihdyn::flow::GradientFlow;
 use ihdyn::jobs::plan::{self as scenario, Scenario};
 use ihdyn::systems::wang::job::{build_flow, phase_events, predictions, problem};
@@ -143,14 +144,7 @@ fn t_ih_grows_with_ln_one_over_sigma_as_stated_in_option_b() {
         };
         // Simpson in u = ln w
         let (a, b) = ((sigma * sigma).ln(), (0.5 * w_star).ln());
-        let k = 4000;
-        let h = (b - a) / k as f64;
-        let f = |u: f64| u.exp() / rate(u.exp());
-        let mut sum = f(a) + f(b);
-        for i in 1..k {
-            sum += f(a + i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
-        }
-        let quad = n / 2.0 + sum * h / 3.0;
+        let quad = n / 2.0 + simpson(|u| u.exp() / rate(u.exp()), a, b, 4000);
         let rel = got / quad - 1.0;
         assert!(
             rel.abs() < 0.01,

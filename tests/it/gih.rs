@@ -1,8 +1,7 @@
 //! The `gih` system (Chen et al.) through the real binary: outputs and headers, determinism on
 //! 1 and 2 threads, a sweep over L, and bad input.
 
-mod common;
-use common::*;
+use crate::support::*;
 use std::path::Path;
 
 /// A small staged run with the full model alongside (well under a second).
@@ -50,12 +49,7 @@ fn gih_run_writes_every_output_with_exact_headers() {
     let dir = tmp();
     let f = write(dir.path(), "tiny.toml", TINY);
     let out = dir.path().join("out");
-    let r = ihdyn(
-        dir.path(),
-        &["run", &f, "--out", out.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_into(dir.path(), &f, &out, &[]);
     for name in [
         "mi.csv",
         "trajectory.csv",
@@ -72,7 +66,7 @@ fn gih_run_writes_every_output_with_exact_headers() {
         assert!(out.join(name).is_file(), "missing {name}");
     }
     assert_eq!(first_line(&out.join("mi.csv")), "subset,mi,stderr");
-    let mi = std::fs::read_to_string(out.join("mi.csv")).unwrap();
+    let mi = read_text(&out.join("mi.csv"));
     assert!(mi.contains("\n\"{1,2}\","), "{mi}");
     assert_eq!(mi.lines().count(), 1 + 7);
     let p = "p_{},p_{1},p_{2},p_{3},\"p_{1,2}\",\"p_{1,3}\",\"p_{2,3}\"";
@@ -92,9 +86,9 @@ fn gih_run_writes_every_output_with_exact_headers() {
         "event,model,t,stage,t_in_stage,value,located_by"
     );
     // 3 stages x 21 rows
-    let traj = std::fs::read_to_string(out.join("trajectory.csv")).unwrap();
+    let traj = read_text(&out.join("trajectory.csv"));
     assert_eq!(traj.lines().count(), 1 + 3 * 21);
-    let events = std::fs::read_to_string(out.join("events.csv")).unwrap();
+    let events = read_text(&out.join("events.csv"));
     for e in [
         "\"p_{1,2}@0.5\",reduced,",
         "argmax_w_3,full,",
@@ -103,10 +97,9 @@ fn gih_run_writes_every_output_with_exact_headers() {
     ] {
         assert!(events.contains(e), "{e} missing in\n{events}");
     }
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(m["status"], "complete");
-    let job = &m["jobs"][0];
+    let m = manifest(&out);
+    assert_eq!(m.status, "complete");
+    let job = &m.jobs[0];
     assert_eq!(job["job"], "gih");
     assert_eq!(job["mi"]["S_star"], "{1,2}");
     assert_eq!(job["n_train"], 180);
@@ -148,18 +141,12 @@ fn a_sweep_over_l_reports_the_validation_loss_per_point() {
         + "[sweep]\n[sweep.fields]\n\"system.L\" = [8, 16, 32]\n";
     let f = write(dir.path(), "sweep.toml", &text);
     let out = dir.path().join("out");
-    let r = ihdyn(
-        dir.path(),
-        &["run", &f, "--out", out.to_str().unwrap(), "-q"],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    run_into(dir.path(), &f, &out, &["-q"]);
     assert_eq!(
         first_line(&out.join("sweep.csv")),
         "L,S_star,mi_S_star,loss,val_loss,p_S_star,a_final,T_p_S_star@0.9,T_stage_II_done"
     );
-    let mut reader = csv::Reader::from_path(out.join("sweep.csv")).unwrap();
-    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let rows = read_csv(&out.join("sweep.csv")).rows;
     assert_eq!(rows.len(), 3);
     assert_eq!(
         rows.iter().map(|r| &r[0]).collect::<Vec<_>>(),
@@ -287,16 +274,11 @@ fn generic_solve_and_phase_run_on_a_gih_system() {
                 grid = 5\nstarts = [[0.01, 3.0]]\nt_max = 5\n";
     let f = write(dir.path(), "s.toml", text);
     let out = dir.path().join("out");
-    let r = ihdyn(
-        dir.path(),
-        &["run", &f, "--out", out.to_str().unwrap(), "-q"],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    run_into(dir.path(), &f, &out, &["-q"]);
     let header = first_line(&out.join("trajectory.csv"));
     assert!(header.starts_with("t,c_{},c_{1},"), "{header}");
     assert!(header.contains(",a,loss,p_{},"), "{header}");
-    let events = std::fs::read_to_string(out.join("events.csv")).unwrap();
+    let events = read_text(&out.join("events.csv"));
     assert!(events.contains("T_a@0.02,"), "{events}");
     assert!(
         files_under(&out)
@@ -324,18 +306,14 @@ fn tiny_fresh(seed: u64, batch: usize) -> String {
 }
 
 fn p_columns(path: &Path) -> Vec<Vec<String>> {
-    let mut reader = csv::Reader::from_path(path).unwrap();
-    let header = reader.headers().unwrap().clone();
-    let cols: Vec<usize> = (0..header.len())
-        .filter(|&i| header[i].starts_with("p_"))
+    let csv = read_csv(path);
+    let cols: Vec<usize> = (0..csv.header.len())
+        .filter(|&i| csv.header[i].starts_with("p_"))
         .collect();
     assert_eq!(cols.len(), 7);
-    reader
-        .records()
-        .map(|r| {
-            let r = r.unwrap();
-            cols.iter().map(|&i| r[i].to_string()).collect()
-        })
+    csv.rows
+        .iter()
+        .map(|r| cols.iter().map(|&i| r[i].clone()).collect())
         .collect()
 }
 
@@ -350,12 +328,11 @@ fn reduced_gd_on_fresh_batches_is_deterministic_and_seeded() {
     for (i, (seed, threads)) in [(7, "1"), (7, "2"), (8, "2")].into_iter().enumerate() {
         let f = write(dir.path(), &format!("f{i}.toml"), &tiny_fresh(seed, 30));
         let out = dir.path().join(format!("run{i}"));
-        let r = ihdyn(
+        run_ok(
             dir.path(),
             &["run", &f, "--out", out.to_str().unwrap(), "-q"],
             &[("RAYON_NUM_THREADS", threads)],
         );
-        assert_eq!(r.code, 0, "{}", r.stderr);
         runs.push(out);
     }
     let traj = first_line(&runs[0].join("trajectory.csv"));
@@ -363,12 +340,12 @@ fn reduced_gd_on_fresh_batches_is_deterministic_and_seeded() {
         first_line(&runs[0].join("gd_trajectory.csv")),
         format!("step,{traj}")
     );
-    let read = |p: &Path| std::fs::read(p.join("gd_trajectory.csv")).unwrap();
+    let read = |p: &Path| read_bytes(&p.join("gd_trajectory.csv"));
     assert!(
         read(&runs[0]) == read(&runs[1]),
         "gd_trajectory.csv differs between 1 and 2 threads"
     );
-    let events = std::fs::read_to_string(runs[0].join("events.csv")).unwrap();
+    let events = read_text(&runs[0].join("events.csv"));
     assert!(
         events.contains("\"p_{1,2}@0.5\",gd,")
             && events.contains("linear interpolation between GD steps")
@@ -384,15 +361,12 @@ fn reduced_gd_on_fresh_batches_is_deterministic_and_seeded() {
     assert_eq!(a[0], b[0]);
     assert!(a[1..].iter().zip(&b[1..]).all(|(x, y)| x != y));
     // 3 stages x checkpoints(40, 9) rows + 2 stage-end rows
-    let rows = std::fs::read_to_string(runs[0].join("gd_trajectory.csv"))
-        .unwrap()
+    let rows = read_text(&runs[0].join("gd_trajectory.csv"))
         .lines()
         .count();
     assert!(rows > 3 * 5 && rows <= 1 + 3 * 9 + 2, "{rows}");
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(runs[0].join("manifest.json")).unwrap())
-            .unwrap();
-    let gd = &m["jobs"][0]["gd"];
+    let m = manifest(&runs[0]);
+    let gd = &m.jobs[0]["gd"];
     assert_eq!(gd["steps"], 120);
     assert_eq!(gd["data"]["kind"], "fresh");
     assert_eq!(gd["data"]["batch"], 30);
@@ -456,13 +430,8 @@ fn transfer_evaluates_the_trained_models_at_other_lengths() {
     );
     let f = write(dir.path(), "t.toml", &text);
     let out = dir.path().join("out");
-    let r = ihdyn(
-        dir.path(),
-        &["run", &f, "--out", out.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let csv = std::fs::read_to_string(out.join("transfer.csv")).unwrap();
+    run_into(dir.path(), &f, &out, &[]);
+    let csv = read_text(&out.join("transfer.csv"));
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("model,L,alpha,loss,stderr,n_sequences"));
     let rows: Vec<Vec<String>> = lines
@@ -483,9 +452,8 @@ fn transfer_evaluates_the_trained_models_at_other_lengths() {
         assert!(loss.is_finite() && se > 0.0 && se < 0.1, "{r:?}");
         assert_eq!(r[5], "400");
     }
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
-    let job = &manifest["jobs"][0];
+    let m = manifest(&out);
+    let job = &m.jobs[0];
     let val = job["reduced"]["final_val_loss"].as_f64().unwrap();
     let at_train = &rows[1]; // flow, alpha 0.3, L 20: the training law
     let (loss, se): (f64, f64) = (at_train[3].parse().unwrap(), at_train[4].parse().unwrap());
@@ -508,13 +476,8 @@ fn the_one_parent_variant_runs_and_changes_the_data() {
             .replace("seed = 7", &format!("seed = 7\nstart = \"{start}\""));
         let f = write(dir.path(), &format!("s{i}.toml"), &text);
         let out = dir.path().join(format!("o{i}"));
-        let r = ihdyn(
-            dir.path(),
-            &["run", &f, "--out", out.to_str().unwrap()],
-            &[],
-        );
-        assert_eq!(r.code, 0, "{start}: {}", r.stderr);
-        csv.push(std::fs::read_to_string(out.join("trajectory.csv")).unwrap());
+        run_into(dir.path(), &f, &out, &[]);
+        csv.push(read_text(&out.join("trajectory.csv")));
     }
     assert_ne!(csv[0], csv[1], "the variant must change the sample");
     let text = TINY.replace("seed = 7", "seed = 7\nstart = \"last\"");

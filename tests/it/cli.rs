@@ -1,35 +1,13 @@
 //! The binary end to end: outputs and headers, bad input, determinism, the demo.
 
-mod common;
-use common::*;
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Manifest {
-    tool: String,
-    version: String,
-    status: String,
-    scenario: serde_json::Value,
-    wall_seconds: f64,
-    jobs: Vec<serde_json::Value>,
-}
+use crate::support::*;
 
 #[test]
 fn trajectory_scenario_writes_every_file_with_exact_headers() {
     let dir = tmp();
     let scenario = repo().join("scenarios/musat3-trajectory.toml");
     let out = dir.path().join("traj");
-    let r = ihdyn(
-        dir.path(),
-        &[
-            "run",
-            scenario.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    run_into(dir.path(), scenario.to_str().unwrap(), &out, &[]);
     for f in [
         "trajectory.csv",
         "events.csv",
@@ -44,7 +22,7 @@ fn trajectory_scenario_writes_every_file_with_exact_headers() {
         "t,alpha3,beta2,gamma3,loss,a,b"
     );
     assert_eq!(first_line(&out.join("events.csv")), "event,t");
-    let events = std::fs::read_to_string(out.join("events.csv")).unwrap();
+    let events = read_text(&out.join("events.csv"));
     for e in [
         "T_gamma3@0.5,",
         "T_beta2@0.5,",
@@ -55,10 +33,9 @@ fn trajectory_scenario_writes_every_file_with_exact_headers() {
     ] {
         assert!(events.contains(e), "{e} missing in\n{events}");
     }
-    let rows = std::fs::read_to_string(out.join("trajectory.csv")).unwrap();
+    let rows = read_text(&out.join("trajectory.csv"));
     assert_eq!(rows.lines().count(), 1 + 1001);
-    let m: Manifest =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let m = manifest(&out);
     assert_eq!(m.tool, "ihdyn");
     assert_eq!(m.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(m.status, "complete");
@@ -74,7 +51,7 @@ fn trajectory_scenario_writes_every_file_with_exact_headers() {
             .all(|p| !p.to_string_lossy().contains(".tmp-"))
     );
     // the PNG is a real PNG
-    let png = std::fs::read(out.join("trajectory.png")).unwrap();
+    let png = read_bytes(&out.join("trajectory.png"));
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
 
@@ -172,8 +149,7 @@ fn missing_file_and_bad_flags_exit_2_without_output() {
 fn validate_checks_without_running() {
     let dir = tmp();
     let good = repo().join("scenarios/musat3-sweep.toml");
-    let r = ihdyn(dir.path(), &["validate", good.to_str().unwrap()], &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_ok(dir.path(), &["validate", good.to_str().unwrap()], &[]);
     assert!(
         r.stdout.contains(
             "musat3-sweep (musat3): sweep of 24 points over system.n (24 values) x 2 thresholds"
@@ -203,7 +179,7 @@ fn sweep_csv_is_byte_identical_across_runs_and_thread_counts() {
     let mut outputs = Vec::new();
     for (i, threads) in ["1", "2", "2"].iter().enumerate() {
         let out = dir.path().join(format!("run{i}"));
-        let r = ihdyn(
+        let r = run_ok(
             dir.path(),
             &[
                 "run",
@@ -214,16 +190,12 @@ fn sweep_csv_is_byte_identical_across_runs_and_thread_counts() {
             ],
             &[("RAYON_NUM_THREADS", threads)],
         );
-        assert_eq!(r.code, 0, "{}", r.stderr);
         assert!(r.stdout.is_empty(), "--quiet prints nothing");
         outputs.push((
-            std::fs::read(out.join("sweep.csv")).unwrap(),
-            std::fs::read(out.join("fit.json")).unwrap(),
+            read_bytes(&out.join("sweep.csv")),
+            read_bytes(&out.join("fit.json")),
         ));
-        let m: Manifest =
-            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
-                .unwrap();
-        assert_eq!(m.status, "complete");
+        assert_eq!(manifest(&out).status, "complete");
     }
     assert!(outputs.windows(2).all(|w| w[0] == w[1]));
     let text = String::from_utf8(outputs[0].0.clone()).unwrap();
@@ -256,13 +228,8 @@ fn flags_only_sweep_matches_the_scenario_file_sweep() {
     let f = write(dir.path(), "s.toml", text);
     let a = dir.path().join("a");
     let b = dir.path().join("b");
-    let r = ihdyn(
-        dir.path(),
-        &["run", &f, "--out", a.to_str().unwrap(), "-q"],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let r = ihdyn(
+    run_into(dir.path(), &f, &a, &["-q"]);
+    run_ok(
         dir.path(),
         &[
             "sweep",
@@ -278,13 +245,8 @@ fn flags_only_sweep_matches_the_scenario_file_sweep() {
         ],
         &[],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     for f in ["sweep.csv", "fit.json"] {
-        assert_eq!(
-            std::fs::read(a.join(f)).unwrap(),
-            std::fs::read(b.join(f)).unwrap(),
-            "{f}"
-        );
+        assert_eq!(read_bytes(&a.join(f)), read_bytes(&b.join(f)), "{f}");
     }
     for f in ["sweep.png", "sweep.svg", "manifest.json"] {
         assert!(b.join(f).is_file());
@@ -301,12 +263,7 @@ fn sweep_method_flag_selects_dop853_and_both_integrators_agree() {
         dir.path().join("b"),
         dir.path().join("c"),
     );
-    let r = ihdyn(
-        dir.path(),
-        &["run", &f, "--out", a.to_str().unwrap(), "-q"],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    run_into(dir.path(), &f, &a, &["-q"]);
     for (out, method) in [(&b, "dop853"), (&c, "dopri5")] {
         let args = [
             "sweep",
@@ -318,10 +275,9 @@ fn sweep_method_flag_selects_dop853_and_both_integrators_agree() {
             out.to_str().unwrap(),
             "-q",
         ];
-        let r = ihdyn(dir.path(), &args, &[]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
+        run_ok(dir.path(), &args, &[]);
     }
-    let csv = |d: &std::path::Path| std::fs::read_to_string(d.join("sweep.csv")).unwrap();
+    let csv = |d: &std::path::Path| read_text(&d.join("sweep.csv"));
     assert_eq!(
         csv(&a),
         csv(&b),
@@ -347,8 +303,7 @@ fn sweep_method_flag_selects_dop853_and_both_integrators_agree() {
 #[test]
 fn demo_runs_with_no_arguments_and_shows_the_n_squared_law() {
     let dir = tmp();
-    let r = ihdyn(dir.path(), &[], &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_ok(dir.path(), &[], &[]);
     let out = dir.path().join("output/demo");
     for f in [
         "trajectory.csv",
@@ -364,8 +319,7 @@ fn demo_runs_with_no_arguments_and_shows_the_n_squared_law() {
     }
     assert!(r.stdout.contains("T_alpha3"), "{}", r.stdout);
     assert!(r.stdout.contains("slope"), "{}", r.stdout);
-    let fit: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("fit.json")).unwrap()).unwrap();
+    let fit = json(&out.join("fit.json"));
     for f in fit["fits"].as_array().unwrap() {
         if f["threshold"] != 0.5 {
             continue;
@@ -392,8 +346,7 @@ fn every_shipped_scenario_validates() {
     assert!(files.len() >= 10, "{files:?}");
     let mut args = vec!["validate"];
     args.extend(files.iter().map(String::as_str));
-    let r = ihdyn(dir.path(), &args, &[]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_ok(dir.path(), &args, &[]);
     assert_eq!(
         r.stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
         files.len()

@@ -1,15 +1,7 @@
 //! Kind "rich" through the real binary: outputs and headers, the sweep columns, training
 //! alongside, determinism on 1 and 2 threads, and bad input.
 
-mod common;
-use common::*;
-use std::path::Path;
-
-fn run_ok(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let r = ihdyn(dir, args, env);
-    assert_eq!(r.code, 0, "{:?}: {}", args, r.stderr);
-    r
-}
+use crate::support::*;
 
 #[test]
 fn solve_writes_the_loss_split_events_and_phases() {
@@ -20,11 +12,7 @@ fn solve_writes_the_loss_split_events_and_phases() {
         "name = \"t\"\n[system]\nkind = \"rich\"\nL = 16\n[solve]\nsamples = 201\n",
     );
     let out = dir.path().join("o");
-    let r = run_ok(
-        dir.path(),
-        &["run", &f, "--out", out.to_str().unwrap()],
-        &[],
-    );
+    let r = run_into(dir.path(), &f, &out, &[]);
     assert!(r.stdout.contains("T_IH"), "{}", r.stdout);
     for f in [
         "trajectory.csv",
@@ -40,7 +28,7 @@ fn solve_writes_the_loss_split_events_and_phases() {
         first_line(&out.join("trajectory.csv")),
         "t,w_G,p,v,w_K,w_Q,loss,loss_G,loss_I,w"
     );
-    let rows = std::fs::read_to_string(out.join("trajectory.csv")).unwrap();
+    let rows = read_text(&out.join("trajectory.csv"));
     assert_eq!(rows.lines().count(), 202);
     // loss = loss_G + loss_I in every row (the closed form has no cross term)
     for line in rows.lines().skip(1) {
@@ -50,7 +38,7 @@ fn solve_writes_the_loss_split_events_and_phases() {
             "{line}"
         );
     }
-    let events = std::fs::read_to_string(out.join("events.csv")).unwrap();
+    let events = read_text(&out.join("events.csv"));
     let names: Vec<&str> = events
         .lines()
         .skip(1)
@@ -75,16 +63,12 @@ fn solve_writes_the_loss_split_events_and_phases() {
         .collect();
     assert!(t[0] < t[1] && t[1] < t[2] && t[2] < t[3], "{t:?}");
     assert_eq!(first_line(&out.join("phases.csv")), "phase,t_start,t_end");
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(m["status"], "complete");
-    assert_eq!(m["scenario"]["system"]["kind"], "rich");
-    assert_eq!(m["scenario"]["solver"]["horizon"], 40.0);
-    assert_eq!(m["jobs"][0]["stop_reason"], "horizon");
-    assert_eq!(
-        m["jobs"][0]["diagnostics"]["phase1_monotone_w_G_and_p"],
-        true
-    );
+    let m = manifest(&out);
+    assert_eq!(m.status, "complete");
+    assert_eq!(m.scenario["system"]["kind"], "rich");
+    assert_eq!(m.scenario["solver"]["horizon"], 40.0);
+    assert_eq!(m.jobs[0]["stop_reason"], "horizon");
+    assert_eq!(m.jobs[0]["diagnostics"]["phase1_monotone_w_G_and_p"], true);
 }
 
 #[test]
@@ -96,11 +80,7 @@ fn monte_carlo_estimator_runs_and_reports_the_cross_term() {
         "name = \"mc\"\n[system]\nkind = \"rich\"\nL = 8\nestimator = \"monte_carlo\"\nmc_samples = 40\n[solve]\nsamples = 11\nmargin = 0\n",
     );
     let out = dir.path().join("o");
-    run_ok(
-        dir.path(),
-        &["run", &f, "--out", out.to_str().unwrap(), "-q"],
-        &[],
-    );
+    run_into(dir.path(), &f, &out, &["-q"]);
     assert_eq!(
         first_line(&out.join("trajectory.csv")),
         "t,w_G,p,v,w_K,w_Q,loss,loss_G,loss_I,w,loss_cross"
@@ -117,7 +97,7 @@ fn sweep_has_the_documented_columns_and_is_byte_identical_on_1_and_2_threads() {
     );
     let outs = assert_same_on_1_and_2_threads(dir.path(), &f, &["sweep.csv", "fit.json"]);
     assert!(outs.iter().all(|o| o.join("sweep.png").is_file()));
-    let text = std::fs::read_to_string(outs[0].join("sweep.csv")).unwrap();
+    let text = read_text(&outs[0].join("sweep.csv"));
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
@@ -140,8 +120,7 @@ fn sweep_has_the_documented_columns_and_is_byte_identical_on_1_and_2_threads() {
         c05.iter().all(|v| (v / c05[0] - 1.0).abs() < 1e-6),
         "{c05:?}"
     );
-    let fit: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(outs[0].join("fit.json")).unwrap()).unwrap();
+    let fit = json(&outs[0].join("fit.json"));
     let tih: Vec<&serde_json::Value> = fit["fits"]
         .as_array()
         .unwrap()
@@ -169,12 +148,12 @@ fn training_alongside_is_byte_identical_on_1_and_2_threads() {
         &["train_sgd.csv", "train_full.csv", "train_events.csv"],
     );
     assert!(outs.iter().all(|o| o.join("train.png").is_file()));
-    let sgd = std::fs::read_to_string(outs[0].join("train_sgd.csv")).unwrap();
+    let sgd = read_text(&outs[0].join("train_sgd.csv"));
     assert_eq!(
         sgd.lines().next().unwrap(),
         "step,t,w_G,p,v,w_K,w_Q,w,loss,loss_G,loss_I,loss_cross"
     );
-    let full = std::fs::read_to_string(outs[0].join("train_full.csv")).unwrap();
+    let full = read_text(&outs[0].join("train_full.csv"));
     assert!(
         full.lines().next().unwrap().starts_with(
             "step,t,loss,w_G,p,v,w,p1,loss_G,kq_norm,prev_mass,corr_G,corr_I,entropy_IH,slope_h0"
@@ -197,7 +176,7 @@ fn training_alongside_is_byte_identical_on_1_and_2_threads() {
         .collect();
     assert_eq!(last[0], 300.0);
     assert!((last[1] - 30.0).abs() < 1e-12);
-    let events = std::fs::read_to_string(outs[0].join("train_events.csv")).unwrap();
+    let events = read_text(&outs[0].join("train_events.csv"));
     assert_eq!(events.lines().next().unwrap(), "model,event,t,method");
     assert!(events.contains("sgd,T_G,"), "{events}");
     assert!(events.contains("full,T_IH,"), "{events}");

@@ -2,8 +2,7 @@
 //! (files, headers, events, bad input, divergence, determinism), musat19 in the generic sweep,
 //! and the Theorem-1 residual against the batch size.
 
-mod common;
-use common::*;
+use crate::support::*;
 use ihdyn::systems::musat::data::{DataKind, DataSpec, LabelPosition, QueryPosition};
 use ihdyn::systems::musat::disentangled::{Params, Refresh, Trainer};
 use ihdyn::systems::musat::musat3::Query;
@@ -13,10 +12,6 @@ use std::path::{Path, PathBuf};
 
 const NAMES: &str = "alpha1,alpha2,alpha3,beta1,beta2,beta3,beta4,beta5,beta6,beta7,beta8,beta9,\
 beta10,beta11,beta12,gamma1,gamma2,gamma3,gamma4";
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// A small compare scenario: N = 3, D = 8, B = 64, 120 steps of pseudo-time 0.25.
 const SMALL: &str = r#"name = "small"
@@ -38,12 +33,7 @@ fn compare_writes_every_source_on_one_time_axis() {
     let dir = tmp();
     let f = write(dir.path(), "small.toml", SMALL);
     let out = dir.path().join("out");
-    let r = ihdyn(
-        dir.path(),
-        &["run", &f, "--out", out.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    run_into(dir.path(), &f, &out, &[]);
     for file in [
         "compare.csv",
         "compare.json",
@@ -55,17 +45,14 @@ fn compare_writes_every_source_on_one_time_axis() {
     ] {
         assert!(out.join(file).is_file(), "missing {file}");
     }
-    let text = std::fs::read_to_string(out.join("compare.csv")).unwrap();
-    let mut lines = text.lines();
-    let header = lines.next().unwrap();
+    let header = first_line(&out.join("compare.csv"));
     assert!(
         header.starts_with(&format!("t,source,loss,residual,{NAMES},")),
         "{header}"
     );
-    let cols: Vec<&str> = header.split(',').collect();
-    let col = |name: &str| cols.iter().position(|c| *c == name).unwrap();
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    let of = |src: &str| rows.iter().filter(|r| r[1] == src).collect::<Vec<_>>();
+    let csv = read_csv(&out.join("compare.csv"));
+    let col = |name: &str| csv.column(name);
+    let of = |src: &str| csv.rows.iter().filter(|r| r[1] == src).collect::<Vec<_>>();
     // 61 checkpoints (0, 2, ..., 120) per source
     for src in ["full", "ode19", "ode3"] {
         assert_eq!(of(src).len(), 61, "{src}");
@@ -106,16 +93,16 @@ fn compare_writes_every_source_on_one_time_axis() {
     let t = |s: &Value, e: &str| s["events"][e]["t"].as_f64().unwrap();
     assert!(t(full, "T_gamma3@0.5") < t(full, "T_beta2@0.5"));
     let ode19 = sources.iter().find(|s| s["source"] == "ode19").unwrap();
-    let rel = (t(full, "T_alpha3@0.5") - t(ode19, "T_alpha3@0.5")).abs() / t(ode19, "T_alpha3@0.5");
+    let rel = rel_err(t(full, "T_alpha3@0.5"), t(ode19, "T_alpha3@0.5"));
     assert!(rel < 0.05, "full vs ode19 T_alpha3 differ by {rel}");
     let diff = &full["max_abs_difference_vs_ode19"];
     assert_eq!(diff["up_to_t"].as_f64().unwrap(), t(ode19, "T_alpha3@0.5"));
     for c in ["alpha3", "beta2", "gamma3"] {
         assert!(diff[c].as_f64().unwrap() < 0.05, "{c}: {}", diff[c]);
     }
-    let m = json(&out.join("manifest.json"));
-    assert_eq!(m["status"], "complete");
-    assert_eq!(m["jobs"][0]["job"], "compare");
+    let m = manifest(&out);
+    assert_eq!(m.status, "complete");
+    assert_eq!(m.jobs[0]["job"], "compare");
 }
 
 #[test]
@@ -244,12 +231,7 @@ fn attention_ablations_train_the_full_model_and_skip_the_flows() {
         let text = SMALL.replace("steps = 120", "steps = 20").to_string() + extra;
         let f = write(dir.path(), "abl.toml", &text);
         let out = dir.path().join("out");
-        let r = ihdyn(
-            dir.path(),
-            &["run", &f, "--out", out.to_str().unwrap()],
-            &[],
-        );
-        assert_eq!(r.code, 0, "{extra}: {}", r.stderr);
+        run_into(dir.path(), &f, &out, &[]);
         let doc = json(&out.join("compare.json"));
         let sources: Vec<&str> = doc["sources"]
             .as_array()
@@ -267,13 +249,13 @@ fn attention_ablations_train_the_full_model_and_skip_the_flows() {
         }
         assert_eq!(doc["temperature"].as_f64(), Some(temperature));
         assert_eq!(doc["mask"], mask);
-        let m = json(&out.join("manifest.json"));
+        let m = manifest(&out);
         assert_eq!(
-            m["scenario"]["compare"]["temperature"].as_f64(),
+            m.scenario["compare"]["temperature"].as_f64(),
             Some(temperature)
         );
-        assert_eq!(m["scenario"]["compare"]["mask"], mask);
-        let csv = std::fs::read_to_string(out.join("compare.csv")).unwrap();
+        assert_eq!(m.scenario["compare"]["mask"], mask);
+        let csv = read_text(&out.join("compare.csv"));
         assert!(
             csv.lines()
                 .skip(1)
@@ -291,19 +273,39 @@ fn run_small(dir: &Path, name: &str, steps: usize, extra: &str) -> PathBuf {
         .replace("query = \"last\"\n", &format!("query = \"last\"\n{extra}"));
     let f = write(dir, &format!("{name}.toml"), &text);
     let out = dir.join(name);
-    let r = ihdyn(dir, &["run", &f, "--out", out.to_str().unwrap()], &[]);
-    assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+    run_into(dir, &f, &out, &[]);
     out
 }
 
 /// The rows of source `src` in `out/compare.csv`.
 fn rows(out: &Path, src: &str) -> Vec<String> {
-    std::fs::read_to_string(out.join("compare.csv"))
-        .unwrap()
+    read_text(&out.join("compare.csv"))
         .lines()
         .filter(|l| l.split(',').nth(1) == Some(src))
         .map(String::from)
         .collect()
+}
+
+/// What a variant of [`SMALL`] (in `variant`) shares against the default (in `base`): the
+/// full model, ode19 and ode3 all run, `rows_each` rows each; ode3 (the 3-parameter closed form,
+/// the same for every variant) is the default's trajectory, ode19 and the full model are not;
+/// nothing is skipped, and compare.json names the system `system`. Returns compare.json.
+fn assert_every_source_runs_and_only_ode3_is_unchanged(
+    variant: &Path,
+    base: &Path,
+    rows_each: usize,
+    system: &str,
+) -> Value {
+    for src in ["full", "ode19", "ode3"] {
+        assert_eq!(rows(variant, src).len(), rows_each, "{src}");
+    }
+    assert_eq!(rows(variant, "ode3"), rows(base, "ode3"));
+    assert_ne!(rows(variant, "ode19"), rows(base, "ode19"));
+    assert_ne!(rows(variant, "full"), rows(base, "full"));
+    let doc = json(&variant.join("compare.json"));
+    assert!(doc["not_run"].as_array().unwrap().is_empty());
+    assert_eq!(doc["system"], system);
+    doc
 }
 
 /// query_position = "p_q": the full model, ode19 and ode3 all run. ode3 (the 3-parameter
@@ -314,22 +316,16 @@ fn query_position_p_q_runs_every_source_and_ode3_is_unchanged() {
     let dir = tmp();
     let run = |name: &str, extra: &str| run_small(dir.path(), name, 40, extra);
     let (pq, fresh) = (run("pq", "query_position = \"p_q\"\n"), run("fresh", ""));
-    for src in ["full", "ode19", "ode3"] {
-        assert_eq!(rows(&pq, src).len(), 21, "{src}");
-    }
-    assert_eq!(rows(&pq, "ode3"), rows(&fresh, "ode3"));
-    assert_ne!(rows(&pq, "ode19"), rows(&fresh, "ode19"));
-    assert_ne!(rows(&pq, "full"), rows(&fresh, "full"));
-    let doc = json(&pq.join("compare.json"));
-    assert!(doc["not_run"].as_array().unwrap().is_empty());
-    assert_eq!(
-        doc["system"],
-        "musat, n = 3, query last, label position rotated, query position p_q"
+    assert_every_source_runs_and_only_ode3_is_unchanged(
+        &pq,
+        &fresh,
+        21,
+        "musat, n = 3, query last, label position rotated, query position p_q",
     );
-    let m = json(&pq.join("manifest.json"));
-    assert_eq!(m["scenario"]["system"]["query_position"], "p_q");
+    let m = manifest(&pq);
+    assert_eq!(m.scenario["system"]["query_position"], "p_q");
     assert_eq!(
-        json(&fresh.join("manifest.json"))["scenario"]["system"]["query_position"],
+        manifest(&fresh).scenario["system"]["query_position"],
         "fresh"
     );
 }
@@ -342,31 +338,19 @@ fn m_swap_runs_every_source_and_ode3_is_unchanged() {
     let dir = tmp();
     let run = |name: &str, extra: &str| run_small(dir.path(), name, 120, extra);
     let (swap, j) = (run("swap", "m = \"swap\"\n"), run("j", ""));
-    for src in ["full", "ode19", "ode3"] {
-        assert_eq!(rows(&swap, src).len(), 61, "{src}");
-    }
-    assert_eq!(rows(&swap, "ode3"), rows(&j, "ode3"));
-    assert_ne!(rows(&swap, "ode19"), rows(&j, "ode19"));
-    assert_ne!(rows(&swap, "full"), rows(&j, "full"));
-    let doc = json(&swap.join("compare.json"));
-    assert!(doc["not_run"].as_array().unwrap().is_empty());
-    assert_eq!(
-        doc["system"],
-        "musat, n = 3, query last, label position rotated, M = swap"
+    let doc = assert_every_source_runs_and_only_ode3_is_unchanged(
+        &swap,
+        &j,
+        61,
+        "musat, n = 3, query last, label position rotated, M = swap",
     );
     let full = &doc["sources"][0];
     for c in ["alpha3", "beta2", "gamma3"] {
         let diff = full["max_abs_difference_vs_ode19"][c].as_f64().unwrap();
         assert!(diff < 0.05, "{c}: full vs ode19 {diff}");
     }
-    assert_eq!(
-        json(&swap.join("manifest.json"))["scenario"]["system"]["m"],
-        "swap"
-    );
-    assert_eq!(
-        json(&j.join("manifest.json"))["scenario"]["system"]["m"],
-        "J"
-    );
+    assert_eq!(manifest(&swap).scenario["system"]["m"], "swap");
+    assert_eq!(manifest(&j).scenario["system"]["m"], "J");
 }
 
 #[test]
@@ -390,21 +374,16 @@ fn a_diverging_gd_run_keeps_its_rows_and_is_marked_partial() {
         r.stderr
     );
     assert!(r.stderr.contains("the loss is"), "{}", r.stderr);
-    let m = json(&out.join("manifest.json"));
-    assert_eq!(m["status"], "partial");
-    assert!(m["error"].as_str().unwrap().contains("diverged at step"));
+    let m = manifest(&out);
+    assert_eq!(m.status, "partial");
+    assert!(m.error.unwrap().contains("diverged at step"));
     let doc = json(&out.join("compare.json"));
     let full = &doc["sources"][0];
     assert_eq!(full["status"], "diverged");
     let done = full["steps_done"].as_u64().unwrap();
     assert!((1..400).contains(&done));
-    let text = std::fs::read_to_string(out.join("compare.csv")).unwrap();
-    let full_rows = text
-        .lines()
-        .filter(|l| l.split(',').nth(1) == Some("full"))
-        .count();
     assert_eq!(
-        full_rows as u64,
+        rows(&out, "full").len() as u64,
         done + 1,
         "every checkpoint before the divergence is kept"
     );
@@ -419,12 +398,7 @@ fn musat19_runs_in_the_generic_solve_and_sweep() {
         "[system]\nkind = \"musat19\"\nn = 3\nquery = \"uniform\"\n[solve]\n[sweep]\nn = [2, 3, 5]\n",
     );
     let out = dir.path().join("out");
-    let r = ihdyn(
-        dir.path(),
-        &["run", &f, "--out", out.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    run_into(dir.path(), &f, &out, &[]);
     assert_eq!(
         first_line(&out.join("sweep.csv")),
         "N,threshold,T_gamma3,T_beta2,T_alpha3,T_loss_half,t_peak_alpha_rate"
@@ -433,7 +407,7 @@ fn musat19_runs_in_the_generic_solve_and_sweep() {
         first_line(&out.join("trajectory.csv")),
         format!("t,{NAMES},loss")
     );
-    let sweep = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let sweep = read_text(&out.join("sweep.csv"));
     for line in sweep.lines().skip(1) {
         // every event found, in the order gamma3 -> beta2 -> alpha3 (query uniform)
         let v: Vec<f64> = line.split(',').map(|c| c.parse().unwrap()).collect();
@@ -451,13 +425,8 @@ fn musat19_solve_takes_the_query_position_and_m() {
             &format!("[system]\nkind = \"musat19\"\nn = 3\n{extra}[solve]\n"),
         );
         let out = dir.path().join(name);
-        let r = ihdyn(
-            dir.path(),
-            &["run", &f, "--out", out.to_str().unwrap()],
-            &[],
-        );
-        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
-        std::fs::read_to_string(out.join("trajectory.csv")).unwrap()
+        run_into(dir.path(), &f, &out, &[]);
+        read_text(&out.join("trajectory.csv"))
     };
     let (fresh, pq) = (
         solve("fresh", ""),

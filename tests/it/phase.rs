@@ -1,8 +1,7 @@
 //! Phase portraits: the arrows are the system's velocity, and the invariant curve of theory is
 //! the trajectory from the origin.
 
-mod common;
-use common::*;
+use crate::support::*;
 use ihdyn::flow::{FlowProblem, GradientFlow};
 use ihdyn::systems::musat::musat3::{ALPHA3, BETA2, GAMMA3, Musat3, Query, alpha_beta_invariant};
 
@@ -11,24 +10,13 @@ fn grid_arrows_are_minus_the_gradient() {
     let dir = tmp();
     let out = dir.path().join("p");
     let scenario = repo().join("scenarios/musat3-phase.toml");
-    let r = ihdyn(
-        dir.path(),
-        &[
-            "run",
-            scenario.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    run_into(dir.path(), scenario.to_str().unwrap(), &out, &["-q"]);
     let sys = Musat3::new(8, Query::Last, 1.0);
     for (file, fixed, x_axis, y_axis) in [
         ("phase-alpha-beta.csv", (GAMMA3, 1.0), BETA2, ALPHA3),
         ("phase-gamma-beta.csv", (ALPHA3, 0.0), BETA2, GAMMA3),
     ] {
-        let text = std::fs::read_to_string(out.join(file)).unwrap();
+        let text = read_text(&out.join(file));
         let mut lines = text.lines();
         assert_eq!(lines.next().unwrap(), "x,y,dx,dy,speed");
         let rows: Vec<Vec<f64>> = lines
@@ -125,13 +113,9 @@ fn bad_phase_input_is_refused() {
             "phase[0].fixed.alpha3: is an axis of the slice",
         ),
     ];
-    for (text, message) in cases {
-        let dir = tmp();
-        let f = dir.path().join("p.toml");
-        std::fs::write(&f, format!("{base}{text}")).unwrap();
-        let r = ihdyn(dir.path(), &["run", f.to_str().unwrap()], &[]);
-        assert_eq!(r.code, 2, "{text}");
-        assert!(r.stderr.contains(message), "{text}: {}", r.stderr);
-        assert!(!dir.path().join("output").exists());
-    }
+    let cases: Vec<(&str, String, &str)> = cases
+        .iter()
+        .map(|&(text, message)| (text, format!("{base}{text}"), message))
+        .collect();
+    assert_refused(&cases, None);
 }

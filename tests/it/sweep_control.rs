@@ -1,9 +1,7 @@
 //! Sweeps that are interrupted and resumed, sharded and merged: the CSV must come out byte for
 //! byte as from one uninterrupted run; bad control input is refused with exit code 2.
 
-mod common;
-use common::*;
-use std::path::Path;
+use crate::support::*;
 
 /// A two-field sweep (12 points: 6 N x 2 loss scales, 2 thresholds per point).
 const SCENARIO: &str = r#"name = "ctl"
@@ -23,31 +21,12 @@ fn setup() -> (tempfile::TempDir, String) {
     (dir, f.to_string_lossy().into_owned())
 }
 
-fn run_ok(cwd: &Path, args: &[&str]) -> Run {
-    let r = ihdyn(cwd, args, &[]);
-    assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
-    r
-}
-
-fn read(p: &Path) -> Vec<u8> {
-    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn manifest_status(dir: &Path) -> String {
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    m["status"].as_str().unwrap().to_string()
-}
-
 #[test]
 fn interrupted_then_resumed_equals_uninterrupted() {
     let (dir, f) = setup();
     let full = dir.path().join("full");
-    run_ok(
-        dir.path(),
-        &["run", &f, "--out", full.to_str().unwrap(), "-q"],
-    );
-    let csv = read(&full.join("sweep.csv"));
+    run_into(dir.path(), &f, &full, &["-q"]);
+    let csv = read_bytes(&full.join("sweep.csv"));
     let text = String::from_utf8(csv.clone()).unwrap();
     assert_eq!(
         text.lines().next().unwrap(),
@@ -56,17 +35,13 @@ fn interrupted_then_resumed_equals_uninterrupted() {
     assert_eq!(text.lines().count(), 1 + 12 * 2);
 
     let part = dir.path().join("part");
-    let p = part.to_str().unwrap();
-    run_ok(
-        dir.path(),
-        &["run", &f, "--out", p, "--max-points", "5", "-q"],
-    );
-    assert_eq!(manifest_status(&part), "partial");
+    run_into(dir.path(), &f, &part, &["--max-points", "5", "-q"]);
+    assert_eq!(manifest(&part).status, "partial");
     assert!(
         !part.join("sweep.csv").exists(),
         "no results before the sweep is complete"
     );
-    let log = std::fs::read_to_string(part.join("sweep.points.csv")).unwrap();
+    let log = read_text(&part.join("sweep.points.csv"));
     assert_eq!(log.lines().count(), 1 + 5 * 2);
     // Simulate a kill in the middle of a write: a torn last line must be ignored.
     std::fs::write(
@@ -74,19 +49,24 @@ fn interrupted_then_resumed_equals_uninterrupted() {
         format!("{log}7,0.5,8,0.1,3."),
     )
     .unwrap();
-    run_ok(
+    run_into(
         dir.path(),
-        &["run", &f, "--out", p, "--resume", "--max-points", "3", "-q"],
+        &f,
+        &part,
+        &["--resume", "--max-points", "3", "-q"],
     );
-    assert_eq!(manifest_status(&part), "partial");
-    let r = run_ok(dir.path(), &["run", &f, "--out", p, "--resume"]);
+    assert_eq!(manifest(&part).status, "partial");
+    let r = run_into(dir.path(), &f, &part, &["--resume"]);
     assert!(r.stdout.contains("slope"), "{}", r.stdout);
-    assert_eq!(manifest_status(&part), "complete");
-    assert_eq!(read(&part.join("sweep.csv")), csv);
-    assert_eq!(read(&part.join("fit.json")), read(&full.join("fit.json")));
+    assert_eq!(manifest(&part).status, "complete");
+    assert_eq!(read_bytes(&part.join("sweep.csv")), csv);
     assert_eq!(
-        read(&part.join("sweep.points.csv")),
-        read(&full.join("sweep.points.csv"))
+        read_bytes(&part.join("fit.json")),
+        read_bytes(&full.join("fit.json"))
+    );
+    assert_eq!(
+        read_bytes(&part.join("sweep.points.csv")),
+        read_bytes(&full.join("sweep.points.csv"))
     );
 }
 
@@ -94,10 +74,7 @@ fn interrupted_then_resumed_equals_uninterrupted() {
 fn shards_merged_equal_the_unsharded_run() {
     let (dir, f) = setup();
     let full = dir.path().join("full");
-    run_ok(
-        dir.path(),
-        &["run", &f, "--out", full.to_str().unwrap(), "-q"],
-    );
+    run_into(dir.path(), &f, &full, &["-q"]);
     let root = dir.path().join("runs");
     let mut shard_dirs = Vec::new();
     for i in 1..=3 {
@@ -113,9 +90,10 @@ fn shards_merged_equal_the_unsharded_run() {
                 root.to_str().unwrap(),
                 "-q",
             ],
+            &[],
         );
         let d = root.join(format!("ctl-shard-{i}-of-3"));
-        assert_eq!(manifest_status(&d), "complete");
+        assert_eq!(manifest(&d).status, "complete");
         shard_dirs.push(d.to_string_lossy().into_owned());
     }
     // A merge with a shard missing is refused and writes nothing.
@@ -141,9 +119,13 @@ fn shards_merged_equal_the_unsharded_run() {
     let mut args = vec!["merge"];
     args.extend(shard_dirs.iter().map(String::as_str));
     args.extend(["--out", merged.to_str().unwrap(), "-q"]);
-    run_ok(dir.path(), &args);
+    run_ok(dir.path(), &args, &[]);
     for file in ["sweep.csv", "fit.json", "sweep.points.csv"] {
-        assert_eq!(read(&merged.join(file)), read(&full.join(file)), "{file}");
+        assert_eq!(
+            read_bytes(&merged.join(file)),
+            read_bytes(&full.join(file)),
+            "{file}"
+        );
     }
     assert!(merged.join("sweep.png").is_file() && merged.join("manifest.json").is_file());
 }
@@ -164,11 +146,11 @@ fn bad_control_input_is_refused_without_overwriting() {
     // A resume into a folder that holds another scenario's run.
     let out = dir.path().join("other");
     let o = out.to_str().unwrap();
-    run_ok(dir.path(), &["sweep", "--n", "4,6", "--out", o, "-q"]);
+    run_ok(dir.path(), &["sweep", "--n", "4,6", "--out", o, "-q"], &[]);
     let before: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&out)
         .into_iter()
         .map(|p| {
-            let b = read(&p);
+            let b = read_bytes(&p);
             (p, b)
         })
         .collect();
@@ -180,7 +162,7 @@ fn bad_control_input_is_refused_without_overwriting() {
         r.stderr
     );
     for (p, b) in &before {
-        assert_eq!(&read(p), b, "{} was modified", p.display());
+        assert_eq!(&read_bytes(p), b, "{} was modified", p.display());
     }
     // Resume and shard need a sweep.
     let r = ihdyn(
