@@ -962,6 +962,7 @@ fn with_rhs<R>(
         tail: 0,
         tail_cut: false,
         failure: None,
+        interrupted: false,
         last_good: (0.0, theta0.clone()),
         theta: theta0,
         keep_dense: true,
