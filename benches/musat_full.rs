@@ -6,6 +6,8 @@
 //! - `musat19_gradient`: one gradient of the 19-dim flow at N = 4 (the compare scenario) and
 //!   N = 16, query last and uniform (and one musat3 gradient for scale);
 //! - `to_alpha3`: the compare scenario's reduced flows solved to their own α₃ emergence.
+//! - `standard_gd_step`: one GD step of the standard transformer of `[standard]` at D = 64,
+//!   N = 16, B = 256, on 1 and 2 threads.
 
 use ihdyn::flow::GradientFlow;
 use ihdyn::systems::musat::data::{DataKind, DataSpec, LabelPosition, QueryPosition};
@@ -117,5 +119,46 @@ fn to_alpha3(bencher: divan::Bencher, arg: &str) {
             .solve()
             .unwrap();
         sol.event_time("alpha3").unwrap()
+    });
+}
+
+/// One GD step of the standard transformer (`[standard]`, docs/guide-musat.md): draw a fresh
+/// batch of token sequences, forward, backward, update, at D = d_head = 64, N = 16
+/// (N_E = 32 tokens, N_p = 33 positions, learned), B = 256, mean-squared error, query uniform,
+/// on a rayon pool of 1 and of 2 threads.
+#[divan::bench(args = [1, 2], sample_count = 30)]
+fn standard_gd_step(bencher: divan::Bencher, threads: usize) {
+    use ihdyn::systems::musat::disentangled::Mask;
+    use ihdyn::systems::musat::standard::{
+        Config, Dims, Loss, Optimizer, Params, Positions, Trainer,
+    };
+    let dims = Dims {
+        n: 16,
+        d: 64,
+        d_head: 64,
+        vocab: 32,
+        positions: 33,
+    };
+    let cfg = Config {
+        dims,
+        loss: Loss::Mse,
+        loss_scale: 1.0,
+        mask: Mask::Inclusive,
+        learned_positions: true,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let mut trainer = Trainer::new(cfg, Query::Uniform, 256, Optimizer::Gd, 1);
+    let mut params = Params::init(dims, 0.02, Positions::Learned, 2);
+    let mut step = 0;
+    bencher.bench_local(|| {
+        pool.install(|| {
+            let loss = trainer.evaluate(&params);
+            trainer.apply(&mut params, step, 0.01);
+            step += 1;
+            loss
+        })
     });
 }

@@ -2,11 +2,13 @@
 //! validates every input before anything is written, then calls one experiment per scenario.
 
 use crate::Error;
+use crate::jobs::budget::{self, Budget};
 use crate::jobs::plan::{self as scenario, Scenario};
 use crate::jobs::sweep::{Control, Shard};
-use crate::jobs::{RunOptions, merge_shards, run_scenario};
+use crate::jobs::{RunOptions, merge_shards, prepare, run_scenario};
 use crate::report::OutputDir;
 use crate::scenario::ScenarioError;
+use crate::scenario::overrides::{Override, parse_override};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -38,6 +40,16 @@ pub struct Cli {
     /// Print only errors: no tables, no progress bars
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Memory budget in GiB: a scenario whose largest job is estimated to need more is
+    /// refused before it runs
+    #[arg(long, global = true, value_name = "GIB", default_value_t = 16.0,
+          value_parser = positive_gib)]
+    pub max_memory: f64,
+    /// Output budget in GiB: a scenario whose files are estimated to take more is refused
+    /// before it runs
+    #[arg(long, global = true, value_name = "GIB", default_value_t = 4.0,
+          value_parser = positive_gib)]
+    pub max_output: f64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,6 +59,10 @@ pub enum Command {
         /// Scenario files
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Set a scenario field, e.g. --set system.n=16 --set system.query=uniform (repeatable;
+        /// checked like the file; applies to every FILE)
+        #[arg(long = "set", value_name = "PATH=VALUE", value_parser = parse_override)]
+        set: Vec<Override>,
         #[command(flatten)]
         out: OutArgs,
         #[command(flatten)]
@@ -57,6 +73,9 @@ pub enum Command {
         /// Scenario files
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Set a scenario field, as for `run`
+        #[arg(long = "set", value_name = "PATH=VALUE", value_parser = parse_override)]
+        set: Vec<Override>,
     },
     /// Run an N-sweep from flags alone (the same outputs as a scenario with a [sweep] section)
     Sweep(SweepArgs),
@@ -75,6 +94,10 @@ pub enum Command {
         /// Folder for the merged outputs
         #[arg(long, value_name = "DIR", required = true)]
         out: PathBuf,
+        /// Write into a folder that holds another scenario's outputs, replacing them (only the
+        /// files its manifest lists are removed)
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -98,11 +121,15 @@ pub struct SweepControlArgs {
 #[derive(Args, Debug, Clone)]
 pub struct OutArgs {
     /// Output folder (for a single scenario) [default: <output-root>/<scenario name>]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "output_root")]
     pub out: Option<PathBuf>,
     /// Parent folder of the per-scenario output folders
     #[arg(long, value_name = "DIR", default_value = "output")]
     pub output_root: PathBuf,
+    /// Write into a folder that holds another scenario's outputs, replacing them (only the
+    /// files its manifest lists are removed)
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl Default for OutArgs {
@@ -110,6 +137,7 @@ impl Default for OutArgs {
         OutArgs {
             out: None,
             output_root: PathBuf::from("output"),
+            force: false,
         }
     }
 }
@@ -158,18 +186,20 @@ pub struct SweepArgs {
         value_name = "X,...",
         allow_negative_numbers = true
     )]
+    #[arg(value_parser = finite_number)]
     pub thresholds: Vec<f64>,
     /// Which pair is queried
     #[arg(long, value_enum, default_value_t = QueryArg::Last)]
     pub query: QueryArg,
     /// Loss scale: 1, or 0.5 for the halved loss (doubles every time); > 0
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true,
+          value_parser = finite_number)]
     pub loss_scale: f64,
     /// Fit the power law over rows with N >= this [default: all rows]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = finite_number)]
     pub fit_min_n: Option<f64>,
     /// Relative tolerance of the integrator, in (0, 1) [default: 1e-10]
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_number)]
     pub rtol: Option<f64>,
     /// Integrator
     #[arg(long, value_enum, default_value_t = MethodArg::Dopri5)]
@@ -177,6 +207,9 @@ pub struct SweepArgs {
     /// Name of the run (the folder under --output-root)
     #[arg(long, default_value = "sweep")]
     pub name: String,
+    /// Set a scenario field of the sweep these flags describe, e.g. --set solver.atol=1e-14
+    #[arg(long = "set", value_name = "PATH=VALUE", value_parser = parse_override)]
+    pub set: Vec<Override>,
     #[command(flatten)]
     pub out: OutArgs,
     #[command(flatten)]
@@ -242,13 +275,15 @@ impl SweepArgs {
         if let Some(m) = self.fit_min_n {
             text.push_str(&format!("fit_min_n = {m:?}\n"));
         }
-        scenario::parse_str(&text, "command line", &self.name).map_err(|e| match e {
-            ScenarioError::Field { mut error, .. } => {
-                error.field = flag_for_field(&error.field);
-                Error::Usage(error.to_string())
-            }
-            other => Error::Scenario(other),
-        })
+        scenario::parse_str_with(&text, "command line", &self.name, &self.set).map_err(
+            |e| match e {
+                ScenarioError::Field { mut error, .. } => {
+                    error.field = flag_for_field(&error.field);
+                    Error::Usage(error.to_string())
+                }
+                other => Error::Scenario(other),
+            },
+        )
     }
 }
 
@@ -311,7 +346,12 @@ fn run_all(
     out: &OutArgs,
     control: &SweepControlArgs,
     quiet: bool,
+    budget: Budget,
 ) -> Result<(), Error> {
+    let threads = rayon::current_num_threads();
+    for s in &scenarios {
+        budget::check(s, budget, threads)?;
+    }
     if control.shard.is_some() || control.max_points.is_some() || control.resume {
         let without_sweep: Vec<&str> = scenarios
             .iter()
@@ -327,19 +367,32 @@ fn run_all(
     }
     let dirs = output_dirs(&scenarios, out, control.shard)?;
     let command_line: Vec<String> = std::env::args().collect();
-    for (s, dir) in scenarios.iter().zip(dirs) {
-        let opts = RunOptions {
-            out: dir.clone(),
-            progress: !quiet,
-            sweep: Control {
-                resume: control.resume,
-                shard: control.shard,
-                max_points: control.max_points.map(|m| m as usize),
+    let runs: Vec<(&Scenario, RunOptions)> = scenarios
+        .iter()
+        .zip(dirs)
+        .map(|(s, dir)| {
+            let opts = RunOptions {
+                out: dir,
                 progress: !quiet,
-            },
-            command_line: command_line.clone(),
-        };
-        let lines = run_scenario(s, &opts)?;
+                sweep: Control {
+                    resume: control.resume,
+                    shard: control.shard,
+                    max_points: control.max_points.map(|m| m as usize),
+                    progress: !quiet,
+                },
+                command_line: command_line.clone(),
+                force: out.force,
+            };
+            (s, opts)
+        })
+        .collect();
+    // Every folder is checked before the first scenario runs: a refusal writes nothing.
+    for (s, opts) in &runs {
+        prepare(s, opts)?;
+    }
+    for (s, opts) in &runs {
+        let dir = &opts.out;
+        let lines = run_scenario(s, opts)?;
         if !quiet {
             println!("== {} ({})", s.name, s.origin);
             for l in lines {
@@ -387,31 +440,44 @@ fn describe(s: &Scenario) -> String {
 
 /// Run the command line. Every scenario is loaded and validated before anything is written.
 pub fn run(cli: Cli) -> Result<(), Error> {
-    if let Some(t) = cli.threads {
+    let threads = match cli.threads {
+        Some(t) => Some(t),
+        None => threads_from_env()?,
+    };
+    if let Some(t) = threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(t as usize)
             .build_global()
             .map_err(|e| Error::Usage(format!("--threads: {e}")))?;
     }
+    let budget = Budget {
+        memory: cli.max_memory * GIB,
+        output: cli.max_output * GIB,
+    };
+    let threads = rayon::current_num_threads();
     let command = cli.command.unwrap_or(Command::Demo {
         out: OutArgs::default(),
     });
     match command {
         Command::Run {
             files,
+            set,
             out,
             control,
         } => {
             let scenarios = files
                 .iter()
-                .map(|f| scenario::load(f))
+                .map(|f| scenario::load_with(f, &set))
                 .collect::<Result<Vec<_>, _>>()?;
-            run_all(scenarios, &out, &control, cli.quiet)
+            run_all(scenarios, &out, &control, cli.quiet, budget)
         }
-        Command::Validate { files } => {
+        Command::Validate { files, set } => {
             let mut last_error = None;
             for f in &files {
-                match scenario::load(f) {
+                match scenario::load_with(f, &set)
+                    .map_err(Error::from)
+                    .and_then(|s| budget::check(&s, budget, threads).map(|()| s))
+                {
                     Ok(s) => {
                         if !cli.quiet {
                             println!("ok: {} — {}", f.display(), describe(&s));
@@ -425,24 +491,31 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 }
             }
             match last_error {
-                Some(e) => Err(e.into()),
+                Some(e) => Err(e),
                 None => Ok(()),
             }
         }
         Command::Sweep(args) => {
             let s = args.to_scenario()?;
-            run_all(vec![s], &args.out, &args.control, cli.quiet)
+            run_all(vec![s], &args.out, &args.control, cli.quiet, budget)
         }
         Command::Demo { out } => {
             let s = scenario::parse_str(DEMO_SCENARIO, "built-in demo", "demo")?;
-            run_all(vec![s], &out, &SweepControlArgs::default(), cli.quiet)
+            run_all(
+                vec![s],
+                &out,
+                &SweepControlArgs::default(),
+                cli.quiet,
+                budget,
+            )
         }
-        Command::Merge { dirs, out } => {
+        Command::Merge { dirs, out, force } => {
             let opts = RunOptions {
                 out: OutputDir::new(&out),
                 progress: false,
                 sweep: Control::default(),
                 command_line: std::env::args().collect(),
+                force,
             };
             let lines = merge_shards(&dirs, &opts)?;
             if !cli.quiet {
@@ -454,6 +527,45 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+    }
+}
+
+/// `RAYON_NUM_THREADS`, checked like `--threads` (rayon itself would silently fall back to all
+/// cores on a value it cannot read). Unset or empty: `None`.
+fn threads_from_env() -> Result<Option<u16>, Error> {
+    let Some(raw) = std::env::var_os("RAYON_NUM_THREADS") else {
+        return Ok(None);
+    };
+    let text = raw.to_string_lossy();
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    match text.trim().parse::<u16>() {
+        Ok(t) if t >= 1 => Ok(Some(t)),
+        _ => Err(Error::Usage(format!(
+            "environment variable RAYON_NUM_THREADS: must be a whole number in 1..=65535 (like \
+             --threads), got `{text}`; unset it to use all cores"
+        ))),
+    }
+}
+
+/// A finite number (`--loss-scale`, `--rtol`, `--fit-min-n`, `--thresholds`); the range is
+/// checked with the scenario's own rules, which name the flag.
+fn finite_number(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("must be a finite number, got {v}")),
+        Err(_) => Err(format!("must be a number, got `{s}`")),
+    }
+}
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// A budget in GiB: finite and > 0.
+fn positive_gib(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("must be a number of GiB > 0, got `{s}`")),
     }
 }
 

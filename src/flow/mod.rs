@@ -202,7 +202,7 @@ impl<'a> FlowProblem<'a> {
             margin: None,
             tail_steps: 5000,
             max_steps: 1_000_000,
-            bound: 1e100,
+            bound: crate::scenario::validate::DIVERGENCE_BOUND,
             log_coords: Vec::new(),
             events_only: false,
         }

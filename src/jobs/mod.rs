@@ -1,6 +1,7 @@
 //! Jobs that combine the layers: a scenario's `[solve]` and `[sweep]` sections run here, write
 //! their outputs through `report`, and the run ends with `manifest.json`.
 
+pub mod budget;
 pub mod phase;
 pub mod plan;
 pub mod solve;
@@ -21,6 +22,9 @@ pub struct RunOptions {
     pub progress: bool,
     pub sweep: sweep::Control,
     pub command_line: Vec<String>,
+    /// Write into a folder that holds another scenario's outputs (`--force`), removing the
+    /// files its manifest lists.
+    pub force: bool,
 }
 
 /// The start of a run: a monotonic instant (wall time) and the Unix time in seconds.
@@ -40,6 +44,7 @@ fn manifest(
     error: Option<String>,
     started: (std::time::Instant, u64),
     jobs: Vec<serde_json::Value>,
+    files: Vec<String>,
 ) -> Manifest {
     Manifest {
         tool: "ihdyn",
@@ -56,7 +61,81 @@ fn manifest(
         started_unix_seconds: started.1,
         wall_seconds: started.0.elapsed().as_secs_f64(),
         jobs,
+        files: files.into_iter().filter(|f| f != "manifest.json").collect(),
     }
+}
+
+/// What a run reads from its folder before it writes anything.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    resumed: sweep::Resumed,
+    /// The files the previous run's manifest lists (removed at the end unless rewritten).
+    previous_files: Vec<String>,
+}
+
+/// Every check of the output folder, with nothing written: the folder holds no other
+/// scenario's outputs (unless `--force`), and with `--resume` the run and points there can be
+/// continued. `ihdyn run` calls this for every scenario before it runs the first.
+pub fn prepare(scenario: &Scenario, opts: &RunOptions) -> Result<Prepared, Error> {
+    let mut resumed = sweep::Resumed::default();
+    if opts.sweep.resume {
+        check_resume(scenario, opts)?;
+        if let Some(spec) = &scenario.sweep {
+            resumed = sweep::resume_points(spec, &opts.out, &opts.sweep)?;
+        }
+    }
+    let previous_files = check_folder(&scenario.name, opts)?;
+    Ok(Prepared {
+        resumed,
+        previous_files,
+    })
+}
+
+/// The folder may hold a previous run of the scenario `name` (whose files are returned), or
+/// nothing of ihdyn's. Another scenario's outputs are refused unless `--force`.
+fn check_folder(name: &str, opts: &RunOptions) -> Result<Vec<String>, Error> {
+    let dir = opts.out.path().display();
+    let path = opts.out.file("manifest.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(_) if opts.force => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::Usage(format!(
+                "`{}` cannot be read ({e}), so whose outputs `{dir}` holds is unknown; choose \
+                 another --out, or pass --force to write there anyway",
+                path.display()
+            )));
+        }
+    };
+    let theirs: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(_) if opts.force => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::Usage(format!(
+                "`{}` is not an ihdyn manifest ({e}); choose another --out, or pass --force to \
+                 write there anyway",
+                path.display()
+            )));
+        }
+    };
+    let theirs_name = theirs["scenario"]["name"].as_str().unwrap_or("?");
+    if theirs_name != name && !opts.force {
+        return Err(Error::Usage(format!(
+            "`{dir}` holds the outputs of scenario `{theirs_name}` (from {}), not of `{name}`; \
+             choose another --out, or pass --force to replace them (only the files its \
+             manifest lists are removed)",
+            theirs["scenario_source"].as_str().unwrap_or("?"),
+        )));
+    }
+    Ok(theirs["files"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// With `--resume`, the folder must hold a run of the same scenario (and shard); checked before
@@ -116,19 +195,29 @@ fn check_resume(scenario: &Scenario, opts: &RunOptions) -> Result<(), Error> {
 /// `running`) and last (`complete`, `partial` or `failed` with the error). A sharded run runs
 /// only its share of the sweep.
 pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String>, Error> {
-    // Everything a resume reads is checked before the first write: a refused resume touches
-    // nothing.
-    let mut resumed = sweep::Resumed::default();
-    if opts.sweep.resume {
-        check_resume(scenario, opts)?;
-        if let Some(spec) = &scenario.sweep {
-            resumed = sweep::resume_points(spec, &opts.out, &opts.sweep)?;
-        }
+    // Everything read from the folder is checked before the first write: a refusal touches
+    // nothing. (`ihdyn run` has checked every scenario's folder already; this repeats the
+    // check under the folder's lock, which a second run into the same folder cannot take.)
+    if opts.out.path().exists() {
+        prepare(scenario, opts)?;
     }
+    let _lock = opts.out.lock()?;
+    let Prepared {
+        mut resumed,
+        previous_files,
+    } = prepare(scenario, opts)?;
     let started = start_clock();
     opts.out.write_json(
         "manifest.json",
-        &manifest(scenario, opts, "running", None, started, vec![]),
+        &manifest(
+            scenario,
+            opts,
+            "running",
+            None,
+            started,
+            vec![],
+            previous_files.clone(),
+        ),
     )?;
     let mut jobs = Vec::new();
     let mut console = Vec::new();
@@ -226,9 +315,18 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
         (None, false) => stopped,
     };
     let error = failure.as_ref().map(|e| e.to_string());
+    opts.out.remove_stale(&previous_files);
     opts.out.write_json(
         "manifest.json",
-        &manifest(scenario, opts, status, error, started, jobs),
+        &manifest(
+            scenario,
+            opts,
+            status,
+            error,
+            started,
+            jobs,
+            opts.out.written(),
+        ),
     )?;
     match failure {
         Some(e) => Err(e),
@@ -239,10 +337,28 @@ pub fn run_scenario(scenario: &Scenario, opts: &RunOptions) -> Result<Vec<String
 /// `ihdyn merge`: join shard folders into `out`, exactly as the unsharded run would write it.
 pub fn merge_shards(dirs: &[PathBuf], opts: &RunOptions) -> Result<Vec<String>, Error> {
     let started = start_clock();
-    let (scenario, console, entry) = sweep::merge(dirs, &opts.out)?;
+    // The shards and the target folder are checked before anything is written.
+    let merged = sweep::merge::read_shards(dirs)?;
+    let scenario = &merged.scenario;
+    check_folder(&scenario.name, opts)?;
+    let _lock = opts.out.lock()?;
+    let previous_files = check_folder(&scenario.name, opts)?;
+    let (console, entry) = sweep::merge::write_merged(&merged, dirs, &opts.out)?;
+    opts.out.remove_stale(&previous_files);
     opts.out.write_json(
         "manifest.json",
-        &manifest(&scenario, opts, "complete", None, started, vec![entry]),
+        &manifest(
+            scenario,
+            opts,
+            "complete",
+            None,
+            started,
+            vec![entry],
+            opts.out.written(),
+        ),
     )?;
     Ok(console)
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,6 +6,7 @@
 //! (ranges, cross-field rules) into plain data the jobs consume. Every error names the field by
 //! its path (`sweep.n`, `system.loss_scale`) and the accepted range.
 
+use crate::scenario::overrides::{self, Override};
 use crate::scenario::sweep::SweepSpec;
 use crate::scenario::sweep::{self, RawSweep};
 use crate::scenario::validate::check;
@@ -127,21 +128,61 @@ struct RawScenario {
 
 /// Read and validate a scenario file. The scenario name defaults to the file stem.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    load_with(path, &[])
+}
+
+/// [`load`] with `--set` overrides applied before validation.
+pub fn load_with(path: &Path, overrides: &[Override]) -> Result<Scenario, ScenarioError> {
     let (text, stem) = read_file(path)?;
-    parse_str(&text, &path.display().to_string(), &stem)
+    parse_str_with(&text, &path.display().to_string(), &stem, overrides)
 }
 
 /// Parse and validate scenario text. `origin` names the source in messages; `default_name` is
 /// used when the document has no `name`.
 pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenario, ScenarioError> {
+    parse_str_with(text, origin, default_name, &[])
+}
+
+/// [`parse_str`] with `--set` overrides applied to the document before validation; messages
+/// then name the source as `FILE with --set PATH=VALUE ...`.
+pub fn parse_str_with(
+    text: &str,
+    origin: &str,
+    default_name: &str,
+    overrides: &[Override],
+) -> Result<Scenario, ScenarioError> {
+    let origin = &if overrides.is_empty() {
+        origin.to_string()
+    } else {
+        let sets: Vec<String> = overrides
+            .iter()
+            .map(|o| format!("--set {}", o.text))
+            .collect();
+        format!("{origin} with {}", sets.join(" "))
+    };
     let field_err = |error: FieldError| ScenarioError::Field {
         origin: origin.to_string(),
         error,
     };
     let mut doc: toml::Table = toml::from_str(text).map_err(|e| ScenarioError::Syntax {
         origin: origin.to_string(),
-        message: e.to_string().trim().replace('\n', " "),
+        message: syntax_message(&e.to_string()),
     })?;
+    for o in overrides {
+        overrides::apply(&mut doc, o).map_err(field_err)?;
+    }
+    // With overrides, the text kept for the manifest (and re-read by `merge`) is the document
+    // they produced, so that it reproduces this scenario.
+    let effective;
+    let text = if overrides.is_empty() {
+        text
+    } else {
+        effective = format!(
+            "# {origin}\n{}",
+            toml::to_string(&doc).expect("a parsed document serializes")
+        );
+        effective.as_str()
+    };
     let raw_sweep = match doc.remove("sweep") {
         None => None,
         Some(toml::Value::Table(t)) => Some(
@@ -207,8 +248,8 @@ pub fn parse_str(text: &str, origin: &str, default_name: &str) -> Result<Scenari
     ) {
         return Err(field_err(FieldError::new(
             path.clone(),
-            "required for [solve], [[phase]], [compare] and [train] (the sweep sets it for its \
-             own points only)",
+            "required for [solve], [[phase]], [standard], [compare] and [train] (the sweep sets it \
+             for its own points only)",
         )));
     }
     let mut points = Vec::with_capacity(combos.len());
@@ -275,13 +316,14 @@ fn validate_doc(
         .map(|s| validate_solve(s, system.solve_rules()))
         .transpose()?;
     for (section, value) in sections {
-        let owner = systems::owner_of(section).expect("collected from the registry");
-        if owner.name != system.kind() {
+        let owners = systems::owners_of(section);
+        if !owners.iter().any(|k| k.name == system.kind()) {
+            let kinds: Vec<String> = owners.iter().map(|k| format!("\"{}\"", k.name)).collect();
             return Err(FieldError::new(
                 section,
                 format!(
-                    "the [{section}] section needs [system] kind = \"{}\", got kind = \"{}\"",
-                    owner.name,
+                    "the [{section}] section needs [system] kind = {}, got kind = \"{}\"",
+                    kinds.join(" or "),
                     system.kind()
                 ),
             ));
@@ -323,13 +365,13 @@ fn validate_doc(
             let mut jobs: Vec<String> = ["[solve]", "[sweep]", "[[phase]]"]
                 .into_iter()
                 .map(String::from)
-                .chain(
-                    systems::REGISTRY
-                        .iter()
-                        .flat_map(|k| k.sections)
-                        .map(|s| format!("[{s}]")),
-                )
                 .collect();
+            for s in systems::REGISTRY.iter().flat_map(|k| k.sections) {
+                let s = format!("[{s}]");
+                if !jobs.contains(&s) {
+                    jobs.push(s);
+                }
+            }
             let last = jobs.pop().expect("the generic jobs");
             format!(
                 "nothing to run: add a {} or {last} section",
@@ -352,3 +394,23 @@ fn validate_doc(
 
 #[cfg(test)]
 mod tests;
+
+/// A TOML error on one line, the echo of the offending source line cut to [`ECHO_CHARS`]
+/// characters (a 200 KB line would otherwise be printed whole).
+fn syntax_message(raw: &str) -> String {
+    raw.trim()
+        .lines()
+        .map(|line| {
+            if line.chars().count() > ECHO_CHARS {
+                let cut: String = line.chars().take(ECHO_CHARS).collect();
+                format!("{cut}…")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// How much of an offending line a syntax error echoes.
+const ECHO_CHARS: usize = 120;

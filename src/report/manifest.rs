@@ -32,4 +32,8 @@ pub struct Manifest {
     pub wall_seconds: f64,
     /// One entry per job (solve, sweep, ...): settings, solver statistics, files.
     pub jobs: Vec<serde_json::Value>,
+    /// Every file of the folder this run wrote (relative names, sorted). While the run is
+    /// `running`, also the files the previous run listed (they may still be there). The next
+    /// run into the folder removes the listed files it does not rewrite, and nothing else.
+    pub files: Vec<String>,
 }

@@ -6,6 +6,7 @@
 //! deserialized (serde reports unknown fields and wrong types with their path), then
 //! [`validate`]d (ranges, cross-field rules) into plain data the experiments consume.
 
+pub mod overrides;
 mod phase;
 pub mod sweep;
 pub mod validate;
@@ -170,6 +171,7 @@ pub fn validate_solve(raw: RawSolve, rules: SolveRules) -> Result<SolveSpec, Fie
     let stop_after_events = rules.stop_after_events || raw.margin.is_some();
     let thresholds = raw.thresholds.unwrap_or_else(|| vec![0.5]);
     check_thresholds("solve.thresholds", &thresholds)?;
+    let thresholds = validate::dedup_keep_order(&thresholds);
     let loss_fraction = raw.loss_fraction.unwrap_or(0.5);
     check_fraction("solve.loss_fraction", loss_fraction)?;
     let margin = raw.margin.unwrap_or(0.25);
@@ -219,11 +221,43 @@ impl SolveRules {
     };
 }
 
-/// Read a scenario file as text (the name defaults to the file stem).
+/// The largest scenario file read (bytes): the shipped ones are under 4 KiB.
+pub const MAX_SCENARIO_BYTES: u64 = 1 << 20;
+
+/// Read a scenario file as text (the name defaults to the file stem). Only regular files of at
+/// most [`MAX_SCENARIO_BYTES`] are read: a FIFO or a device would block or never end.
 pub fn read_file(path: &Path) -> Result<(String, String), ScenarioError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+    use std::io::Read;
+    let err = |source: std::io::Error| ScenarioError::Read {
         path: path.to_path_buf(),
         source,
+    };
+    let meta = std::fs::metadata(path).map_err(err)?;
+    if !meta.is_file() {
+        return Err(err(std::io::Error::other(if meta.is_dir() {
+            "it is a folder; give a .toml file"
+        } else {
+            "not a regular file (a FIFO, socket or device); give a .toml file"
+        })));
+    }
+    if meta.len() > MAX_SCENARIO_BYTES {
+        return Err(err(too_big()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SCENARIO_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(err)?;
+    if bytes.len() as u64 > MAX_SCENARIO_BYTES {
+        return Err(err(too_big()));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        ))
     })?;
     let stem = path
         .file_stem()
@@ -232,8 +266,21 @@ pub fn read_file(path: &Path) -> Result<(String, String), ScenarioError> {
     Ok((text, stem))
 }
 
+fn too_big() -> std::io::Error {
+    std::io::Error::other(format!(
+        "larger than {MAX_SCENARIO_BYTES} bytes (1 MiB), the most a scenario file may have"
+    ))
+}
+
+/// The longest scenario `name` (it names a folder; file systems allow 255 bytes for the whole
+/// folder name, which a shard suffix extends).
+pub const MAX_NAME_LEN: usize = 100;
+
 /// `name`: a folder name.
 pub fn check_name(name: &str) -> Result<(), FieldError> {
+    check("name", name.len() <= MAX_NAME_LEN, || {
+        format!("at most {MAX_NAME_LEN} characters, got {}", name.len())
+    })?;
     check(
         "name",
         !name.is_empty()

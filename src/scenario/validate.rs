@@ -41,14 +41,49 @@ pub fn check_fraction(field: &str, v: f64) -> Result<(), FieldError> {
     })
 }
 
-/// Emergence thresholds: each > 0 and finite.
+/// Emergence thresholds: at most [`MAX_LIST`] of them, each > 0 and finite.
 pub fn check_thresholds(field: &str, values: &[f64]) -> Result<(), FieldError> {
+    check_list_len(field, values.len())?;
     for &v in values {
         check(field, v > 0.0 && v.is_finite(), || {
             format!("must be > 0, got {v}")
         })?;
     }
     Ok(())
+}
+
+/// The longest list of levels (thresholds, `a` levels) a scenario may give: each level adds
+/// events and columns to every output, and more than this is a mistake, not a request.
+pub const MAX_LIST: usize = 64;
+
+/// At most [`MAX_LIST`] entries.
+pub fn check_list_len(field: &str, len: usize) -> Result<(), FieldError> {
+    check(field, len <= MAX_LIST, || {
+        format!("at most {MAX_LIST} values, got {len}")
+    })
+}
+
+/// The values in first-seen order with repeats removed (a repeated level would repeat its
+/// events and columns).
+pub fn dedup_keep_order(values: &[f64]) -> Vec<f64> {
+    let mut out: Vec<f64> = Vec::with_capacity(values.len());
+    for &v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Parameters beyond this magnitude count as diverged (the integrators and the training
+/// driver stop there), so no initial value may start beyond it.
+pub const DIVERGENCE_BOUND: f64 = 1e100;
+
+/// A finite initial value within [`DIVERGENCE_BOUND`].
+pub fn check_initial(field: &str, v: f64) -> Result<(), FieldError> {
+    check(field, v.is_finite() && v.abs() <= DIVERGENCE_BOUND, || {
+        format!("must be finite with |value| <= 1e100 (the divergence bound), got {v:e}")
+    })
 }
 
 /// `system.init` (a table of coordinate = value) and `system.freeze` (coordinate names) against
@@ -69,9 +104,7 @@ pub fn init_and_freeze(
                 format!("unknown coordinate, expected one of {names_hint}"),
             ));
         };
-        check(&field, value.is_finite(), || {
-            format!("must be finite, got {value}")
-        })?;
+        check_initial(&field, value)?;
         point[i] = value;
     }
     let freeze = freeze.unwrap_or_default();

@@ -30,9 +30,13 @@ pub fn kind(name: &str) -> Option<&'static Kind> {
     REGISTRY.iter().find(|k| k.name == name)
 }
 
-/// The kind whose jobs read the top-level section `section`.
-pub fn owner_of(section: &str) -> Option<&'static Kind> {
-    REGISTRY.iter().find(|k| k.sections.contains(&section))
+/// The kinds whose jobs read the top-level section `section` (`[standard]` belongs to both
+/// Musat systems).
+pub fn owners_of(section: &str) -> Vec<&'static Kind> {
+    REGISTRY
+        .iter()
+        .filter(|k| k.sections.contains(&section))
+        .collect()
 }
 
 /// The kinds, quoted and comma-separated, for messages.

@@ -221,6 +221,12 @@ pub trait System: Send + Sync + std::fmt::Debug {
     fn check(&self, _parts: &ScenarioParts) -> Result<(), FieldError> {
         Ok(())
     }
+    /// What the system's own sections (`[compare]`, `[train]`, `[gih]`) will hold in memory
+    /// and write, estimated from their fields (the dominant buffers, not every byte). The
+    /// generic jobs are estimated by the engine.
+    fn footprints(&self, _threads: usize) -> Vec<Footprint> {
+        Vec::new()
+    }
     /// The attached sections that do not change a sweep point's result (a `--resume` may find
     /// them changed).
     fn resume_ignores(&self) -> &'static [&'static str] {
@@ -399,4 +405,15 @@ pub fn sample_times(t_end: f64, samples: usize, spacing: Spacing) -> Vec<f64> {
                 .collect()
         }
     }
+}
+
+/// A job's estimated peak memory and output size in bytes, checked against the run's budget at
+/// validation. `what` names the job and `fields` the scenario fields that drive the estimate
+/// (the message tells the user which to lower).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Footprint {
+    pub what: String,
+    pub fields: &'static str,
+    pub memory: f64,
+    pub output: f64,
 }

@@ -356,3 +356,85 @@ fn every_shipped_scenario_validates() {
         "validate writes nothing"
     );
 }
+
+#[test]
+fn set_overrides_a_field_exactly_as_editing_the_file() {
+    let dir = tmp();
+    let base = "name = \"o\"\n[system]\nkind = \"musat3\"\nn = 8\n[sweep]\nn = [4, 8]\nthresholds = [0.5]\n";
+    let edited = base.replace("n = [4, 8]", "n = [4, 6, 8]").replace(
+        "kind = \"musat3\"",
+        "kind = \"musat3\"\nquery = \"uniform\"",
+    );
+    let f = write(dir.path(), "o.toml", base);
+    let g = write(dir.path(), "edited.toml", &edited);
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    run_into(
+        dir.path(),
+        &f,
+        &a,
+        &[
+            "-q",
+            "--set",
+            "sweep.n=[4, 6, 8]",
+            "--set",
+            "system.query=uniform",
+        ],
+    );
+    run_into(dir.path(), &g, &b, &["-q"]);
+    assert_eq!(
+        read_bytes(&a.join("sweep.csv")),
+        read_bytes(&b.join("sweep.csv"))
+    );
+    // shards of an overridden sweep merge into the same result
+    for i in 1..=2 {
+        run_into(
+            dir.path(),
+            &f,
+            &dir.path().join(format!("s{i}")),
+            &[
+                "-q",
+                "--shard",
+                &format!("{i}/2"),
+                "--set",
+                "sweep.n=[4, 6, 8]",
+                "--set",
+                "system.query=uniform",
+            ],
+        );
+    }
+    let m = dir.path().join("m");
+    run_ok(
+        dir.path(),
+        &[
+            "-q",
+            "merge",
+            dir.path().join("s1").to_str().unwrap(),
+            dir.path().join("s2").to_str().unwrap(),
+            "--out",
+            m.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        read_bytes(&m.join("sweep.csv")),
+        read_bytes(&b.join("sweep.csv"))
+    );
+    // a bad override is named like a bad field, and nothing is written
+    let r = ihdyn(
+        dir.path(),
+        &["run", &f, "--set", "system.loss_scale=-1"],
+        &[],
+    );
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("with --set system.loss_scale=-1: system.loss_scale: must be > 0"),
+        "{}",
+        r.stderr
+    );
+    let r = ihdyn(dir.path(), &["run", &f, "--set", "system.n"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("PATH=VALUE"), "{}", r.stderr);
+    assert!(!dir.path().join("output").exists());
+}

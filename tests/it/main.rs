@@ -6,6 +6,7 @@ mod support;
 
 mod architecture;
 mod cli;
+mod faults;
 mod gih;
 mod musat3_flow;
 mod musat_full;
@@ -13,4 +14,5 @@ mod phase;
 mod rich_cli;
 mod rich_flow;
 mod scenario_props;
+mod standard;
 mod sweep_control;

@@ -112,8 +112,8 @@ fn fields_sweeps_form_a_product_of_validated_points() {
     let e = err("[system]\nkind = \"musat3\"\n[solve]\n[sweep]\nn = [4]\n");
     assert_eq!(
         e,
-        "t.toml: system.n: required for [solve], [[phase]], [compare] and [train] (the sweep sets \
-         it for its own points only)"
+        "t.toml: system.n: required for [solve], [[phase]], [standard], [compare] and [train] (the \
+         sweep sets it for its own points only)"
     );
 }
 
@@ -178,7 +178,7 @@ fn every_bad_field_is_named_with_its_range() {
     );
     assert_eq!(
         err(&format!("{base}n = 4\n")),
-        "t.toml: scenario: nothing to run: add a [solve], [sweep], [[phase]], [compare], [train] or [gih] section"
+        "t.toml: scenario: nothing to run: add a [solve], [sweep], [[phase]], [standard], [compare], [train] or [gih] section"
     );
     assert_eq!(
         err(&format!("{base}[solve]\n")),

@@ -3,10 +3,17 @@
 use super::*;
 
 /// Join shard folders into the outputs of the unsharded run.
-pub fn merge(
-    dirs: &[std::path::PathBuf],
-    out: &OutputDir,
-) -> Result<(Scenario, Vec<String>, Value), Error> {
+/// The shards of one sweep, read and checked (nothing written yet).
+pub struct Merged {
+    pub scenario: Scenario,
+    spec: super::Sweep,
+    layout: Layout,
+    done: Done,
+    shards: Vec<Option<String>>,
+}
+
+/// Read and check the shard folders: one scenario, every point present and complete.
+pub fn read_shards(dirs: &[std::path::PathBuf]) -> Result<Merged, Error> {
     let usage = |m: String| Error::Usage(m);
     let mut first: Option<(Value, String, String)> = None;
     let mut shards = Vec::new();
@@ -86,13 +93,29 @@ pub fn merge(
             list.join(", ")
         )));
     }
-    let results = write_results(&scenario, &spec, &layout, &done, out)?;
+    Ok(Merged {
+        scenario,
+        spec,
+        layout,
+        done,
+        shards,
+    })
+}
+
+/// Write the merged outputs (exactly those of the unsharded run): the console lines and the
+/// manifest's job entry.
+pub fn write_merged(
+    m: &Merged,
+    dirs: &[std::path::PathBuf],
+    out: &OutputDir,
+) -> Result<(Vec<String>, Value), Error> {
+    let results = write_results(&m.scenario, &m.spec, &m.layout, &m.done, out)?;
     let entry = json!({
         "job": "sweep",
         "merged_from": dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
-        "shards": shards,
-        "points_total": spec.n_points,
-        "columns": layout.columns,
+        "shards": m.shards,
+        "points_total": m.spec.n_points,
+        "columns": m.layout.columns,
     });
-    Ok((scenario, results.console, entry))
+    Ok((results.console, entry))
 }

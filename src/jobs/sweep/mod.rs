@@ -32,11 +32,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod figure;
 mod log;
-mod merge;
+pub mod merge;
 mod results;
 
 pub use log::{Logged, PointState, read_points_log, verify_point};
-pub use merge::merge;
 pub use results::{FitEntry, Results, fit_all, write_results};
 #[allow(unused_imports)]
 use {figure::*, log::*, results::*};

@@ -358,7 +358,7 @@ pub(crate) fn train_recorded<F: FnMut(u64, &[f64], &mut [f64]) -> f64>(
     let guard = Guard {
         what: rec.what.to_string(),
         hint: "gih.stages[].lr".into(),
-        bound: 1e100,
+        bound: crate::scenario::validate::DIVERGENCE_BOUND,
     };
     train_gd::<_, Error>(learner, stages, &guard, |p, l| {
         let theta = l.theta.as_slice();

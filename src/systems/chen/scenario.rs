@@ -2,7 +2,9 @@
 //! the model TF(M, H, d, D), the loss and the initial point; the training schedule (stages), the
 //! events, the χ² MI estimate and the optional full model.
 
-use crate::scenario::validate::{FieldError, check, check_fraction, check_positive};
+use crate::scenario::validate::{
+    FieldError, check, check_fraction, check_list_len, check_positive, dedup_keep_order,
+};
 use crate::systems::chen::common::{HeadNorm, LossKind, MAX_D, RpeWindow, Subsets, TfShape};
 use crate::systems::chen::markov::Start;
 use crate::systems::chen::mi::MiMethod;
@@ -502,9 +504,11 @@ impl RawGihJob {
             format!("must be in 2..=100000, got {samples}")
         })?;
         let a_levels = self.a_levels.unwrap_or_else(|| vec![1.0, 2.0, 4.0]);
+        check_list_len("gih.a_levels", a_levels.len())?;
         for &l in &a_levels {
             finite("gih.a_levels", l)?;
         }
+        let a_levels = dedup_keep_order(&a_levels);
         let delta1 = self.delta1.unwrap_or(0.01);
         check_fraction("gih.delta1", delta1)?;
         let delta2 = self.delta2.unwrap_or(0.01);

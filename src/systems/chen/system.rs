@@ -9,9 +9,9 @@ use crate::scenario::validate::{FieldError, check};
 use crate::systems::Kind;
 use crate::systems::chen::common::{Layout, Subsets};
 use crate::systems::chen::job;
-use crate::systems::chen::scenario::{GihJobSpec, GihSpec, RawGih, RawGihJob};
+use crate::systems::chen::scenario::{GdData, GihGdSpec, GihJobSpec, GihSpec, RawGih, RawGihJob};
 use crate::systems::plugin::{
-    Column, Instance, JobContext, JobOutput, PointRows, ScenarioParts, System, When,
+    Column, Footprint, Instance, JobContext, JobOutput, PointRows, ScenarioParts, System, When,
 };
 
 /// `kind = "gih"`.
@@ -77,6 +77,34 @@ impl System for GihSystem {
         check("gih", self.job.is_some(), || {
             "a sweep over a gih system needs a [gih] section (its stages)".into()
         })
+    }
+    fn footprints(&self, _threads: usize) -> Vec<Footprint> {
+        let Some(job) = &self.job else {
+            return Vec::new();
+        };
+        let s = &self.spec;
+        // per sequence position: the token, and per head a d-vector of features and its cache
+        let per_position = (2 * s.heads * s.d + 4) as f64 * 8.0;
+        let mut positions = (s.n_sequences * s.length) as f64;
+        if let Some(t) = &job.transfer {
+            let longest = t.lengths.iter().copied().max().unwrap_or(0);
+            positions = positions.max((t.n_sequences * longest) as f64);
+        }
+        if let Some(GihGdSpec {
+            data: GdData::Fresh { batch },
+            ..
+        }) = &job.gd
+        {
+            positions = positions.max((batch * s.length) as f64);
+        }
+        let rows = (job.samples * job.stages.len().max(1)) as f64
+            + job.gd.as_ref().map_or(0.0, |g| g.samples as f64);
+        vec![Footprint {
+            what: "[gih]".into(),
+            fields: "system.n_sequences, system.length, system.d, system.heads, gih.samples",
+            memory: positions * per_position * 2.0,
+            output: rows * 64.0 * 24.0 * 2.0 + rows * 64.0 * 60.0,
+        }]
     }
     fn attach(&mut self, section: &str, table: toml::Table) -> Result<(), FieldError> {
         debug_assert_eq!(section, "gih");

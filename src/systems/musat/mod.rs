@@ -8,6 +8,9 @@ pub mod musat19;
 pub mod musat3;
 pub mod scenario19;
 pub mod scenario3;
+pub mod scenario_standard;
+pub mod standard;
+pub mod standard_job;
 pub mod subspace;
 pub mod system;
 

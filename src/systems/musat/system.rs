@@ -9,20 +9,24 @@ use crate::systems::musat::compare;
 use crate::systems::musat::data::{LabelPosition, QueryPosition};
 use crate::systems::musat::musat3::{ALPHA3, BETA2, GAMMA3, Musat3, Query, alpha_beta_invariant};
 use crate::systems::musat::musat19::Musat19;
+use crate::systems::musat::scenario_standard::{RawStandard, StandardSpec};
 use crate::systems::musat::scenario3::{MUSAT3_NAMES, Musat3Spec, RawMusat3};
 use crate::systems::musat::scenario19::{CompareSpec, Musat19Spec, RawCompare, RawMusat19};
+use crate::systems::musat::standard::{Loss, Optimizer};
+use crate::systems::musat::standard_job;
 use crate::systems::musat::subspace::{self, MMatrix, NAMES19};
-use crate::systems::plugin::{Instance, JobContext, JobOutput, Param, System, When};
+use crate::systems::plugin::{Footprint, Instance, JobContext, JobOutput, Param, System, When};
 
 /// `kind = "musat3"`.
 pub const MUSAT3: Kind = Kind {
     name: "musat3",
-    sections: &[],
+    sections: &["standard"],
     about: "Musat et al.: the three pseudo-parameters (alpha3, beta2, gamma3)",
     parse: |table| {
         let raw: RawMusat3 = deserialize_table(table, "system")?;
         Ok(Box::new(Musat3System {
             spec: raw.validate()?,
+            standard: None,
         }))
     },
 };
@@ -30,13 +34,14 @@ pub const MUSAT3: Kind = Kind {
 /// `kind = "musat19"`.
 pub const MUSAT19: Kind = Kind {
     name: "musat19",
-    sections: &["compare"],
+    sections: &["compare", "standard"],
     about: "Musat et al.: the 19-dim invariant subspace, and the full model ([compare])",
     parse: |table| {
         let raw: RawMusat19 = deserialize_table(table, "system")?;
         Ok(Box::new(Musat19System {
             spec: raw.validate()?,
             compare: None,
+            standard: None,
         }))
     },
 };
@@ -70,10 +75,43 @@ fn n_param(n: usize) -> Vec<Param> {
     }]
 }
 
-/// `kind = "musat3"` (docs/theory/musat.md §7).
+/// Parse and validate `[standard]` for N item–label pairs.
+fn attach_standard(table: toml::Table, n: usize) -> Result<StandardSpec, FieldError> {
+    let raw: RawStandard = deserialize_table(table, "standard")?;
+    raw.validate(n)
+}
+
+fn standard_json(spec: &Option<StandardSpec>) -> Option<(&'static str, serde_json::Value)> {
+    spec.as_ref().map(|s| {
+        (
+            "standard",
+            serde_json::to_value(s).expect("specs serialize"),
+        )
+    })
+}
+
+fn describe_standard(n: usize, s: &StandardSpec) -> String {
+    let dims = s.dims(n);
+    let loss = match s.loss {
+        Loss::Mse => "MSE",
+        Loss::Ce => "cross-entropy",
+    };
+    let optimizer = match s.optimizer {
+        Optimizer::Gd => "GD",
+        Optimizer::Adam => "Adam",
+    };
+    format!(
+        "standard (transformer D = {}, d_head = {}, N_E = {}, N_p = {}, {loss}, {optimizer}, \
+         B = {}, {} steps)",
+        dims.d, dims.d_head, dims.vocab, dims.positions, s.batch, s.steps
+    )
+}
+
+/// `kind = "musat3"` (docs/theory/musat.md §7), with `[standard]` (§11).
 #[derive(Debug, Clone)]
 pub struct Musat3System {
     pub spec: Musat3Spec,
+    pub standard: Option<StandardSpec>,
 }
 
 impl System for Musat3System {
@@ -107,6 +145,47 @@ impl System for Musat3System {
             label: format!("musat3, N = {n}, query {query}{scale}"),
             family: format!("musat3, query {query}{scale}"),
             params: n_param(n),
+        }
+    }
+    fn attach(&mut self, section: &str, table: toml::Table) -> Result<(), FieldError> {
+        debug_assert_eq!(section, "standard");
+        self.standard = Some(attach_standard(table, self.spec.n)?);
+        Ok(())
+    }
+    fn sections_json(&self) -> Vec<(&'static str, serde_json::Value)> {
+        standard_json(&self.standard).into_iter().collect()
+    }
+    /// `[standard]` is recomputed on every run; it never changes a sweep point.
+    fn resume_ignores(&self) -> &'static [&'static str] {
+        &["standard"]
+    }
+    fn footprints(&self, _threads: usize) -> Vec<Footprint> {
+        self.standard
+            .iter()
+            .map(|s| standard_job::footprint(self.spec.n, s))
+            .collect()
+    }
+    fn runs_on_base(&self) -> bool {
+        self.standard.is_some()
+    }
+    fn has_own_job(&self) -> bool {
+        self.standard.is_some()
+    }
+    fn describe_own(&self, _has_sweep: bool) -> Vec<String> {
+        self.standard
+            .iter()
+            .map(|s| describe_standard(self.spec.n, s))
+            .collect()
+    }
+    fn run_own(&self, when: When, ctx: &JobContext) -> Option<Result<JobOutput, Error>> {
+        let task = standard_job::Task {
+            n: self.spec.n,
+            query: self.spec.query,
+            loss_scale: self.spec.loss_scale,
+        };
+        match (when, &self.standard) {
+            (When::AfterPhase, Some(s)) => Some(standard_job::run(&task, s, ctx)),
+            _ => None,
         }
     }
     /// On the (β₂, α₃) slice with query `last`: the invariant dα/dβ = β(1 − a) through the
@@ -145,11 +224,13 @@ impl System for Musat3System {
     }
 }
 
-/// `kind = "musat19"` (docs/theory/musat.md §5–§6), with `[compare]` (§10).
+/// `kind = "musat19"` (docs/theory/musat.md §5–§6), with `[compare]` (§10) and `[standard]`
+/// (§11).
 #[derive(Debug, Clone)]
 pub struct Musat19System {
     pub spec: Musat19Spec,
     pub compare: Option<CompareSpec>,
+    pub standard: Option<StandardSpec>,
 }
 
 impl System for Musat19System {
@@ -205,7 +286,44 @@ impl System for Musat19System {
             params: n_param(n),
         }
     }
+    fn footprints(&self, threads: usize) -> Vec<Footprint> {
+        let standard = self
+            .standard
+            .iter()
+            .map(|s| standard_job::footprint(self.spec.n, s));
+        let Some(c) = &self.compare else {
+            return standard.collect();
+        };
+        let data = c.data_spec(&self.spec);
+        let b = c.batch.iter().copied().max().unwrap_or(1) as f64;
+        let t = data.tokens() as f64;
+        let d = c.d as f64;
+        // the batch (tokens and targets), the per-thread chunk activations, and the weights
+        // with their gradient and optimizer copies (the reduced flows solved beside are
+        // counted like [solve])
+        let batch = b * (data.sequence_len() as f64 + d) * 8.0;
+        let work = threads as f64
+            * crate::systems::musat::disentangled::CHUNK as f64
+            * t
+            * (10.0 * d + t)
+            * 8.0;
+        let weights = 28.0 * d * d * 8.0 * 4.0;
+        let rows = (c.steps / c.checkpoint_every.max(1) + 2) as f64 * c.batch.len() as f64;
+        vec![Footprint {
+            what: "[compare]".into(),
+            fields: "compare.batch, compare.d, compare.steps / compare.checkpoint_every",
+            memory: batch + work + weights,
+            output: rows * 40.0 * 24.0 + rows * 3.0 * 200.0,
+        }]
+        .into_iter()
+        .chain(standard)
+        .collect()
+    }
     fn attach(&mut self, section: &str, table: toml::Table) -> Result<(), FieldError> {
+        if section == "standard" {
+            self.standard = Some(attach_standard(table, self.spec.n)?);
+            return Ok(());
+        }
         debug_assert_eq!(section, "compare");
         let raw: RawCompare = deserialize_table(table, "compare")?;
         self.compare = Some(raw.validate(&self.spec)?);
@@ -215,18 +333,23 @@ impl System for Musat19System {
         self.compare
             .iter()
             .map(|c| ("compare", serde_json::to_value(c).expect("specs serialize")))
+            .chain(standard_json(&self.standard))
             .collect()
     }
     fn resume_ignores(&self) -> &'static [&'static str] {
-        &["compare"]
+        &["compare", "standard"]
     }
     fn runs_on_base(&self) -> bool {
-        self.compare.is_some()
+        self.compare.is_some() || self.standard.is_some()
     }
     fn has_own_job(&self) -> bool {
-        self.compare.is_some()
+        self.compare.is_some() || self.standard.is_some()
     }
     fn describe_own(&self, _has_sweep: bool) -> Vec<String> {
+        let standard = self
+            .standard
+            .iter()
+            .map(|s| describe_standard(self.spec.n, s));
         self.compare
             .iter()
             .map(|c| {
@@ -235,11 +358,21 @@ impl System for Musat19System {
                     c.d, c.batch, c.steps
                 )
             })
+            .chain(standard)
             .collect()
     }
+    /// `[standard]` after `[[phase]]`, `[compare]` after `[sweep]`.
     fn run_own(&self, when: When, ctx: &JobContext) -> Option<Result<JobOutput, Error>> {
-        match (when, &self.compare) {
-            (When::AfterSweep, Some(c)) => Some(compare::run(&self.spec, c, ctx)),
+        match (when, &self.compare, &self.standard) {
+            (When::AfterPhase, _, Some(s)) => {
+                let task = standard_job::Task {
+                    n: self.spec.n,
+                    query: self.spec.query,
+                    loss_scale: self.spec.loss_scale,
+                };
+                Some(standard_job::run(&task, s, ctx))
+            }
+            (When::AfterSweep, Some(c), _) => Some(compare::run(&self.spec, c, ctx)),
             _ => None,
         }
     }

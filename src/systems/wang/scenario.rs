@@ -2,7 +2,9 @@
 //! its `[train]` section (SGD on the six parameters and the full transformer, §8–§9).
 
 use crate::numerics::normal::Gaussian;
-use crate::scenario::validate::{FieldError, check, check_fraction, check_positive};
+use crate::scenario::validate::{
+    DIVERGENCE_BOUND, FieldError, check, check_fraction, check_positive,
+};
 use crate::systems::wang::reduced::{KeyQuery, Layer1, RichFlow, RichModel};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -209,9 +211,15 @@ impl RawRich {
             )
         })?;
         let sigma = self.sigma.unwrap_or(1e-2);
-        check("system.sigma", sigma > 0.0 && sigma.is_finite(), || {
-            format!("must be > 0 and finite (the init scale), got {sigma}")
-        })?;
+        check(
+            "system.sigma",
+            sigma > 0.0 && sigma <= DIVERGENCE_BOUND,
+            || {
+                format!(
+                    "must be > 0 and finite, at most 1e100 (the init scale; 1e100 is the divergence bound), got {sigma}"
+                )
+            },
+        )?;
         let loss_scale = self.loss_scale.unwrap_or(1.0);
         check_positive("system.loss_scale", loss_scale)?;
         let kq_factorized = self.kq_factorized.unwrap_or(true);
@@ -228,7 +236,11 @@ impl RawRich {
                         "required with layer1 = \"fixed\" or \"trained\" (a slope > 0)",
                     ));
                 };
-                check_positive("system.p1", p1)?;
+                check("system.p1", p1 > 0.0 && p1 <= DIVERGENCE_BOUND, || {
+                    format!(
+                        "must be > 0 and finite, at most 1e100 (the divergence bound), got {p1}"
+                    )
+                })?;
             }
         }
         check(

@@ -76,7 +76,7 @@ pub fn train_sgd<E: From<TrainError>>(
     let guard = Guard {
         what: "SGD (six-parameter model)".into(),
         hint: "train.eta".into(),
-        bound: 1e100,
+        bound: crate::scenario::validate::DIVERGENCE_BOUND,
     };
     let mut cps = Checkpoints::listed(checkpoints);
     train::<_, E>(&mut learner, &schedule, &guard, |p, l| {
@@ -165,7 +165,7 @@ pub fn train_full<E: From<TrainError>>(
     let guard = Guard {
         what: "full-model training".into(),
         hint: "train.full.eta".into(),
-        bound: 1e100,
+        bound: crate::scenario::validate::DIVERGENCE_BOUND,
     };
     let mut cps = Checkpoints::listed(checkpoints);
     train::<_, E>(&mut learner, &schedule, &guard, |p, l| {

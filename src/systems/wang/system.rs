@@ -9,7 +9,8 @@ use crate::scenario::validate::FieldError;
 use crate::scenario::{SolveRules, SolveSpec, SolverSpec, Spacing, deserialize_table};
 use crate::systems::Kind;
 use crate::systems::plugin::{
-    Column, Instance, JobContext, JobOutput, PointRows, ScenarioParts, SolveReport, System, When,
+    Column, Footprint, Instance, JobContext, JobOutput, PointRows, ScenarioParts, SolveReport,
+    System, When,
 };
 use crate::systems::wang::job;
 use crate::systems::wang::scenario::{
@@ -116,6 +117,23 @@ impl System for RichSystem {
             ));
         }
         Ok(())
+    }
+    fn footprints(&self, _threads: usize) -> Vec<Footprint> {
+        let Some(t) = &self.train else {
+            return Vec::new();
+        };
+        let l = self.spec.l as f64;
+        // the batch and the evaluation set (sequences of L tokens with their one-hot rows);
+        // the full model adds activations of width d per position
+        let width = t.full.as_ref().map_or(l, |f| (f.d + l as usize) as f64);
+        let memory = (t.batch as f64 + t.eval_samples as f64) * l * width * 8.0 * 6.0;
+        let rows = (t.checkpoints + 2) as f64 * t.models.len() as f64;
+        vec![Footprint {
+            what: "[train]".into(),
+            fields: "train.batch, train.eval_samples, train.full.d, system.l",
+            memory,
+            output: rows * 24.0 * 24.0 + rows * 300.0,
+        }]
     }
     fn attach(&mut self, section: &str, table: toml::Table) -> Result<(), FieldError> {
         debug_assert_eq!(section, "train");
