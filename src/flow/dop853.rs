@@ -15,13 +15,13 @@
 //! steps than Dopri5: on the 19-dimensional Musat flow to its α₃ emergence, 52 steps (658
 //! right-hand sides in an events-only run) against 236 (≈ 1430 with the dense output).
 
-use super::solution::DenseOutput;
-use super::{Rhs, StageRun};
+use super::solution::{DenseOutput, StageStats};
+use super::{Handover, Rhs, StageRun, SwitchReason};
 use crate::numerics::simd::{self, Kernel};
 use nalgebra::allocator::Allocator;
 use nalgebra::{DefaultAllocator, Dim, OVector, U1};
 use ode_solvers::controller::Controller;
-use ode_solvers::dop_shared::{IntegrationError, Stats, System};
+use ode_solvers::dop_shared::{IntegrationError, System};
 
 mod tableau;
 
@@ -128,13 +128,16 @@ impl DenseOutput for Dop853Dense {
 }
 
 /// One stage's integration with DOP853 (see the module doc); the arguments are those of
-/// `super::run_stage`.
+/// `super::run_stage`. With `detect` (`method = "auto"`) it stops after the first accepted step
+/// at which the problem has turned stiff ([`StiffnessMonitor`]) and says so in
+/// [`StageRun::stiff`].
 pub(super) fn run_stage<D: Dim>(
-    mut rhs: Rhs,
+    rhs: &mut Rhs,
     (t0, t1, duration): (f64, f64, f64),
     y0: &[f64],
     (rtol, atol): (f64, f64),
     max_steps: u32,
+    detect: bool,
 ) -> StageRun
 where
     DefaultAllocator: Allocator<D>,
@@ -149,19 +152,17 @@ where
     let mut incr = vec![0.0; n];
     let mut e5 = vec![0.0; n];
     let mut dense = Dop853Dense::new(n);
-    let mut stats = Stats {
-        num_eval: 0,
-        accepted_steps: 0,
-        rejected_steps: 0,
-    };
+    let mut stats = StageStats::default();
+    let mut monitor = StiffnessMonitor::default();
+    let mut stiff = None;
     let mut controller = Controller::new(0.125, 0.0, 6.0, 0.333, duration, 0.9, 1.0);
     let mut x = t0;
     let mut attempts = 0u32;
 
     // Stage 0 at the start, and the initial step (Hairer's `hinit` for order 8).
     rhs.system(x, &y, &mut k[0]);
-    stats.num_eval += 1;
-    let mut h = initial_step(&rhs, x, &y, &k[0], (rtol, atol), duration, &mut stats);
+    stats.evals += 1;
+    let mut h = initial_step(rhs, x, &y, &k[0], (rtol, atol), duration, &mut stats);
 
     let result = 'integrate: {
         let mut last = false;
@@ -185,7 +186,7 @@ where
                 combine(&y, h, &tb.a[i], &k, y_stage.as_mut_slice());
                 rhs.system(x + tb.c[i] * h, &y_stage, &mut k[i]);
             }
-            stats.num_eval += 11;
+            stats.evals += 11;
             weighted_sum(&tb.b, &k, &mut incr);
             weighted_sum(&tb.e, &k, &mut e5);
             for ((yn, yi), inc) in y_new.as_mut_slice().iter_mut().zip(y.as_slice()).zip(&incr) {
@@ -195,7 +196,7 @@ where
             // accepted: a y_new outside the system's domain (a non-finite stage) must reject the
             // step, as Dopri5's error estimate (which uses this stage) does.
             rhs.system(x + h, &y_new, &mut k[12]);
-            stats.num_eval += 1;
+            stats.evals += 1;
             let outside = k[12].as_slice().iter().any(|v| !v.is_finite());
             // Error: Hairer's mix of the 5th- and 3rd-order estimators.
             let (mut err, mut err2) = (0.0, 0.0);
@@ -225,14 +226,36 @@ where
             // A non-finite error (a stage left the domain) is rejected: NaN ≤ 1 is false and
             // the controller then shortens the step by its largest factor.
             if !controller.accept(err, h, &mut h_new) {
-                if stats.accepted_steps >= 1 {
-                    stats.rejected_steps += 1;
+                if stats.accepted >= 1 {
+                    stats.rejected += 1;
+                }
+                if detect && monitor.rejected() {
+                    // the state is the last accepted one: hand over from here
+                    stiff = Some(Handover {
+                        reason: SwitchReason::Rejections,
+                        t: x,
+                        h_next: h_new,
+                        explicit_steps: stats.accepted,
+                    });
+                    break 'integrate Ok(stats);
                 }
                 h = h_new;
                 last = false;
                 continue;
             }
-            stats.accepted_steps += 1;
+            stats.accepted += 1;
+            // Hairer's stiffness test (h·|λ| estimated from the last two stages, both at
+            // x + h; `y_stage` still holds stage 11's argument) before the continuous output's
+            // stages overwrite it.
+            let stiff_now = detect && {
+                let (mut num, mut den) = (0.0, 0.0);
+                let (k11, k12) = (k[11].as_slice(), k[12].as_slice());
+                for (i, (yn, ys)) in y_new.as_slice().iter().zip(y_stage.as_slice()).enumerate() {
+                    num += (k12[i] - k11[i]) * (k12[i] - k11[i]);
+                    den += (yn - ys) * (yn - ys);
+                }
+                monitor.accepted(den > 0.0 && h.abs() * (num / den).sqrt() > 6.1)
+            };
             // The per-step checks first (divergence, event brackets, the stop rule): they read
             // only the new state and its derivative, and they decide whether this step keeps
             // its continuous output (an events-only run keeps it where events are located).
@@ -243,7 +266,7 @@ where
                     combine(&y, h, &tb.a[i], &k, y_stage.as_mut_slice());
                     rhs.system(x + tb.c[i] * h, &y_stage, &mut k[i]);
                 }
-                stats.num_eval += 3;
+                stats.evals += 3;
                 let base = dense.coef.len();
                 dense.coef.resize(base + 8 * n, 0.0);
                 let rc = &mut dense.coef[base..];
@@ -278,15 +301,78 @@ where
             if stop || last {
                 break 'integrate Ok(stats);
             }
+            if stiff_now {
+                stiff = Some(Handover {
+                    reason: SwitchReason::StiffnessTest,
+                    t: x,
+                    h_next: h_new,
+                    explicit_steps: stats.accepted,
+                });
+                break 'integrate Ok(stats);
+            }
             h = h_new;
         }
     };
-    let y_last = (stats.accepted_steps > 0).then(|| y.as_slice().to_vec());
+    let y_last = (stats.accepted > 0).then(|| y.as_slice().to_vec());
     StageRun {
         result,
         t_reached: x,
         y_last,
         dense: Box::new(dense),
+        stiff,
+    }
+}
+
+/// When `auto` leaves DOP853 for Radau5: Hairer's stiffness test, or steps that keep being
+/// rejected.
+///
+/// Hairer's test (`dop853.f`) estimates h·|λ| along the dominant eigendirection from the two
+/// stages at x + h, h ‖f(y₁) − f(ŷ)‖ / ‖y₁ − ŷ‖, and counts the accepted steps where it exceeds
+/// 6.1 (the edge of DOP853's stability region on the negative real axis, where a step size is
+/// set by stability rather than accuracy); 6 negative tests in a row reset the count and 15
+/// positive ones declare the problem stiff. Hairer tests only from every 1000th step on, to
+/// save the arithmetic; here it runs on every step (it costs no right-hand side).
+///
+/// The second sign is a step size that the controller keeps pushing past the stability
+/// boundary: at least a third of the last 60 attempts rejected.
+#[derive(Debug, Default)]
+struct StiffnessMonitor {
+    positive: u32,
+    negative: u32,
+    /// The last 60 attempts as bits (1 = rejected), newest lowest, and how many were made.
+    history: u64,
+    attempts: u32,
+}
+
+impl StiffnessMonitor {
+    const WINDOW: u32 = 60;
+
+    /// An accepted step with its stiffness test; returns whether the problem is stiff.
+    fn accepted(&mut self, at_stability_edge: bool) -> bool {
+        self.push(false);
+        if at_stability_edge {
+            self.negative = 0;
+            self.positive += 1;
+            self.positive >= 15
+        } else {
+            self.negative += 1;
+            if self.negative >= 6 {
+                self.positive = 0;
+            }
+            false
+        }
+    }
+
+    /// A rejected step; returns whether rejections have become the rule.
+    fn rejected(&mut self) -> bool {
+        self.push(true);
+        self.attempts >= Self::WINDOW
+            && 3 * (self.history & ((1u64 << Self::WINDOW) - 1)).count_ones() >= Self::WINDOW
+    }
+
+    fn push(&mut self, rejected: bool) {
+        self.history = (self.history << 1) | u64::from(rejected);
+        self.attempts = self.attempts.saturating_add(1);
     }
 }
 
@@ -416,7 +502,7 @@ fn initial_step<D: Dim>(
     f0: &OVector<f64, D>,
     (rtol, atol): (f64, f64),
     h_max: f64,
-    stats: &mut Stats,
+    stats: &mut StageStats,
 ) -> f64
 where
     DefaultAllocator: Allocator<D>,
@@ -439,7 +525,7 @@ where
     loop {
         let y1 = y + f0 * h0;
         rhs.system(x + h0, &y1, &mut f1);
-        stats.num_eval += 1;
+        stats.evals += 1;
         probes += 1;
         let mut d2 = 0.0;
         for ((yi, a), b) in y.iter().zip(f0.iter()).zip(f1.iter()) {

@@ -1,5 +1,7 @@
 //! The ODE layer: gradient flows dθ/dt = −(mask ⊙ ∇L(θ)) integrated with Dormand–Prince 5(4)
-//! from `ode_solvers` or Hairer's 8(5,3) (`dop853.rs`; `solver.method`), with events located on
+//! from `ode_solvers`, Hairer's 8(5,3) (`dop853.rs`), the implicit Radau IIA of order 5
+//! (`radau5.rs`, with the Jacobian −(mask ⊙ H) of `jacobian.rs`) for stiff flows, or DOP853
+//! switching to Radau5 where its stiffness test fires (`solver.method`), with events located on
 //! the solver's continuous (dense) output.
 //!
 //! A reduced system implements [`GradientFlow`]. A [`FlowProblem`] is built and validated once
@@ -19,21 +21,23 @@
 
 mod dop853;
 mod events;
+mod jacobian;
+mod radau5;
 mod solution;
 
 pub use events::{EventRecord, EventSpec, Quantity, Trigger};
-pub use solution::{Solution, SolverStats, StopReason};
+pub use solution::{MethodSwitch, Solution, SolverStats, StopReason, SwitchReason};
 
 use crate::report::short;
 use nalgebra::allocator::Allocator;
 use nalgebra::{Const, DefaultAllocator, Dim, Dyn, OVector, U1};
 use ode_solvers::continuous_output_model::ContinuousOutputModel;
-use ode_solvers::dop_shared::{IntegrationError, OutputType, Stats};
+use ode_solvers::dop_shared::{IntegrationError, OutputType};
 use ode_solvers::{Dopri5, System};
 use std::cell::{Cell, RefCell};
 
 use events::EventTracker;
-use solution::{CoordMap, DenseOutput, Segment};
+use solution::{CoordMap, DenseOutput, Segment, Spliced, StageStats};
 
 /// A reduced training dynamics: a loss on a small parameter vector and its exact gradient.
 ///
@@ -57,6 +61,14 @@ pub trait GradientFlow: Sync {
     /// a run that cannot continue inside it, is a [`FlowError::OutsideDomain`].
     fn domain_error(&self, _theta: &[f64]) -> Option<String> {
         None
+    }
+    /// The Hessian ∇²L(θ), row-major into `out` (dim × dim), when the system has it in closed
+    /// form; returns whether it wrote it. The default (`false`) lets the implicit method
+    /// difference the exact gradient instead (`flow::jacobian`). Must not allocate; tested
+    /// against central differences of [`GradientFlow::grad`] like every hand-written
+    /// derivative.
+    fn hessian(&self, _theta: &[f64], _out: &mut [f64]) -> bool {
+        false
     }
 }
 
@@ -628,19 +640,32 @@ impl FlowProblem<'_> {
                 events_only: self.events_only,
             };
             let remaining = self.max_steps.saturating_sub(stats.steps);
+            // `auto` stays implicit once it has switched.
+            let method = match (self.method, stats.switch) {
+                (Method::Auto, Some(_)) => Method::Radau5,
+                (m, _) => m,
+            };
             let StageRun {
                 result,
                 t_reached,
                 y_last,
                 dense,
+                stiff,
             } = integrate_stage(
-                self.method,
+                method,
                 rhs,
                 (t0, t1, stage.duration),
                 &theta,
                 (self.rtol, self.atol),
                 remaining,
             );
+            if let Some(h) = stiff {
+                stats.switch = Some(MethodSwitch {
+                    t: h.t,
+                    reason: h.reason,
+                    explicit_steps: stats.steps + h.explicit_steps,
+                });
+            }
             let diverged = |t: f64, reason: String, theta: Vec<f64>| FlowError::Diverged {
                 t,
                 reason,
@@ -663,7 +688,7 @@ impl FlowProblem<'_> {
                 });
             }
             match result {
-                Ok(s) => stats.add(s.accepted_steps, s.rejected_steps, s.num_eval),
+                Ok(s) => stats.add(s),
                 Err(IntegrationError::MaxNumStepReached { x, .. }) => {
                     return Err(FlowError::MaxSteps {
                         max_steps: self.max_steps,
@@ -727,21 +752,97 @@ impl FlowProblem<'_> {
 
 /// What one stage's integration returns.
 struct StageRun {
-    result: Result<Stats, IntegrationError>,
+    result: Result<StageStats, IntegrationError>,
     /// Time of the last accepted step (t0 if none).
     t_reached: f64,
     /// Solver state at `t_reached`, if a step was accepted.
     y_last: Option<Vec<f64>>,
     dense: Box<dyn DenseOutput>,
+    /// `auto`: DOP853 detected stiffness (then, after `integrate_stage`, the counts in `result`
+    /// are both methods').
+    stiff: Option<Handover>,
 }
 
-/// Integrate one stage from y0 on `span` = (t0, t1, duration) with Dormand–Prince 5(4) (`ode_solvers`, with its
-/// continuous output). States of up to 24 coordinates use fixed-size vectors, so
-/// that the solver's vector arithmetic (seven stage vectors, the dense-output coefficients
-/// and their temporaries, every step) allocates nothing; larger states use heap vectors. The
-/// arithmetic is the same element by element either way.
+/// Where DOP853 hands over to Radau5 (`auto`).
+#[derive(Debug, Clone, Copy)]
+struct Handover {
+    reason: SwitchReason,
+    /// Time of DOP853's last accepted step in this stage.
+    t: f64,
+    /// DOP853's proposal for its next step (Radau5's first).
+    h_next: f64,
+    /// DOP853's accepted steps in this stage.
+    explicit_steps: u32,
+}
+
+/// Integrate one stage from y0 on `span` = (t0, t1, duration) with the method: Dormand–Prince
+/// 5(4) (`ode_solvers`, with its continuous output), DOP853, Radau5, or (`auto`) DOP853 until
+/// it detects stiffness and Radau5 from there. States of up to 24 coordinates use fixed-size
+/// vectors in the explicit methods, so that the solver's vector arithmetic (seven stage vectors,
+/// the dense-output coefficients and their temporaries, every step) allocates nothing; larger
+/// states use heap vectors. The arithmetic is the same element by element either way. Radau5
+/// works on heap vectors (its linear algebra is dense LU on heap matrices anyway).
 fn integrate_stage(
     method: Method,
+    mut rhs: Rhs,
+    span: (f64, f64, f64),
+    y0: &[f64],
+    tolerances: (f64, f64),
+    max_steps: u32,
+) -> StageRun {
+    let detect = method == Method::Auto;
+    let explicit = match method {
+        Method::Radau5 => {
+            return radau5::run_stage(&mut rhs, span, y0, tolerances, max_steps, None);
+        }
+        Method::Dopri5 => return dopri5_stage(rhs, span, y0, tolerances, max_steps),
+        Method::Dop853 | Method::Auto => {
+            dop853_stage(&mut rhs, span, y0, tolerances, max_steps, detect)
+        }
+    };
+    let Some(handover) = explicit.stiff else {
+        return explicit;
+    };
+    // `auto`: Radau5 from DOP853's last accepted state to the end of the stage.
+    let (t_switch, t1) = (handover.t, span.1);
+    let y = explicit.y_last.clone().unwrap_or_else(|| y0.to_vec());
+    let explicit_stats = match explicit.result {
+        Ok(s) => s,
+        Err(e) => {
+            return StageRun {
+                result: Err(e),
+                ..explicit
+            };
+        }
+    };
+    let implicit = radau5::run_stage(
+        &mut rhs,
+        (t_switch, t1, t1 - t_switch),
+        &y,
+        tolerances,
+        max_steps.saturating_sub(explicit_stats.accepted),
+        Some(handover.h_next),
+    );
+    let result = implicit.result.map(|s| StageStats {
+        accepted: explicit_stats.accepted + s.accepted,
+        rejected: explicit_stats.rejected + s.rejected,
+        evals: explicit_stats.evals + s.evals,
+        jacobians: s.jacobians,
+        decompositions: s.decompositions,
+    });
+    StageRun {
+        result,
+        t_reached: implicit.t_reached,
+        y_last: implicit.y_last.or(explicit.y_last),
+        dense: Box::new(Spliced {
+            parts: vec![(span.0, explicit.dense), (t_switch, implicit.dense)],
+        }),
+        stiff: Some(handover),
+    }
+}
+
+/// Dopri5 on stack vectors for small states (see [`integrate_stage`]).
+fn dopri5_stage(
     rhs: Rhs,
     span: (f64, f64, f64),
     y0: &[f64],
@@ -750,18 +851,38 @@ fn integrate_stage(
 ) -> StageRun {
     #[cfg(test)]
     if tests::FORCE_HEAP.with(|f| f.get()) {
-        return match method {
-            Method::Dopri5 => run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps),
-            Method::Dop853 => dop853::run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps),
-        };
+        return run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps);
     }
     macro_rules! by_dim {
         ($($n:literal)*) => {
-            match (method, y0.len()) {
-                $((Method::Dopri5, $n) => run_stage::<Const<$n>>(rhs, span, y0, tolerances, max_steps),)*
-                $((Method::Dop853, $n) => dop853::run_stage::<Const<$n>>(rhs, span, y0, tolerances, max_steps),)*
-                (Method::Dopri5, _) => run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps),
-                (Method::Dop853, _) => dop853::run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps),
+            match y0.len() {
+                $($n => run_stage::<Const<$n>>(rhs, span, y0, tolerances, max_steps),)*
+                _ => run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps),
+            }
+        };
+    }
+    by_dim!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24)
+}
+
+/// DOP853 on stack vectors for small states (see [`integrate_stage`]); `detect`: stop at the
+/// first accepted step where the problem turns stiff (`auto`).
+fn dop853_stage(
+    rhs: &mut Rhs,
+    span: (f64, f64, f64),
+    y0: &[f64],
+    tolerances: (f64, f64),
+    max_steps: u32,
+    detect: bool,
+) -> StageRun {
+    #[cfg(test)]
+    if tests::FORCE_HEAP.with(|f| f.get()) {
+        return dop853::run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps, detect);
+    }
+    macro_rules! by_dim {
+        ($($n:literal)*) => {
+            match y0.len() {
+                $($n => dop853::run_stage::<Const<$n>>(rhs, span, y0, tolerances, max_steps, detect),)*
+                _ => dop853::run_stage::<Dyn>(rhs, span, y0, tolerances, max_steps, detect),
             }
         };
     }
@@ -802,7 +923,9 @@ where
         u32::MAX, // the stiffness test is switched off (see the module doc)
         OutputType::Continuous,
     );
-    let result = solver.integrate_with_continuous_output_model(&mut dense);
+    let result = solver
+        .integrate_with_continuous_output_model(&mut dense)
+        .map(StageStats::from);
     let t_reached = solver.x_out().last().copied().unwrap_or(t0);
     let y_last = solver.y_out().last().map(|y| y.as_slice().to_vec());
     StageRun {
@@ -810,8 +933,54 @@ where
         t_reached,
         y_last,
         dense: Box::new(dense),
+        stiff: None,
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+/// Calls `f` with a right-hand side of `system` (no events, no stop rule) whose solver state
+/// uses `signs` (0 linear, ±1 log coordinate) and the stage mask `mask`: for tests of the
+/// pieces an integrator is built from (the Jacobian, one stage of Radau5).
+#[cfg(test)]
+fn with_rhs<R>(
+    system: &dyn GradientFlow,
+    signs: Vec<f64>,
+    mask: Vec<f64>,
+    f: impl FnOnce(&mut Rhs) -> R,
+) -> R {
+    let dim = signs.len();
+    let map = CoordMap { signs };
+    let grad_calls = Cell::new(0u64);
+    let outside = RefCell::new(None);
+    let theta0 = vec![0.0; dim];
+    let mut state = StepState {
+        tracker: EventTracker::new(system, &[], &theta0),
+        t_prev: 0.0,
+        stop_at: None,
+        tail: 0,
+        tail_cut: false,
+        failure: None,
+        interrupted: false,
+        last_good: (0.0, theta0.clone()),
+        theta: theta0,
+        keep_dense: true,
+    };
+    let mut rhs = Rhs {
+        system,
+        linear: map.is_identity(),
+        map: &map,
+        eval: RefCell::new(vec![0.0; dim]),
+        any_frozen: mask.contains(&0.0),
+        mask,
+        grad_calls: &grad_calls,
+        outside: &outside,
+        state: &mut state,
+        bound: 1e100,
+        margin: None,
+        tail_steps: u32::MAX,
+        events_only: false,
+    };
+    f(&mut rhs)
+}

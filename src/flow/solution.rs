@@ -31,29 +31,103 @@ impl StopReason {
     }
 }
 
-/// Solver statistics, summed over stages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// Solver statistics, summed over stages. The implicit method's counts and the switch of
+/// `method = "auto"` are written only when they happened, so the statistics of an explicit
+/// solve read as they always have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct SolverStats {
     /// Accepted steps.
     pub steps: u32,
-    /// Rejected steps.
+    /// Rejected steps (by the error test; Radau5's failed Newton iterations are not counted).
     pub rejected_steps: u32,
-    /// Right-hand-side evaluations made by the integrator.
+    /// Right-hand-side evaluations made by the integrator (not those of differenced Jacobians).
     pub rhs_evals: u32,
-    /// All gradient evaluations (integrator plus event location).
+    /// All gradient evaluations (integrator, differenced Jacobians, event location).
     pub grad_calls: u64,
+    /// Jacobians formed by the implicit method (each an analytic Hessian or 2·dim gradients).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub jacobians: u32,
+    /// LU decompositions of the implicit method's iteration matrices (a real and a complex
+    /// one each).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub decompositions: u32,
+    /// `method = "auto"`: where DOP853 handed over to Radau5, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch: Option<MethodSwitch>,
 }
 
-impl SolverStats {
-    pub(crate) fn add(&mut self, accepted: u32, rejected: u32, evals: u32) {
-        self.steps += accepted;
-        self.rejected_steps += rejected;
-        self.rhs_evals += evals;
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The hand-over of `method = "auto"` from DOP853 to Radau5.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MethodSwitch {
+    /// Time of the last accepted DOP853 step; Radau5 continues from its state.
+    pub t: f64,
+    /// What fired (see [`SwitchReason::text`]).
+    pub reason: SwitchReason,
+    /// Accepted DOP853 steps before the switch (included in `steps`).
+    pub explicit_steps: u32,
+}
+
+/// Why `method = "auto"` switched to the implicit method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwitchReason {
+    /// Hairer's DOP853 stiffness test: h·|λ| > 6.1 (the edge of the method's stability
+    /// region) in 15 tests without 6 negative ones in a row.
+    StiffnessTest,
+    /// At least a third of the last 60 attempted steps were rejected (a step size held down by
+    /// stability, not accuracy).
+    Rejections,
+}
+
+impl SwitchReason {
+    pub fn text(&self) -> &'static str {
+        match self {
+            SwitchReason::StiffnessTest => {
+                "DOP853's stiffness test (h·|λ| > 6.1 at the stability boundary, 15 times)"
+            }
+            SwitchReason::Rejections => "a third of the last 60 DOP853 steps were rejected",
+        }
     }
 }
 
-/// The Dopri5 continuous output of one stage, whatever the solver's vector type (stack vectors
-/// for small states, heap vectors otherwise; see `flow::integrate_stage`).
+/// What one stage's integration counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct StageStats {
+    pub(crate) accepted: u32,
+    pub(crate) rejected: u32,
+    pub(crate) evals: u32,
+    pub(crate) jacobians: u32,
+    pub(crate) decompositions: u32,
+}
+
+impl From<ode_solvers::dop_shared::Stats> for StageStats {
+    fn from(s: ode_solvers::dop_shared::Stats) -> Self {
+        StageStats {
+            accepted: s.accepted_steps,
+            rejected: s.rejected_steps,
+            evals: s.num_eval,
+            ..StageStats::default()
+        }
+    }
+}
+
+impl SolverStats {
+    pub(crate) fn add(&mut self, s: StageStats) {
+        self.steps += s.accepted;
+        self.rejected_steps += s.rejected;
+        self.rhs_evals += s.evals;
+        self.jacobians += s.jacobians;
+        self.decompositions += s.decompositions;
+    }
+}
+
+/// The continuous output of one stage: Dopri5's whatever the solver's vector type (stack
+/// vectors for small states, heap vectors otherwise; see `flow::integrate_stage`), DOP853's,
+/// Radau5's, or two of them spliced.
 pub(crate) trait DenseOutput {
     /// The interpolated state at t, if t lies in the model's range.
     fn evaluate(&self, t: f64) -> Option<Vec<f64>>;
@@ -65,6 +139,19 @@ where
 {
     fn evaluate(&self, t: f64) -> Option<Vec<f64>> {
         ContinuousOutputModel::evaluate(self, t).map(|y| y.as_slice().to_vec())
+    }
+}
+
+/// The continuous output of a stage integrated by two methods in turn (`method = "auto"`):
+/// each part covers the time from its start to the next part's start.
+pub(crate) struct Spliced {
+    pub(crate) parts: Vec<(f64, Box<dyn DenseOutput>)>,
+}
+
+impl DenseOutput for Spliced {
+    fn evaluate(&self, t: f64) -> Option<Vec<f64>> {
+        let i = self.parts.partition_point(|p| p.0 <= t).saturating_sub(1);
+        self.parts.get(i)?.1.evaluate(t)
     }
 }
 

@@ -36,8 +36,9 @@ pub enum ScenarioError {
 /// Integrator settings (`[solver]`).
 #[derive(Debug, Clone, Serialize)]
 pub struct SolverSpec {
-    /// "dopri5" (Dormand–Prince 5(4), from `ode_solvers`; the default) or "dop853" (Hairer's
-    /// 8(5,3)); both with dense output.
+    /// "dopri5" (Dormand–Prince 5(4), from `ode_solvers`; the default), "dop853" (Hairer's
+    /// 8(5,3)), "radau5" (Radau IIA of order 5, implicit, for stiff flows) or "auto" (DOP853,
+    /// switching to Radau5 where the flow turns stiff); all with dense output.
     pub method: Method,
     pub rtol: f64,
     pub atol: f64,
@@ -120,7 +121,8 @@ pub fn validate_solver(raw: RawSolver, default_horizon: f64) -> Result<SolverSpe
         FieldError::new(
             "solver.method",
             format!(
-                "must be one of {} (Dormand–Prince 5(4) or 8(5,3)), got {name:?}",
+                "must be one of {} (explicit Dormand–Prince 5(4) or 8(5,3), implicit Radau IIA \
+                 of order 5, or 8(5,3) switching to Radau where the flow turns stiff), got {name:?}",
                 Method::NAMES.map(|m| format!("\"{m}\"")).join(", ")
             ),
         )
@@ -300,15 +302,24 @@ pub enum Method {
     /// Dormand–Prince 8(5,3) with its 7th-order continuous output (Hairer's DOP853): fewer
     /// steps at tight tolerances.
     Dop853,
+    /// Radau IIA of order 5 (Hairer's RADAU5): implicit, L-stable, with its collocation
+    /// polynomial as continuous output; for stiff flows, whose explicit steps are limited by
+    /// stability rather than accuracy.
+    Radau5,
+    /// DOP853 until its stiffness test fires (or its steps keep being rejected), then Radau5
+    /// from the last accepted state to the end of the run.
+    Auto,
 }
 
 impl Method {
-    pub const NAMES: [&'static str; 2] = ["dopri5", "dop853"];
+    pub const NAMES: [&'static str; 4] = ["dopri5", "dop853", "radau5", "auto"];
 
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "dopri5" => Some(Method::Dopri5),
             "dop853" => Some(Method::Dop853),
+            "radau5" => Some(Method::Radau5),
+            "auto" => Some(Method::Auto),
             _ => None,
         }
     }
@@ -317,6 +328,8 @@ impl Method {
         match self {
             Method::Dopri5 => "dopri5",
             Method::Dop853 => "dop853",
+            Method::Radau5 => "radau5",
+            Method::Auto => "auto",
         }
     }
 }

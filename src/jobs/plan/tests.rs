@@ -1,4 +1,5 @@
 use super::*;
+use crate::report::Cell;
 use crate::scenario::expand_values;
 use crate::systems::musat::scenario3::Musat3Spec;
 use crate::systems::musat::system::Musat3System;
@@ -145,8 +146,9 @@ fn every_bad_field_is_named_with_its_range() {
         err(&format!(
             "{base}n = 4\n[solver]\nmethod = \"rk45\"\n[solve]\n"
         )),
-        "t.toml: solver.method: must be one of \"dopri5\", \"dop853\" (Dormand–Prince 5(4) or \
-         8(5,3)), got \"rk45\""
+        "t.toml: solver.method: must be one of \"dopri5\", \"dop853\", \"radau5\", \"auto\" \
+         (explicit Dormand–Prince 5(4) or 8(5,3), implicit Radau IIA of order 5, or 8(5,3) \
+         switching to Radau where the flow turns stiff), got \"rk45\""
     );
     assert_eq!(
         err(&format!("{base}n = 4\n[solver]\nt_max = 0\n[solve]\n")),
@@ -214,5 +216,48 @@ fn single_bracket_phase_and_misspelt_sections_get_a_hint() {
     ] {
         let e = parse_str(&format!("{base}{extra}"), "t", "t").unwrap_err();
         assert!(e.to_string().contains(want), "{extra}: {e}");
+    }
+}
+
+#[test]
+fn every_kind_runs_with_radau5_and_auto_and_agrees_with_dop853() {
+    // `[solver] method` reaches every system's flow: one sweep point per kind (the emergence
+    // times, or gih's stage results) with the implicit method and with `auto` matches DOP853's
+    // to the tolerance's reach (Radau5's event times carry errors of about rtol^(2/3)).
+    let kinds = [
+        "[system]\nkind = \"musat3\"\nn = 64\n[solve]\n",
+        "[system]\nkind = \"musat19\"\nn = 16\n[solve]\n",
+        "[system]\nkind = \"rich\"\nL = 64\n[solve]\n",
+        "[system]\nkind = \"gih\"\nd = 3\npa = [-1, -2]\nL = 20\nalpha = 0.3\nn_sequences = 120\n\
+         seed = 5\na0 = 0.05\n[gih]\nsamples = 5\n[gih.mi]\ndraws = 50\n\
+         [[gih.stages]]\ntrain = [\"c\"]\nlr = 0.1\nsteps = 2000\n",
+    ];
+    for kind in kinds {
+        let rows = |method: &str| {
+            let s = parse_str(
+                &format!("{kind}[solver]\nmethod = \"{method}\"\nrtol = 1e-10\natol = 1e-12\n"),
+                "t.toml",
+                "t",
+            )
+            .unwrap();
+            assert_eq!(s.solver.method.name(), method);
+            s.system.sweep_point(&s.solver, &[0.5]).unwrap().rows
+        };
+        let reference = rows("dop853");
+        for method in ["radau5", "auto"] {
+            let got = rows(method);
+            assert_eq!(got.len(), reference.len(), "{kind}");
+            for (a, b) in got.iter().zip(&reference) {
+                for (x, y) in a.iter().zip(b) {
+                    match (x, y) {
+                        (Cell::Num(x), Cell::Num(y)) => assert!(
+                            (x - y).abs() <= 1e-6 * y.abs() + 1e-9,
+                            "{kind} {method}: {x} vs {y}"
+                        ),
+                        _ => assert_eq!(x, y, "{kind} {method}"),
+                    }
+                }
+            }
+        }
     }
 }
