@@ -438,3 +438,44 @@ fn set_overrides_a_field_exactly_as_editing_the_file() {
     assert!(r.stderr.contains("PATH=VALUE"), "{}", r.stderr);
     assert!(!dir.path().join("output").exists());
 }
+
+#[test]
+fn musat19_reaches_n_65536_only_where_the_gradient_is_o_n() {
+    let dir = tmp();
+    let last = write(
+        dir.path(),
+        "l.toml",
+        "name = \"l\"\n[system]\nkind = \"musat19\"\nn = 65536\n[solver]\nmethod = \"radau5\"\n[solve]\nsamples = 11\n",
+    );
+    run_ok(dir.path(), &["validate", &last], &[]);
+    // above 4096 the instance skips the O(N²) dense configuration and still solves
+    let out = dir.path().join("l");
+    run_ok(
+        dir.path(),
+        &[
+            "-q",
+            "run",
+            &last,
+            "--set",
+            "system.n=8192",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let events = read_text(&out.join("events.csv"));
+    assert!(events.contains("T_gamma3@0.5"), "{events}");
+    let uniform = write(
+        dir.path(),
+        "u.toml",
+        "name = \"u\"\n[system]\nkind = \"musat19\"\nn = 8192\nquery = \"uniform\"\n[solve]\n",
+    );
+    let r = ihdyn(dir.path(), &["validate", &uniform], &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("system.n: must be <= 4096 for musat19 outside the O(N) case"),
+        "{}",
+        r.stderr
+    );
+}

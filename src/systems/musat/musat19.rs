@@ -161,6 +161,9 @@ pub struct Musat19 {
     names: Vec<String>,
 }
 
+/// Largest N for which the dense configurations are built when the specialised pass applies.
+const GENERIC_MAX_N: usize = 4096;
+
 /// Per-thread scratch, grown on first use and reused (no allocation in `grad` afterwards).
 #[derive(Default)]
 struct Scratch {
@@ -465,24 +468,31 @@ impl Musat19 {
         };
         let t = 2 * n + 1;
         let weight = 1.0 / queries.len() as f64;
-        // one configuration at a time: the dense tokens are O(N²)
-        let configs = queries
-            .iter()
-            .map(|&q| {
-                let (tokens, target) =
-                    canonical_configuration(n, q, label_position, query_position, m);
-                Configuration::new(&tokens, &target, t, d, m, weight)
-            })
-            .collect();
+        // the specialised pass hard-codes J's signs (r_itemᵀ J r_label = −1)
+        let canonical = query == Query::Last
+            && label_position == LabelPosition::Rotated
+            && query_position == QueryPosition::Fresh
+            && m == MMatrix::J;
+        // One configuration at a time: the dense tokens are O(N²) (68 GB at N = 65536). The
+        // specialised pass needs none; above GENERIC_MAX_N they are not built at all (below,
+        // the tests compare the two passes on them).
+        let configs = if canonical && n > GENERIC_MAX_N {
+            Vec::new()
+        } else {
+            queries
+                .iter()
+                .map(|&q| {
+                    let (tokens, target) =
+                        canonical_configuration(n, q, label_position, query_position, m);
+                    Configuration::new(&tokens, &target, t, d, m, weight)
+                })
+                .collect()
+        };
         let mut s = Self::from_configurations(n, d, configs, m, loss_scale);
         s.query = query;
         s.label_position = label_position;
         s.query_position = query_position;
-        // the specialised pass hard-codes J's signs (r_itemᵀ J r_label = −1)
-        s.canonical_last = query == Query::Last
-            && label_position == LabelPosition::Rotated
-            && query_position == QueryPosition::Fresh
-            && m == MMatrix::J;
+        s.canonical_last = canonical;
         s
     }
 
@@ -587,6 +597,10 @@ impl Musat19 {
     /// [`Musat19::evaluate`] by the generic pass over the configurations, whatever they are.
     fn evaluate_generic(&self, theta: &[f64], mut grad: Option<&mut [f64]>) -> f64 {
         assert_eq!(theta.len(), 19);
+        assert!(
+            !self.configs.is_empty(),
+            "the generic pass needs the configurations (built for N <= {GENERIC_MAX_N})"
+        );
         if let Some(g) = grad.as_deref_mut() {
             g.fill(0.0);
         }

@@ -59,8 +59,11 @@ impl Musat19Spec {
     }
 }
 
-/// Largest N of the 19-dim flow (a uniform-query gradient costs O(N³)).
+/// Largest N of the 19-dim flow in general (a uniform-query gradient costs O(N³)).
 pub const MAX_N19: i64 = 4096;
+/// Largest N where the gradient takes the O(N) specialised pass (query `last`, label position
+/// `rotated`, query position `fresh`, M = J).
+pub const MAX_N19_LAST: i64 = 65536;
 
 impl RawMusat19 {
     pub fn validate(self) -> Result<Musat19Spec, FieldError> {
@@ -71,8 +74,21 @@ impl RawMusat19 {
             ));
         };
         check("system.n", n >= 2, || format!("must be >= 2, got {n}"))?;
-        check("system.n", n <= MAX_N19, || {
-            format!("must be <= {MAX_N19} for musat19, got {n}")
+        let specialised = self.query == Query::Last
+            && self.label_position == LabelPosition::Rotated
+            && self.query_position == QueryPosition::Fresh
+            && self.m == MMatrix::J;
+        let max = if specialised { MAX_N19_LAST } else { MAX_N19 };
+        check("system.n", n <= max, || {
+            if specialised {
+                format!("must be <= {max} for musat19, got {n}")
+            } else {
+                format!(
+                    "must be <= {max} for musat19 outside the O(N) case (query \"last\", \
+                     label_position \"rotated\", query_position \"fresh\", m \"J\", which \
+                     allows {MAX_N19_LAST}), got {n}"
+                )
+            }
         })?;
         let loss_scale = self.loss_scale.unwrap_or(1.0);
         check_positive("system.loss_scale", loss_scale)?;
