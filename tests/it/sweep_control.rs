@@ -120,7 +120,7 @@ fn shards_merged_equal_the_unsharded_run() {
     args.extend(shard_dirs.iter().map(String::as_str));
     args.extend(["--out", merged.to_str().unwrap(), "-q"]);
     run_ok(dir.path(), &args, &[]);
-    for file in ["sweep.csv", "fit.json", "sweep.points.csv"] {
+    for file in ["sweep.csv", "fit.json", "slopes.csv", "sweep.points.csv"] {
         assert_eq!(
             read_bytes(&merged.join(file)),
             read_bytes(&full.join(file)),

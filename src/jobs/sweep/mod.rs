@@ -43,6 +43,7 @@ use {figure::*, log::*, results::*};
 /// File names of the sweep outputs.
 pub const POINTS_LOG: &str = "sweep.points.csv";
 pub const SWEEP_CSV: &str = "sweep.csv";
+pub const SLOPES_CSV: &str = "slopes.csv";
 
 /// `--shard i/n`: run the points with index ≡ i − 1 (mod n).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -43,6 +43,72 @@ pub(super) fn group_keys(layout: &Layout, rows: &[Vec<String>]) -> Vec<Vec<Strin
 }
 
 /// Fit every Time column against x in every group, over rows with x ≥ fit_min_n.
+/// The local exponent between two points of a power law T ∝ x^p: d ln T / d ln x estimated
+/// by the secant, ln(t1/t0) / ln(x1/x0). `None` unless all four values are positive and finite
+/// and x1 ≠ x0.
+pub fn local_slope(x0: f64, t0: f64, x1: f64, t1: f64) -> Option<f64> {
+    let ok = |v: f64| v > 0.0 && v.is_finite();
+    (ok(x0) && ok(t0) && ok(x1) && ok(t1) && x1 != x0).then(|| (t1 / t0).ln() / (x1 / x0).ln())
+}
+
+/// `slopes.csv`: per group (the other swept fields and the threshold), the local exponent of
+/// every time column between consecutive x values, `slope_<column>` (empty where either time
+/// is missing). Rows sorted by group, then x.
+pub(super) fn local_slopes(
+    layout: &Layout,
+    rows: &[Vec<String>],
+) -> (Vec<String>, Vec<Vec<String>>) {
+    let x_name = &layout.columns[layout.x].name;
+    let times: Vec<usize> = (0..layout.columns.len())
+        .filter(|&c| layout.columns[c].role == Role::Time)
+        .collect();
+    let mut header: Vec<String> = layout
+        .groups
+        .iter()
+        .map(|&g| layout.columns[g].name.clone())
+        .collect();
+    header.push(format!("{x_name}_lo"));
+    header.push(format!("{x_name}_hi"));
+    header.extend(
+        times
+            .iter()
+            .map(|&c| format!("slope_{}", layout.columns[c].name)),
+    );
+    let mut out = Vec::new();
+    for key in group_keys(layout, rows) {
+        let mut group: Vec<&Vec<String>> = rows
+            .iter()
+            .filter(|r| layout.groups.iter().zip(&key).all(|(&g, k)| &r[g] == k))
+            .filter(|r| num(&r[layout.x]).is_some())
+            .collect();
+        group.sort_by(|a, b| {
+            num(&a[layout.x])
+                .unwrap_or(f64::NAN)
+                .total_cmp(&num(&b[layout.x]).unwrap_or(f64::NAN))
+        });
+        for pair in group.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            let (x0, x1) = (num(&a[layout.x]).unwrap(), num(&b[layout.x]).unwrap());
+            if x0 == x1 {
+                continue;
+            }
+            let mut row = key.clone();
+            row.push(a[layout.x].clone());
+            row.push(b[layout.x].clone());
+            for &c in &times {
+                row.push(match (num(&a[c]), num(&b[c])) {
+                    (Some(t0), Some(t1)) => {
+                        local_slope(x0, t0, x1, t1).map_or(String::new(), fmt_f64)
+                    }
+                    _ => String::new(),
+                });
+            }
+            out.push(row);
+        }
+    }
+    (header, out)
+}
+
 pub fn fit_all(layout: &Layout, rows: &[Vec<String>], fit_min: Option<f64>) -> Vec<FitEntry> {
     let mut fits = Vec::new();
     for key in group_keys(layout, rows) {
@@ -111,6 +177,9 @@ pub fn write_results(
     files.push(out.write_bytes(SWEEP_CSV, &bytes)?);
     let fits = fit_all(layout, &rows, spec.fit_min_n);
     files.push(out.write_json("fit.json", &fits_json(layout, spec, &fits))?);
+    let (slope_header, slope_rows) = local_slopes(layout, &rows);
+    let bytes = csv_bytes(&slope_header, &slope_rows).expect("writing to memory");
+    files.push(out.write_bytes(SLOPES_CSV, &bytes)?);
     // The family label names the fixed settings; with several swept fields only the kind is
     // certain to hold for every point.
     let family = if spec.fields.len() == 1 {
@@ -197,4 +266,33 @@ pub(super) fn console_summary(
         ));
     }
     lines
+}
+
+#[cfg(test)]
+mod slope_tests {
+    use super::local_slope;
+
+    #[test]
+    fn local_slopes_recover_known_exponents() {
+        // a pure power law: the secant is the exponent at every pair
+        for p in [0.5, 1.0, 2.0, 2.7] {
+            for (x0, x1) in [(4.0, 8.0), (100.0, 3000.0)] {
+                let t = |x: f64| 3.5 * f64::powf(x, p);
+                let s = local_slope(x0, t(x0), x1, t(x1)).unwrap();
+                assert!((s - p).abs() < 1e-12, "p = {p}: {s}");
+            }
+        }
+        // T = N^2 / ln N: the secant is 2 - ln(ln x1 / ln x0) / ln(x1 / x0), which tends to
+        // 2 - 1/ln x as the points close in
+        let t = |x: f64| x * x / x.ln();
+        let (x0, x1) = (1024.0, 2048.0);
+        let want = 2.0 - (f64::ln(x1).ln() - f64::ln(x0).ln()) / (x1 / x0).ln();
+        assert!((local_slope(x0, t(x0), x1, t(x1)).unwrap() - want).abs() < 1e-12);
+        let x = 1e6;
+        let near = local_slope(x, t(x), x * 1.0001, t(x * 1.0001)).unwrap();
+        assert!((near - (2.0 - 1.0 / x.ln())).abs() < 1e-5, "{near}");
+        // refused: non-positive or equal abscissae
+        assert!(local_slope(4.0, 0.0, 8.0, 1.0).is_none());
+        assert!(local_slope(4.0, 1.0, 4.0, 2.0).is_none());
+    }
 }
