@@ -42,34 +42,13 @@ pub fn clip_polyline(
             fwd(b.0, log_x),
             fwd(b.1, log_y),
         );
-        // Liang–Barsky clipping of the segment a→b.
         let (dx, dy) = (bx - ax, by - ay);
-        let (mut t0, mut t1) = (0.0f64, 1.0f64);
-        let mut visible = true;
-        for (pk, qk) in [
-            (-dx, ax - bx0),
-            (dx, bx1 - ax),
-            (-dy, ay - by0),
-            (dy, by1 - ay),
-        ] {
-            if pk == 0.0 {
-                if qk < 0.0 {
-                    visible = false;
-                    break;
-                }
-            } else {
-                let r = qk / pk;
-                if pk < 0.0 {
-                    t0 = t0.max(r);
-                } else {
-                    t1 = t1.min(r);
-                }
-            }
-        }
-        if !visible || t0 >= t1 {
+        let Some((t0, t1)) =
+            liang_barsky((ax, ay), (bx, by), (bx0, by0, bx1, by1)).filter(|(t0, t1)| t0 < t1)
+        else {
             flush(&mut current, &mut pieces);
             continue;
-        }
+        };
         let p = |t: f64| (back(ax + t * dx, log_x), back(ay + t * dy, log_y));
         let start = if t0 > 0.0 { p(t0) } else { a };
         let end = if t1 < 1.0 { p(t1) } else { b };
@@ -84,4 +63,36 @@ pub fn clip_polyline(
     }
     flush(&mut current, &mut pieces);
     pieces
+}
+
+/// Liang–Barsky: the parameter interval [t0, t1] of the segment a→b (points a + t (b − a),
+/// t in [0, 1]) inside the rectangle [x0, x1] × [y0, y1], or `None` when the segment runs
+/// parallel to an edge outside it. The segment meets the rectangle iff t0 <= t1.
+pub(super) fn liang_barsky(
+    a: (f64, f64),
+    b: (f64, f64),
+    (x0, y0, x1, y1): (f64, f64, f64, f64),
+) -> Option<(f64, f64)> {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let (mut t0, mut t1) = (0.0f64, 1.0f64);
+    for (pk, qk) in [
+        (-dx, a.0 - x0),
+        (dx, x1 - a.0),
+        (-dy, a.1 - y0),
+        (dy, y1 - a.1),
+    ] {
+        if pk == 0.0 {
+            if qk < 0.0 {
+                return None;
+            }
+        } else {
+            let r = qk / pk;
+            if pk < 0.0 {
+                t0 = t0.max(r);
+            } else {
+                t1 = t1.min(r);
+            }
+        }
+    }
+    Some((t0, t1))
 }

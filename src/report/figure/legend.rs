@@ -170,33 +170,8 @@ pub(super) fn draw_legend<DB: DrawingBackend>(
 }
 
 /// Does the segment a→b (pixels) meet the rectangle [x0, x1] × [y0, y1]?
-pub(super) fn segment_meets_rect(
-    a: (f64, f64),
-    b: (f64, f64),
-    (x0, y0, x1, y1): (f64, f64, f64, f64),
-) -> bool {
-    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
-    let (mut t0, mut t1) = (0.0f64, 1.0f64);
-    for (pk, qk) in [
-        (-dx, a.0 - x0),
-        (dx, x1 - a.0),
-        (-dy, a.1 - y0),
-        (dy, y1 - a.1),
-    ] {
-        if pk == 0.0 {
-            if qk < 0.0 {
-                return false;
-            }
-        } else {
-            let r = qk / pk;
-            if pk < 0.0 {
-                t0 = t0.max(r);
-            } else {
-                t1 = t1.min(r);
-            }
-        }
-    }
-    t0 <= t1
+pub(super) fn segment_meets_rect(a: (f64, f64), b: (f64, f64), rect: (f64, f64, f64, f64)) -> bool {
+    super::clip::liang_barsky(a, b, rect).is_some_and(|(t0, t1)| t0 <= t1)
 }
 
 /// The pixel rectangle (x0, y0, x1, y1) of the notes box in a plot whose pixel range is `plot`.
